@@ -1,0 +1,139 @@
+"""The catalog schema: products, classification jobs and the similar items of a job.
+
+Alembic migrations in ``catalog/migrations`` create these tables; a change here
+needs a new migration (``alembic revision --autogenerate``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+CATEGORIES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+JOB_STATUSES = ("queued", "running", "done", "failed")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint(_in("category", CATEGORIES), name="ck_products_category"),
+        CheckConstraint("stock_quantity >= 0", name="ck_products_stock_nonnegative"),
+        CheckConstraint("price >= 0", name="ck_products_price_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    stock_quantity: Mapped[int] = mapped_column(Integer, default=0)
+    image_key: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ClassificationJob(Base):
+    __tablename__ = "classification_jobs"
+    __table_args__ = (CheckConstraint(_in("status", JOB_STATUSES), name="ck_jobs_status"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    image_key: Mapped[str] = mapped_column(String(512))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    content_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    label: Mapped[int | None] = mapped_column(Integer)
+    confidence: Mapped[float | None]
+    probabilities: Mapped[list[float] | None] = mapped_column(JSON)
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    similar_items: Mapped[list[SimilarItem]] = relationship(
+        back_populates="job",
+        cascade="all, delete-orphan",
+        order_by="SimilarItem.rank",
+    )
+
+    @property
+    def label_name(self) -> str | None:
+        return CATEGORIES[self.label] if self.label is not None else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": str(self.id),
+            "status": self.status,
+            "label": self.label,
+            "name": self.label_name,
+            "confidence": self.confidence,
+            "model_version": self.model_version,
+            "error": (
+                {"code": self.error_code, "message": self.error_message}
+                if self.status == "failed"
+                else None
+            ),
+            "attempts": self.attempts,
+        }
+
+
+class SimilarItem(Base):
+    __tablename__ = "similar_items"
+    __table_args__ = (
+        UniqueConstraint("job_id", "product_id", name="uq_similar_items_job_product"),
+        CheckConstraint("rank >= 1", name="ck_similar_items_rank_positive"),
+    )
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("classification_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    score: Mapped[float]
+
+    job: Mapped[ClassificationJob] = relationship(back_populates="similar_items")
+    product: Mapped[Product] = relationship()

@@ -1,0 +1,117 @@
+"""Data functions for the web backend and the worker.
+
+Every function is keyword-only and takes the ``session`` explicitly; the caller
+owns the transaction. "Not found" is ``None``, never an exception.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
+
+
+@dataclass(frozen=True)
+class SimilarProduct:
+    rank: int
+    sku: str
+    name: str
+    category: str
+    price: Decimal
+    stock_quantity: int
+    score: float
+
+
+def _as_uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        return None
+
+
+def create_job(
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    image_key: str,
+    filename: str | None,
+    content_sha256: str,
+) -> ClassificationJob:
+    job = ClassificationJob(
+        id=job_id,
+        image_key=image_key,
+        filename=filename,
+        content_sha256=content_sha256,
+        status="queued",
+    )
+    session.add(job)
+    return job
+
+
+def get_job(*, session: Session, job_id: str | uuid.UUID) -> ClassificationJob | None:
+    parsed = _as_uuid(job_id)
+    return session.get(ClassificationJob, parsed) if parsed else None
+
+
+def similar_for_job(*, session: Session, job_id: str | uuid.UUID) -> list[SimilarProduct] | None:
+    """The similar products recorded for a job, best first; ``None`` if no such job."""
+    job = get_job(session=session, job_id=job_id)
+    if job is None:
+        return None
+    rows = session.execute(
+        select(SimilarItem, Product)
+        .join(Product, SimilarItem.product_id == Product.id)
+        .where(SimilarItem.job_id == job.id)
+        .order_by(SimilarItem.rank)
+    ).all()
+    return [
+        SimilarProduct(
+            rank=item.rank,
+            sku=product.sku,
+            name=product.name,
+            category=product.category,
+            price=product.price,
+            stock_quantity=product.stock_quantity,
+            score=item.score,
+        )
+        for item, product in rows
+    ]
+
+
+def get_product(*, session: Session, sku: str) -> Product | None:
+    return session.scalar(select(Product).where(Product.sku == sku))
+
+
+def upsert_product(
+    *,
+    session: Session,
+    sku: str,
+    name: str,
+    category: str,
+    price: Decimal,
+    stock_quantity: int,
+    image_key: str | None,
+) -> Product:
+    """Insert the product or update the one with the same sku."""
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; expected one of {list(CATEGORIES)}")
+    if stock_quantity < 0:
+        raise ValueError("stock_quantity must not be negative")
+    product = get_product(session=session, sku=sku)
+    if product is None:
+        product = Product(sku=sku)
+        session.add(product)
+    product.name = name
+    product.category = category
+    product.price = price
+    product.stock_quantity = stock_quantity
+    product.image_key = image_key
+    session.flush()
+    return product

@@ -1,0 +1,237 @@
+"""Shared fixtures: the real services and small factories.
+
+PostgreSQL and Redis are the machine's own (``scripts/test`` starts them when
+they are down); each test session gets a database of its own and queue names of
+its own, so nothing collides with other users of those servers. The S3 server
+is moto in server mode, a separate process bound to 127.0.0.1 on a free port.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+import redis
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from catalog.db import get_engine, get_sessionmaker, upgrade
+from catalog.models import Product
+from catalog.queries import upsert_product
+from training.data import FashionMnist, load_fashion_mnist
+from worker.config import Settings
+from worker.storage import make_store
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> FashionMnist:
+    return load_fashion_mnist()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def create_database() -> str:
+    """A new, empty database on the machine's PostgreSQL; returns its SQLAlchemy URL."""
+    name = f"fashion_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(url: str) -> None:
+    get_engine(url).dispose()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test session's own, dropped at the end."""
+    url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    client.ping()
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible HTTP server in its own process, on 127.0.0.1 only."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture()
+def local_settings(tmp_path: Path) -> Settings:
+    """Embedded defaults in a temporary folder: SQLite, local objects, filesystem broker."""
+    settings = Settings(data_dir=tmp_path / "data")
+    upgrade(settings.resolved_database_url)
+    return settings
+
+
+@pytest.fixture()
+def service_settings(
+    tmp_path: Path, postgres_url: str, redis_url: str, s3_endpoint: str
+) -> Settings:
+    """Production-like settings: PostgreSQL, Redis and S3, isolated per test."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=postgres_url,
+        broker_url=redis_url,
+        storage_url=f"s3://fashion-{suffix}/uploads-prefix",
+        s3_endpoint_url=s3_endpoint,
+        interactive_queue=f"interactive-{suffix}",
+        bulk_queue=f"bulk-{suffix}",
+        **S3_CREDENTIALS,
+    )
+    make_store(settings).ensure_bucket()
+    upgrade(settings.resolved_database_url)
+    return settings
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on both engines: a SQLite file and the real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    else:
+        # A database per test keeps the PostgreSQL runs as independent as SQLite's.
+        url = create_database()
+        request.addfinalizer(lambda: drop_database(url))
+    upgrade(url)
+    return url
+
+
+@pytest.fixture()
+def session(database_url: str) -> Iterator[Session]:
+    with get_sessionmaker(database_url).begin() as session:
+        yield session
+
+
+def make_product(
+    session: Session,
+    *,
+    sku: str | None = None,
+    category: str = "Trouser",
+    stock_quantity: int = 5,
+    price: str = "19.99",
+) -> Product:
+    return upsert_product(
+        session=session,
+        sku=sku or f"SKU-{uuid.uuid4().hex[:8]}",
+        name=f"{category} sample",
+        category=category,
+        price=Decimal(price),
+        stock_quantity=stock_quantity,
+        image_key=None,
+    )
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """Environment for a `celery worker` subprocess that mirrors ``settings``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASHION_")}
+    values = {
+        "DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.database_url,
+        "BROKER_URL": settings.broker_url,
+        "STORAGE_URL": settings.storage_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "INTERACTIVE_QUEUE": settings.interactive_queue,
+        "BULK_QUEUE": settings.bulk_queue,
+    }
+    if settings.s3_access_key_id and settings.s3_secret_access_key:
+        values["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id.get_secret_value()
+        values["S3_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key.get_secret_value()
+    env.update({f"FASHION_{key}": value for key, value in values.items() if value})
+    return env
+
+
+@pytest.fixture()
+def start_worker() -> Iterator:
+    """Start real `celery worker` processes; all are stopped after the test."""
+    processes: list[subprocess.Popen] = []
+
+    def start(
+        settings: Settings, *, pool: str = "prefork", concurrency: int = 1
+    ) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "--app=worker.celery_app",
+                "worker",
+                f"--queues={settings.interactive_queue}",
+                f"--pool={pool}",
+                f"--concurrency={concurrency}",
+                "--loglevel=INFO",
+                f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=worker_env(settings),
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tests.conftest import png_bytes
+from worker.cli import main
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "worker", "submit", "classify", "result", "migrate", "train"):
+        assert command in result.output
+
+
+def test_classify_json_gives_the_right_label_for_a_test_image(
+    tmp_path: Path, fashion_mnist
+) -> None:
+    index = 0
+    image = tmp_path / "item.png"
+    image.write_bytes(png_bytes(fashion_mnist.test_images[index]))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+
+    result = CliRunner().invoke(main, ["classify", "--json", str(image), str(broken), str(empty)])
+
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert lines[0]["file"] == str(image)
+    assert lines[0]["label"] == int(fashion_mnist.test_labels[index])
+    assert lines[0]["name"] == "Ankle boot"
+    assert 0 < lines[0]["confidence"] <= 1
+    assert lines[1]["error"]["code"] in {"corrupt", "unsupported_format"}
+    assert lines[2]["error"]["code"] == "empty"
+
+
+def test_classify_reports_a_missing_file_and_still_exits_zero(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["classify", "--json", str(tmp_path / "nope.png")])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["error"]["code"] == "unreadable"
+
+
+def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASHION_")}
+    env["FASHION_DATA_DIR"] = str(tmp_path / "demo")
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All 10 uploads classified" in result.stdout
+    assert "trouser.png" in result.stdout

@@ -1,0 +1,87 @@
+"""The pipeline for one job, called directly (no broker), on both storage/database setups."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from catalog.db import get_sessionmaker
+from catalog.queries import create_job, get_job, similar_for_job
+from tests.conftest import make_product, png_bytes
+from worker.config import Settings
+from worker.errors import JobNotFoundError
+from worker.jobs import classify_job, get_store
+
+
+def enqueue_by_hand(settings: Settings, data: bytes | None) -> str:
+    """Store ``data`` (unless None) and insert a queued job, as ``client.submit`` does."""
+    job_id = uuid.uuid4()
+    key = f"uploads/{job_id}"
+    if data is not None:
+        get_store(settings).put(key, data)
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        create_job(
+            session=session,
+            job_id=job_id,
+            image_key=key,
+            filename="upload.png",
+            content_sha256=hashlib.sha256(data or b"").hexdigest(),
+        )
+    return str(job_id)
+
+
+@pytest.fixture(params=["local", "services"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    name = "local_settings" if request.param == "local" else "service_settings"
+    return request.getfixturevalue(name)
+
+
+def test_job_ends_done_with_the_right_label_and_similar_items(settings, fashion_mnist) -> None:
+    index = 1  # a Pullover in the test split
+    label = int(fashion_mnist.test_labels[index])
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        category = make_product(session, category="Pullover").category
+        make_product(session, category="Pullover", stock_quantity=0)
+    job_id = enqueue_by_hand(settings, png_bytes(fashion_mnist.test_images[index]))
+
+    assert classify_job(job_id, settings=settings) == "done"
+
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        job = get_job(session=session, job_id=job_id)
+        assert (job.status, job.label, job.label_name) == ("done", label, category)
+        assert job.attempts == 1 and job.finished_at is not None
+        assert sum(job.probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert job.model_version
+        similar = similar_for_job(session=session, job_id=job_id)
+        assert len(similar) == 1 and similar[0].stock_quantity > 0
+
+
+def test_corrupt_upload_ends_failed_with_its_code(settings) -> None:
+    job_id = enqueue_by_hand(settings, b"\x89PNG\r\n\x1a\n truncated")
+    assert classify_job(job_id, settings=settings) == "failed"
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        job = get_job(session=session, job_id=job_id)
+        assert (job.status, job.error_code) == ("failed", "unsupported_format")
+        assert job.error_message
+
+
+def test_missing_object_ends_failed_object_missing(settings) -> None:
+    job_id = enqueue_by_hand(settings, None)
+    assert classify_job(job_id, settings=settings) == "failed"
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        assert get_job(session=session, job_id=job_id).error_code == "object_missing"
+
+
+def test_duplicate_delivery_does_not_run_the_job_twice(local_settings, fashion_mnist) -> None:
+    job_id = enqueue_by_hand(local_settings, png_bytes(fashion_mnist.test_images[0]))
+    assert classify_job(job_id, settings=local_settings) == "done"
+    assert classify_job(job_id, settings=local_settings) == "done"
+    with get_sessionmaker(local_settings.resolved_database_url)() as session:
+        assert get_job(session=session, job_id=job_id).attempts == 1
+
+
+def test_unknown_job_id_raises(local_settings) -> None:
+    with pytest.raises(JobNotFoundError):
+        classify_job(str(uuid.uuid4()), settings=local_settings)

@@ -1,0 +1,70 @@
+"""Export a trained Keras model to the artifact the worker runs, with its model card.
+
+The worker never imports TensorFlow: it runs a LiteRT (TFLite) flatbuffer. The
+model card records what the artifact is and how good it is, and its sha256 lets
+the worker refuse a file that does not match its card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from training.data import CLASS_NAMES
+from worker.preprocess import IMAGE_SIZE
+
+MODEL_FILENAME = "model.tflite"
+CARD_FILENAME = "model_card.json"
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_tflite(model: keras.Model, path: Path) -> Path:
+    """Convert ``model`` to a float32 TFLite flatbuffer with a dynamic batch size."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    path.write_bytes(converter.convert())
+    return path
+
+
+def write_model_card(
+    out_dir: Path,
+    *,
+    architecture: str,
+    params: int,
+    test_accuracy: float,
+    validation_accuracy: float,
+    epochs: int,
+    seed: int,
+    training_seconds: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``model_card.json`` beside ``model.tflite`` and return it."""
+    digest = sha256_of(out_dir / MODEL_FILENAME)
+    card = {
+        "version": f"{architecture}-{digest[:12]}",
+        "architecture": architecture,
+        "params": params,
+        "file": MODEL_FILENAME,
+        "sha256": digest,
+        "input": {"shape": [IMAGE_SIZE, IMAGE_SIZE, 1], "dtype": "float32", "range": [0, 1]},
+        "classes": list(CLASS_NAMES),
+        "test_accuracy": round(test_accuracy, 4),
+        "validation_accuracy": round(validation_accuracy, 4),
+        "epochs": epochs,
+        "seed": seed,
+        "training_seconds": round(training_seconds, 1),
+        "trained_on": "Fashion-MNIST train split (60k) less a held-out validation set",
+        "date": dt.datetime.now(dt.UTC).date().isoformat(),
+        "framework": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        **(extra or {}),
+    }
+    (out_dir / CARD_FILENAME).write_text(json.dumps(card, indent=2) + "\n")
+    return card

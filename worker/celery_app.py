@@ -1,0 +1,46 @@
+"""The Celery application and its configuration, and nothing else.
+
+``celery -A worker.celery_app worker`` (or ``fashion worker``) runs it. Messages
+are JSON only: pickle is refused, so a message can never execute code.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from celery import Celery
+
+from worker.config import Settings, get_settings
+
+CLASSIFY_TASK = "fashion.classify"
+
+
+@cache
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings`` (cached: one per distinct configuration)."""
+    app = Celery("fashion", broker=settings.resolved_broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        # Job state lives in the catalog database; nobody reads Celery results.
+        task_ignore_result=True,
+        result_backend=None,
+        # A job is acknowledged only once it finished, so a worker that dies
+        # mid-task leaves it on the queue for another worker.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=60,
+        task_time_limit=90,
+        task_default_queue=settings.interactive_queue,
+        task_routes={CLASSIFY_TASK: {"queue": settings.interactive_queue}},
+        broker_transport_options=settings.broker_transport_options,
+        broker_connection_retry_on_startup=True,
+        enable_utc=True,
+    )
+    return app
+
+
+app = make_celery(get_settings())

@@ -1,0 +1,41 @@
+"""Synchronous classification of local files: ``fashion classify``, no broker, no database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catalog.models import CATEGORIES
+from worker.classifier import get_classifier
+from worker.config import Settings
+from worker.errors import ImageError
+from worker.preprocess import normalize, preprocess
+
+
+def classify_files(paths: Iterable[Path], settings: Settings) -> Iterator[dict[str, Any]]:
+    """Yield one result per file: label, name, confidence -- or an error code and message."""
+    classifier = get_classifier(settings)
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            error = ImageError("unreadable", f"cannot read the file: {exc.strerror or exc}")
+            yield {"file": str(path), "error": {"code": error.code, "message": error.message}}
+            continue
+        try:
+            pixels = preprocess(
+                data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+            )
+        except ImageError as exc:
+            yield {"file": str(path), "error": {"code": exc.code, "message": exc.message}}
+            continue
+        prediction = classifier.predict(normalize(pixels[np.newaxis]))[0]
+        yield {
+            "file": str(path),
+            "label": prediction.label,
+            "name": CATEGORIES[prediction.label],
+            "confidence": round(prediction.confidence, 4),
+        }

@@ -1,0 +1,134 @@
+"""What the web backend calls: ``submit`` an upload, read its ``result``.
+
+``submit`` stores the bytes, inserts the job row (``queued``), commits, then
+enqueues task ``fashion.classify`` with the job id. If the broker cannot be
+reached the job is marked ``failed`` (``enqueue_failed``) and ``SubmitError`` is
+raised, so the caller always learns the truth and no row is left dangling.
+
+A non-Python backend can do the same: put the object, insert the row, and
+publish a Celery protocol-2 JSON message for task ``fashion.classify`` with
+``args: ["<job id>"]`` on queue ``interactive`` (see README).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kombu.exceptions
+
+from catalog.db import get_sessionmaker
+from catalog.queries import create_job, get_job, similar_for_job
+from worker.celery_app import CLASSIFY_TASK, make_celery
+from worker.config import Settings, get_settings
+from worker.jobs import TERMINAL_STATUSES, fail_job, get_store
+
+
+class SubmitError(RuntimeError):
+    """The upload could not be queued; the job (if any) was marked failed."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    status: str
+    label: int | None = None
+    name: str | None = None
+    confidence: float | None = None
+    model_version: str | None = None
+    error: dict[str, str] | None = None
+    similar: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status,
+            "label": self.label,
+            "name": self.name,
+            "confidence": self.confidence,
+            "model_version": self.model_version,
+            "error": self.error,
+            "similar": self.similar,
+        }
+
+
+def submit(
+    data: bytes, filename: str, *, settings: Settings | None = None, queue: str | None = None
+) -> str:
+    """Store one upload and queue it for classification; returns the job id."""
+    settings = settings or get_settings()
+    job_id = uuid.uuid4()
+    image_key = f"uploads/{job_id}"
+    get_store(settings).put(image_key, data)
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions.begin() as session:
+        create_job(
+            session=session,
+            job_id=job_id,
+            image_key=image_key,
+            filename=filename[:255],
+            content_sha256=hashlib.sha256(data).hexdigest(),
+        )
+    try:
+        make_celery(settings).send_task(
+            CLASSIFY_TASK, args=[str(job_id)], queue=queue or settings.interactive_queue
+        )
+    except kombu.exceptions.OperationalError as exc:
+        fail_job(str(job_id), code="enqueue_failed", message=str(exc), settings=settings)
+        raise SubmitError(f"could not queue job {job_id}: {exc}") from exc
+    return str(job_id)
+
+
+def result(job_id: str, *, settings: Settings | None = None) -> JobResult | None:
+    """The job's current state and, once done, its similar items; ``None`` if unknown."""
+    settings = settings or get_settings()
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions() as session:
+        job = get_job(session=session, job_id=job_id)
+        if job is None:
+            return None
+        similar = similar_for_job(session=session, job_id=job.id) or []
+        summary = job.as_dict()
+    return JobResult(
+        job_id=summary["job_id"],
+        status=summary["status"],
+        label=summary["label"],
+        name=summary["name"],
+        confidence=summary["confidence"],
+        model_version=summary["model_version"],
+        error=summary["error"],
+        similar=[
+            {"rank": item.rank, "sku": item.sku, "name": item.name, "score": item.score}
+            for item in similar
+        ],
+    )
+
+
+def wait(
+    job_ids: Iterable[str],
+    *,
+    timeout: float,
+    settings: Settings | None = None,
+    poll_interval: float = 0.1,
+) -> dict[str, JobResult | None]:
+    """Poll until every job is ``done``/``failed`` or ``timeout`` seconds pass."""
+    pending = list(job_ids)
+    results: dict[str, JobResult | None] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        for job_id in pending:
+            results[job_id] = result(job_id, settings=settings)
+        pending = [
+            job_id for job_id in pending if not (results[job_id] and results[job_id].finished)
+        ]
+        if not pending or time.monotonic() >= deadline:
+            return results
+        time.sleep(poll_interval)

@@ -1,0 +1,99 @@
+"""All settings, read from ``FASHION_*`` environment variables, defaults in one place.
+
+The embedded defaults need no server: the catalog is a SQLite file, objects live
+in a local folder and Celery talks through kombu's filesystem transport, all
+under ``FASHION_DATA_DIR``. Production sets ``FASHION_BROKER_URL=redis://…``,
+``FASHION_DATABASE_URL=postgresql+psycopg://…`` and
+``FASHION_STORAGE_URL=s3://bucket/prefix`` (plus ``FASHION_S3_ENDPOINT_URL`` for
+MinIO or another S3-compatible server). Nothing else in the code base reads
+``os.environ``; boto3 still finds AWS credentials its usual way when
+``FASHION_S3_ACCESS_KEY_ID`` is unset.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fashion"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FASHION_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR, description="Folder for the embedded SQLite, objects and broker."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file in the data dir."
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker URL; default: kombu filesystem transport."
+    )
+    storage_url: str | None = Field(
+        None, description="file:///dir or s3://bucket/prefix; default: data_dir/objects."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto); unset for AWS."
+    )
+    s3_region: str = Field("us-east-1", description="Region sent to the S3 endpoint.")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="S3 access key; unset: boto3's credential chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret key; unset: boto3's credential chain."
+    )
+    model_uri: Path | None = Field(
+        None, description="A .tflite file with model_card.json beside it; default: the bundled one."
+    )
+    mnist_dir: Path | None = Field(
+        None, description="Folder with the four Fashion-MNIST IDX .gz files (training only)."
+    )
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest accepted upload.")
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="Largest accepted width × height, checked before decoding."
+    )
+    similar_top_k: int = Field(5, ge=1, le=100, description="Similar items recorded per job.")
+    inference_threads: int = Field(1, ge=1, description="LiteRT interpreter threads per process.")
+    interactive_queue: str = Field("interactive", description="Queue for single uploads.")
+    bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")
+    task_max_retries: int = Field(5, ge=0, description="Retries for transient failures.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.data_dir / 'objects'}"
+
+    @property
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Folders for the filesystem transport; empty for a real broker."""
+        if not self.resolved_broker_url.startswith("filesystem://"):
+            return {}
+        queue_dir = self.data_dir / "broker" / "queue"
+        control_dir = self.data_dir / "broker" / "control"
+        for folder in (queue_dir, control_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(queue_dir),
+            "data_folder_out": str(queue_dir),
+            "control_folder": str(control_dir),
+            "store_processed": False,
+            "polling_interval": 0.1,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,136 @@
+"""``fashion demo``: the whole path on the embedded defaults, start to finish.
+
+Seeds a small catalog from ``worker/samples``, starts a real Celery worker
+process, submits the sample uploads through ``worker.client``, waits for the
+results, prints them, and stops the worker.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from catalog.db import get_sessionmaker, upgrade
+from catalog.queries import upsert_product
+from worker import client
+from worker.config import Settings
+from worker.jobs import get_store
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+WORKER_STOP_TIMEOUT = 15
+
+
+def seed_catalog(settings: Settings, samples_dir: Path = SAMPLES_DIR) -> int:
+    """Upsert the sample products and store their photos; returns the product count."""
+    store = get_store(settings)
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with (samples_dir / "catalog.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with sessions.begin() as session:
+        for row in rows:
+            image_key = f"products/{row['sku']}.png"
+            store.put(
+                image_key, (samples_dir / row["image"]).read_bytes(), content_type="image/png"
+            )
+            upsert_product(
+                session=session,
+                sku=row["sku"],
+                name=row["name"],
+                category=row["category"],
+                price=Decimal(row["price"]),
+                stock_quantity=int(row["stock_quantity"]),
+                image_key=image_key,
+            )
+    return len(rows)
+
+
+def start_worker(settings: Settings) -> subprocess.Popen:
+    """A `celery worker` child process with the same environment as ours."""
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "--app=worker.celery_app",
+        "worker",
+        f"--queues={settings.interactive_queue}",
+        "--concurrency=1",
+        "--loglevel=WARNING",
+        f"--hostname=demo-{os.getpid()}@%h",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    return subprocess.Popen(command, env={**os.environ, "FASHION_DATA_DIR": str(settings.data_dir)})
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """SIGTERM lets the worker finish in-flight work; SIGKILL if it will not stop."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(WORKER_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def run_demo(settings: Settings, *, timeout: float) -> int:
+    console = Console()
+    started = time.perf_counter()
+    upgrade(settings.resolved_database_url)
+    count = seed_catalog(settings)
+    console.print(
+        f"Catalog: {count} sample products in {settings.resolved_database_url}; "
+        f"objects in {settings.resolved_storage_url}; broker {settings.resolved_broker_url}"
+    )
+    uploads = sorted((SAMPLES_DIR / "uploads").glob("*.png"))
+    worker = start_worker(settings)
+    try:
+        job_ids = {
+            client.submit(path.read_bytes(), path.name, settings=settings): path for path in uploads
+        }
+        with Progress(console=console, transient=True) as progress:
+            bar = progress.add_task("classifying", total=len(job_ids))
+            deadline = time.monotonic() + timeout
+            results: dict = {}
+            while time.monotonic() < deadline and worker.poll() is None:
+                results = client.wait(job_ids, timeout=0, settings=settings)
+                finished = sum(1 for job in results.values() if job and job.finished)
+                progress.update(bar, completed=finished)
+                if finished == len(job_ids):
+                    break
+                time.sleep(0.2)
+    finally:
+        stop_worker(worker)
+
+    table = Table(title="Sample uploads")
+    for column in ("upload", "status", "label", "confidence", "similar in-stock SKUs"):
+        table.add_column(column)
+    unfinished = 0
+    for job_id, path in job_ids.items():
+        job = results.get(job_id)
+        if job is None or not job.finished:
+            unfinished += 1
+            table.add_row(path.name, job.status if job else "unknown", "", "", "")
+        elif job.status == "failed":
+            table.add_row(path.name, "failed", job.error["code"], "", job.error["message"])
+        else:
+            skus = ", ".join(item["sku"] for item in job.similar) or "none in stock"
+            table.add_row(path.name, "done", job.name, f"{job.confidence:.1%}", skus)
+    console.print(table)
+    elapsed = time.perf_counter() - started
+    if unfinished:
+        console.print(f"[red]{unfinished} upload(s) unfinished after {timeout:.0f} s[/red]")
+        return 1
+    console.print(f"All {len(job_ids)} uploads classified in {elapsed:.1f} s.")
+    return 0

@@ -1,0 +1,65 @@
+"""Celery tasks: thin wrappers that take ids, call plain functions, declare retries."""
+
+from __future__ import annotations
+
+import logging
+
+import botocore.exceptions
+import sqlalchemy.exc
+from celery import Task
+from celery.signals import worker_process_init
+
+from worker.celery_app import CLASSIFY_TASK, app
+from worker.classifier import get_classifier
+from worker.config import get_settings
+from worker.errors import FashionError
+from worker.jobs import classify_job, fail_job, get_store
+
+log = logging.getLogger(__name__)
+
+#: Failures that may pass: storage or database unreachable, timed out or reset.
+TRANSIENT_ERRORS = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    sqlalchemy.exc.OperationalError,
+)
+
+
+@worker_process_init.connect
+def _load_per_process(**_kwargs: object) -> None:
+    """Load the model and open the store in each child, after fork, never at import."""
+    settings = get_settings()
+    get_classifier(settings)
+    get_store(settings)
+
+
+class ClassifyTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        """Retries are spent or the error was unexpected: end the job ``failed``."""
+        if isinstance(exc, FashionError) or not args:
+            return
+        code = "retries_exhausted" if isinstance(exc, TRANSIENT_ERRORS) else "internal_error"
+        try:
+            fail_job(
+                args[0],
+                code=code,
+                message=f"{type(exc).__name__}: {exc}"[:2000],
+                settings=get_settings(),
+            )
+        except Exception:  # noqa: BLE001 - the database may be the thing that is down
+            log.exception("could not record failure of job %s", args[0])
+
+
+@app.task(
+    name=CLASSIFY_TASK,
+    base=ClassifyTask,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=get_settings().task_max_retries,
+    ignore_result=True,
+)
+def classify(job_id: str) -> str:
+    """Classify the upload of job ``job_id``; the outcome is written to its row."""
+    return classify_job(job_id, settings=get_settings())
