@@ -81,14 +81,6 @@ def drop_database(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of this test session's own, dropped at the end."""
-    url = create_database()
-    yield url
-    drop_database(url)
-
-
-@pytest.fixture(scope="session")
 def redis_url() -> str:
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
     client.ping()
@@ -121,14 +113,16 @@ def local_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture()
-def service_settings(
-    tmp_path: Path, postgres_url: str, redis_url: str, s3_endpoint: str
-) -> Settings:
-    """Production-like settings: PostgreSQL, Redis and S3, isolated per test."""
+def service_settings(tmp_path: Path, redis_url: str, s3_endpoint: str) -> Iterator[Settings]:
+    """Production-like settings: PostgreSQL, Redis and S3, isolated per test.
+
+    Each test gets its own database, bucket and queue names.
+    """
     suffix = uuid.uuid4().hex[:8]
+    database_url = create_database()
     settings = Settings(
         data_dir=tmp_path / "data",
-        database_url=postgres_url,
+        database_url=database_url,
         broker_url=redis_url,
         storage_url=f"s3://fashion-{suffix}/uploads-prefix",
         s3_endpoint_url=s3_endpoint,
@@ -138,7 +132,8 @@ def service_settings(
     )
     make_store(settings).ensure_bucket()
     upgrade(settings.resolved_database_url)
-    return settings
+    yield settings
+    drop_database(database_url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -63,7 +63,7 @@ def test_corrupt_upload_ends_failed_with_its_code(settings) -> None:
     assert classify_job(job_id, settings=settings) == "failed"
     with get_sessionmaker(settings.resolved_database_url)() as session:
         job = get_job(session=session, job_id=job_id)
-        assert (job.status, job.error_code) == ("failed", "unsupported_format")
+        assert (job.status, job.error_code) == ("failed", "corrupt")
         assert job.error_message
 
 

@@ -42,7 +42,7 @@ def test_normalize_scales_to_unit_range_with_a_channel_axis() -> None:
     [
         (b"", "empty"),
         (b"%PDF-1.4 definitely not an image", "unsupported_format"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "unsupported_format"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt"),
     ],
 )
 def test_bad_bytes_get_a_stable_error_code(data: bytes, code: str) -> None:

@@ -54,8 +54,8 @@ def seed_catalog(settings: Settings, samples_dir: Path = SAMPLES_DIR) -> int:
     return len(rows)
 
 
-def start_worker(settings: Settings) -> subprocess.Popen:
-    """A `celery worker` child process with the same environment as ours."""
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
+    """A `celery worker` child process with our environment, logging to ``log_path``."""
     command = [
         sys.executable,
         "-m",
@@ -64,12 +64,19 @@ def start_worker(settings: Settings) -> subprocess.Popen:
         "worker",
         f"--queues={settings.interactive_queue}",
         "--concurrency=1",
-        "--loglevel=WARNING",
+        "--loglevel=INFO",
         f"--hostname=demo-{os.getpid()}@%h",
         "--without-gossip",
         "--without-mingle",
     ]
-    return subprocess.Popen(command, env={**os.environ, "FASHION_DATA_DIR": str(settings.data_dir)})
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            env={**os.environ, "FASHION_DATA_DIR": str(settings.data_dir)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop_worker(process: subprocess.Popen) -> None:
@@ -94,7 +101,9 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
         f"objects in {settings.resolved_storage_url}; broker {settings.resolved_broker_url}"
     )
     uploads = sorted((SAMPLES_DIR / "uploads").glob("*.png"))
-    worker = start_worker(settings)
+    log_path = settings.data_dir / "demo-worker.log"
+    worker = start_worker(settings, log_path)
+    console.print(f"Started a Celery worker (pid {worker.pid}); its log: {log_path}")
     try:
         job_ids = {
             client.submit(path.read_bytes(), path.name, settings=settings): path for path in uploads

@@ -19,6 +19,21 @@ from worker.errors import ImageError
 
 IMAGE_SIZE = 28
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"})
+# Leading bytes of the allowed formats: a file that starts like one of them but
+# that Pillow cannot identify is a damaged image ("corrupt"), not a foreign file.
+_SIGNATURES = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",
+    b"MM\x00*",
+    b"BM",
+)
+
+
+def _looks_like_allowed_image(data: bytes) -> bool:
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
@@ -42,6 +57,8 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         # after the pixel limit has been checked.
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        if _looks_like_allowed_image(data):
+            raise ImageError("corrupt", "the image is damaged: its header is invalid") from exc
         raise ImageError("unsupported_format", "the upload is not a recognised image") from exc
     except Image.DecompressionBombError as exc:
         raise ImageError("too_many_pixels", f"the image is too large to decode: {exc}") from exc
