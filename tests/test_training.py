@@ -1,4 +1,4 @@
-"""Export and model card, without a full training run (that takes minutes)."""
+"""Training's code path on a smoke run (a subset, one epoch), and the architectures."""
 
 from __future__ import annotations
 
@@ -9,66 +9,56 @@ import keras
 import numpy as np
 import pytest
 
-from training.architectures import make_model
-from training.export import MODEL_FILENAME, export_tflite, sha256_of, write_model_card
+from training.architectures import ARCHITECTURES, RECIPES, make_model
+from training.export import MODEL_FILENAME, serving_model, sha256_of
+from training.train import train
 from worker.classifier import Classifier
 from worker.preprocess import normalize
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, fashion_mnist) -> tuple[keras.Model, Path]:
-    keras.utils.set_random_seed(0)
-    model = make_model("small-cnn")
-    # One quick pass over a few batches so the weights are not all at initialisation.
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(
-        normalize(fashion_mnist.train_images[:512]),
-        fashion_mnist.train_labels[:512],
-        epochs=1,
-        verbose=0,
+def smoke_run(tmp_path_factory) -> Path:
+    out_dir = tmp_path_factory.mktemp("smoke")
+    train(arch="fashion-vgg", out_dir=out_dir, epochs=1, limit=512, verbose=0)
+    return out_dir
+
+
+def test_smoke_run_writes_model_card_and_artifacts(smoke_run: Path) -> None:
+    card = json.loads((smoke_run / "model_card.json").read_text())
+    assert card["sha256"] == sha256_of(smoke_run / MODEL_FILENAME)
+    assert card["version"] == f"fashion-vgg-{card['sha256'][:12]}"
+    assert card["temperature"] > 0
+    assert 0 <= card["test_ece"] <= 1
+    assert len(card["dataset_sha256"]) == 64
+    assert card["train_images"] == 512 and card["epochs"] == 1
+    assert (smoke_run / "history.csv").read_text().count("\n") == 2  # header + one epoch
+    assert (smoke_run / "model.keras").is_file()
+
+
+def test_litert_artifact_matches_the_calibrated_keras_model(smoke_run, fashion_mnist) -> None:
+    card = json.loads((smoke_run / "model_card.json").read_text())
+    keras_model = serving_model(
+        keras.models.load_model(smoke_run / "model.keras"), temperature=card["temperature"]
     )
-    out_dir = tmp_path_factory.mktemp("export")
-    model.save(out_dir / "model.keras")
-    export_tflite(model, out_dir / MODEL_FILENAME)
-    write_model_card(
-        out_dir,
-        architecture="small-cnn",
-        params=model.count_params(),
-        test_accuracy=0.5,
-        validation_accuracy=0.5,
-        epochs=1,
-        seed=0,
-        training_seconds=1.0,
-    )
-    return model, out_dir
+    images = normalize(fashion_mnist.train_images[:200])
+    expected = keras_model.predict(images, verbose=0)
+    outputs = Classifier(smoke_run / MODEL_FILENAME).run(images)
+    np.testing.assert_allclose(outputs.probabilities, expected["probabilities"], atol=1e-4)
+    np.testing.assert_allclose(outputs.embeddings, expected["embedding"], atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(outputs.embeddings, axis=1), 1.0, atol=1e-4)
 
 
-def test_keras_round_trip_predicts_the_same(exported, fashion_mnist) -> None:
-    model, out_dir = exported
-    images = normalize(fashion_mnist.train_images[1000:1032])
-    reloaded = keras.models.load_model(out_dir / "model.keras")
-    np.testing.assert_allclose(
-        model.predict(images, verbose=0), reloaded.predict(images, verbose=0), atol=1e-6
-    )
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_has_the_common_head_and_a_recipe(name: str) -> None:
+    model = make_model(name)
+    assert model.output_shape == (None, 10)
+    assert model.get_layer("logits").output.shape[-1] == 10
+    assert len(model.get_layer("embedding").output.shape) == 2
+    assert name in RECIPES
 
 
-def test_litert_artifact_matches_keras(exported, fashion_mnist) -> None:
-    model, out_dir = exported
-    images = normalize(fashion_mnist.train_images[1000:1064])
-    keras_probabilities = model.predict(images, verbose=0)
-    litert_probabilities = Classifier(out_dir / MODEL_FILENAME).predict_proba(images)
-    np.testing.assert_allclose(litert_probabilities, keras_probabilities, atol=1e-4)
-    assert (litert_probabilities.argmax(1) == keras_probabilities.argmax(1)).all()
-
-
-def test_model_card_names_the_artifact(exported) -> None:
-    _, out_dir = exported
-    card = json.loads((out_dir / "model_card.json").read_text())
-    assert card["sha256"] == sha256_of(out_dir / MODEL_FILENAME)
-    assert card["version"] == f"small-cnn-{card['sha256'][:12]}"
-    assert card["architecture"] == "small-cnn" and card["date"]
-
-
-def test_unknown_architecture_is_a_value_error() -> None:
+def test_unknown_architecture_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown architecture"):
         make_model("resnet-9000")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        train(arch="resnet-9000", out_dir=tmp_path)

@@ -9,6 +9,7 @@ the final, reported evaluation -- never for model selection or early stopping.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,3 +140,12 @@ def train_validation_split(
         images[validation_index],
         labels[validation_index],
     )
+
+
+def dataset_sha256(folder: Path) -> str:
+    """One digest over the four files, in a fixed order: which data a model saw."""
+    digest = hashlib.sha256()
+    for name in sorted(FILES.values()):
+        digest.update(name.encode())
+        digest.update(hashlib.sha256((folder / name).read_bytes()).digest())
+    return digest.hexdigest()

@@ -27,9 +27,40 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export_tflite(model: keras.Model, path: Path) -> Path:
-    """Convert ``model`` to a float32 TFLite flatbuffer with a dynamic batch size."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+def logits_model(model: keras.Model) -> keras.Model:
+    """The same network, stopping at the ``logits`` layer (for calibration)."""
+    return keras.Model(model.inputs, model.get_layer("logits").output)
+
+
+def serving_model(model: keras.Model, *, temperature: float = 1.0) -> keras.Model:
+    """What the worker runs: calibrated probabilities and the L2-normalised embedding.
+
+    Outputs are named, so the LiteRT signature exposes ``probabilities`` (softmax
+    of logits / temperature) and ``embedding`` (penultimate layer, unit length).
+    """
+    if temperature <= 0:
+        raise ValueError("temperature must be positive")
+    features = keras.Model(
+        model.inputs, [model.get_layer("logits").output, model.get_layer("embedding").output]
+    )
+    image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    logits, embedding = features(image)
+    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
+    return keras.Model(
+        image,
+        {
+            "probabilities": keras.layers.Softmax(name="probabilities")(scaled),
+            "embedding": keras.layers.UnitNormalization(name="embedding")(embedding),
+        },
+        name="serving",
+    )
+
+
+def export_tflite(model: keras.Model, path: Path, *, temperature: float = 1.0) -> Path:
+    """Convert the serving form of ``model`` to a float32 TFLite flatbuffer (dynamic batch)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(
+        serving_model(model, temperature=temperature)
+    )
     path.write_bytes(converter.convert())
     return path
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from catalog.models import CATEGORIES
 from worker.config import Settings
 
 BUNDLED_MODEL = Path(__file__).parent / "model" / "model.tflite"
@@ -35,13 +36,25 @@ class Prediction:
     label: int
     confidence: float
     probabilities: list[float]
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A batch's calibrated class probabilities ``(n, 10)`` and unit embeddings ``(n, d)``."""
+
+    probabilities: np.ndarray
+    embeddings: np.ndarray
 
 
 class Classifier:
     """A LiteRT interpreter for one model file; ``predict`` takes a batch.
 
-    One interpreter is not thread-safe, so calls are serialised with a lock; run
-    one ``Classifier`` per process (or per thread) for parallelism.
+    The artifact's ``serving_default`` signature takes ``image`` (float32
+    ``(n, 28, 28, 1)`` in ``[0, 1]``, any ``n``) and returns ``probabilities``
+    (already temperature-calibrated) and ``embedding`` (L2-normalised). One
+    interpreter is not thread-safe, so calls are serialised with a lock; run one
+    ``Classifier`` per process (or per thread) for parallelism.
     """
 
     def __init__(self, model_path: Path, *, num_threads: int = 1) -> None:
@@ -57,38 +70,35 @@ class Classifier:
             raise ModelError(
                 f"{model_path} has sha256 {digest}, its model card says {self.card.get('sha256')}"
             )
+        if self.card.get("classes") != list(CATEGORIES):
+            raise ModelError(
+                f"{card_path} lists classes {self.card.get('classes')}, expected {list(CATEGORIES)}"
+            )
         self.version: str = self.card["version"]
         self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-        self._batch_size = 0
+        signatures = self._interpreter.get_signature_list()
+        expected = {"inputs": ["image"], "outputs": ["embedding", "probabilities"]}
+        if signatures.get("serving_default", {}) != expected:
+            raise ModelError(f"{model_path} has signatures {signatures}, expected {expected}")
+        self._runner = self._interpreter.get_signature_runner("serving_default")
         self._lock = threading.Lock()
 
-    def _resize(self, batch_size: int) -> None:
-        if batch_size != self._batch_size:
-            shape = [batch_size, *self._input["shape"][1:]]
-            self._interpreter.resize_tensor_input(self._input["index"], shape)
-            self._interpreter.allocate_tensors()
-            self._batch_size = batch_size
+    def run(self, images: np.ndarray) -> Outputs:
+        """float32 ``(n, 28, 28, 1)`` in ``[0, 1]`` → probabilities and embeddings."""
+        if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
+            raise ValueError(f"expected images of shape (n, 28, 28, 1), got {images.shape}")
+        with self._lock:
+            outputs = self._runner(image=np.ascontiguousarray(images, dtype=np.float32))
+        return Outputs(outputs["probabilities"].copy(), outputs["embedding"].copy())
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """float32 ``(n, 28, 28, 1)`` in ``[0, 1]`` → class probabilities ``(n, 10)``."""
-        if images.ndim != 4 or images.shape[1:] != tuple(self._input["shape"][1:]):
-            raise ValueError(
-                f"expected images of shape (n, {', '.join(map(str, self._input['shape'][1:]))}),"
-                f" got {images.shape}"
-            )
-        with self._lock:
-            self._resize(len(images))
-            self._interpreter.set_tensor(self._input["index"], images.astype(np.float32))
-            self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output["index"]).copy()
+        return self.run(images).probabilities
 
     def predict(self, images: np.ndarray) -> list[Prediction]:
-        probabilities = self.predict_proba(images)
+        outputs = self.run(images)
         return [
-            Prediction(int(row.argmax()), float(row.max()), [float(p) for p in row])
-            for row in probabilities
+            Prediction(int(row.argmax()), float(row.max()), [float(p) for p in row], embedding)
+            for row, embedding in zip(outputs.probabilities, outputs.embeddings, strict=True)
         ]
 
 

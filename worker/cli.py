@@ -150,38 +150,217 @@ def classify(files: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"{line['file']}: {line['name']} ({line['confidence']:.1%})")
 
 
+def _training_import_error(exc: ImportError) -> click.ClickException:
+    return click.ClickException(
+        f"this command needs the training extra: pip install '.[train]' ({exc})"
+    )
+
+
 @main.command()
-@click.option("--arch", default="small-cnn", show_default=True, help="Architecture name.")
-@click.option("--epochs", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--arch", default="fashion-vgg", show_default=True, help="Architecture name.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epoch count.")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option(
     "--out", "out_dir", default="runs/latest", show_default=True, type=click.Path(file_okay=False)
 )
-def train(arch: str, epochs: int, seed: int, out_dir: str) -> None:
-    """Train ARCH on Fashion-MNIST and export model.tflite with its model card.
+@click.option(
+    "--limit", type=click.IntRange(min=64), help="Train on this many images (smoke runs)."
+)
+def train(arch: str, epochs: int | None, seed: int, out_dir: str, limit: int | None) -> None:
+    """Train ARCH on Fashion-MNIST; write model.keras, model.tflite and model_card.json.
 
-    Needs the [train] extra (TensorFlow) and the data set (see README). The
-    validation set comes from the training split; the test set is used once,
-    for the accuracy on the model card.
+    Architectures: fashion-vgg (ours), small-cnn, and the earlier reports'
+    seed-a, seed-b, seed-c, seed-d, each with its own recipe. The validation
+    set comes from the 60 k training images and picks the best epoch and the
+    softmax temperature; the 10 k test images are used once, for the model card.
+    Logs every epoch to OUT/history.csv. Needs the [train] extra.
     """
     try:
         from training.data import DatasetNotFoundError
         from training.train import train as run_training
     except ImportError as exc:
-        raise click.ClickException(
-            f"training needs TensorFlow: pip install '.[train]' ({exc})"
-        ) from exc
+        raise _training_import_error(exc) from exc
     try:
         outcome = run_training(
             arch=arch,
             epochs=epochs,
             seed=seed,
+            limit=limit,
             out_dir=Path(out_dir),
             data_dir=get_settings().mnist_dir,
         )
     except (DatasetNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(outcome.card, indent=2))
+
+
+@main.command()
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A .tflite with model_card.json beside it [default: the model the worker uses].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--report", "report_dir", type=click.Path(file_okay=False), help="Write PNG plots here."
+)
+def evaluate(model_path: str | None, as_json: bool, report_dir: str | None) -> None:
+    """Score a model on the Fashion-MNIST test split, as the worker runs it.
+
+    Accuracy, per-class precision/recall/F1, confusion matrix and expected
+    calibration error; with --report, PNGs of the confusion matrix, the
+    reliability diagram and the most confident mistakes.
+    """
+    try:
+        from training.data import DatasetNotFoundError
+        from training.evaluate import evaluate as run_evaluation
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+    from worker.classifier import model_path as default_model_path
+
+    settings = get_settings()
+    try:
+        result = run_evaluation(
+            Path(model_path) if model_path else default_model_path(settings),
+            data_dir=settings.mnist_dir,
+            report_dir=Path(report_dir) if report_dir else None,
+        )
+    except DatasetNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"model {result['model_version']}: accuracy {result['accuracy']:.2%}, "
+        f"ECE {result['ece']:.2%} on {result['images']} test images"
+    )
+    for name, scores in result["per_class"].items():
+        click.echo(
+            f"  {name:<12} precision {scores['precision']:.3f}  recall "
+            f"{scores['recall']:.3f}  F1 {scores['f1']:.3f}"
+        )
+    for name, path in result.get("plots", {}).items():
+        click.echo(f"  {name}: {path}")
+
+
+@main.command()
+@click.option(
+    "--cv",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Cross-validation folds on the training split (0: none).",
+)
+@click.option("--only", multiple=True, help="Run only these baselines (repeatable).")
+@click.option(
+    "--cards",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CNN model_card.json files to list beside the classic rows.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def baselines(cv: int, only: tuple[str, ...], cards: tuple[str, ...], as_json: bool) -> None:
+    """The classic-ML comparison: kNN, nearest mean, LDA, QDA (PCA), 3-layer MLP.
+
+    Each is trained on the training split and scored on the test split, and by
+    --cv-fold cross-validation on the training split. Prints a markdown table
+    (with the CNN rows from --cards) or, with --json, one object.
+    """
+    try:
+        from rich.console import Console
+
+        from training.baselines import markdown_table, run_baselines
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+    console = Console(stderr=True)
+    with console.status("fitting baselines") as status:
+        try:
+            rows = run_baselines(
+                cv=cv,
+                only=list(only) or None,
+                data_dir=get_settings().mnist_dir,
+                on_progress=lambda name: status.update(f"fitting {name} (cv={cv})"),
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    cnn_cards = [json.loads(Path(card).read_text()) for card in cards]
+    if as_json:
+        _echo_json({"baselines": rows, "cnn": cnn_cards})
+    else:
+        click.echo(markdown_table(rows, cnn_cards))
+
+
+@main.command(name="lr-find")
+@click.option("--arch", default="fashion-vgg", show_default=True)
+@click.option(
+    "--png", default="runs/lr-find.png", show_default=True, type=click.Path(dir_okay=False)
+)
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(min=10))
+@click.option("--json", "as_json", is_flag=True)
+def lr_find(arch: str, png: str, steps: int, as_json: bool) -> None:
+    """Learning-rate range test: loss against an exponentially rising rate, as a PNG."""
+    try:
+        from training.lr_find import lr_find as run_lr_find
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+    try:
+        result = run_lr_find(
+            arch=arch, png=Path(png), steps=steps, data_dir=get_settings().mnist_dir
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(
+            f"lowest loss at {result['min_loss_rate']:.1e}; suggested rate "
+            f"{result['suggested_rate']:.1e} (recipe uses {result['recipe_rate']:.1e}); "
+            f"plot: {result['png']}"
+        )
+
+
+@main.command()
+@click.option("--max-trials", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-minutes", default=20.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(min=64),
+    help="Training images per trial.",
+)
+@click.option(
+    "--out", "out_dir", default="runs/tune", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--json", "as_json", is_flag=True)
+def tune(
+    max_trials: int, max_minutes: float, epochs: int, limit: int, out_dir: str, as_json: bool
+) -> None:
+    """KerasTuner random search over report A's space (filters, kernel, learning rate).
+
+    Scored on the validation split; stops after --max-trials or, between
+    trials, once --max-minutes have passed.
+    """
+    try:
+        from training.tune import tune as run_tune
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+    result = run_tune(
+        out_dir=Path(out_dir),
+        max_trials=max_trials,
+        max_minutes=max_minutes,
+        epochs=epochs,
+        limit=limit,
+        data_dir=get_settings().mnist_dir,
+    )
+    if as_json:
+        _echo_json(result)
+        return
+    for trial in result["trials"]:
+        click.echo(f"val_accuracy {trial['val_accuracy']}: {trial['hyperparameters']}")
+    click.echo(f"stopped by {result['stopped_by']}")
 
 
 if __name__ == "__main__":
