@@ -85,6 +85,7 @@ class ClassificationJob(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     label: Mapped[int | None] = mapped_column(Integer)
     confidence: Mapped[float | None]
+    uncertain: Mapped[bool | None]
     probabilities: Mapped[list[float] | None] = mapped_column(JSON)
     model_version: Mapped[str | None] = mapped_column(String(100))
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -111,6 +112,7 @@ class ClassificationJob(Base):
             "label": self.label,
             "name": self.label_name,
             "confidence": self.confidence,
+            "uncertain": self.uncertain,
             "model_version": self.model_version,
             "error": (
                 {"code": self.error_code, "message": self.error_message}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.conftest import png_bytes
 from worker.errors import ImageError
-from worker.preprocess import normalize, preprocess
+from worker.preprocess import decode, normalize, preprocess
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000}
 
@@ -24,10 +24,65 @@ def test_a_28x28_png_comes_back_pixel_for_pixel(fashion_mnist) -> None:
     assert np.array_equal(preprocess(png_bytes(pixels), **LIMITS), pixels)
 
 
-def test_rgb_jpeg_is_converted_to_28x28_grayscale() -> None:
-    image = Image.new("RGB", (300, 200), (200, 30, 30))
-    result = preprocess(encode(image, "JPEG", quality=90), **LIMITS)
+def product_photo(*, background: int, item: int, size=(400, 300), box=(40, 50, 140, 250)):
+    """A flat-coloured rectangle (the item) off-centre on a uniform background."""
+    image = Image.new("RGB", size, (background,) * 3)
+    image.paste((item,) * 3, box)
+    return image
+
+
+def test_dark_item_on_light_background_is_negated_trimmed_and_centred() -> None:
+    photo = product_photo(background=245, item=30)
+    result = preprocess(encode(photo, "PNG"), **LIMITS)
     assert result.shape == (28, 28) and result.dtype == np.uint8
+    # The 100×200 item fills the height and is centred; the background is black.
+    assert result[:, 0].max() == 0 and result[:, -1].max() == 0
+    assert result[14, 14] > 200
+    rows = np.flatnonzero(result.max(axis=1) > 100)
+    columns = np.flatnonzero(result.max(axis=0) > 100)
+    assert rows[0] <= 1 and rows[-1] >= 26
+    assert abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1
+
+
+def test_light_item_on_dark_background_is_not_negated() -> None:
+    result = preprocess(encode(product_photo(background=10, item=220), "PNG"), **LIMITS)
+    assert result[14, 14] > 200 and result[0, 0] == 0
+
+
+def test_transparent_background_is_treated_as_white() -> None:
+    image = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    image.paste((40, 40, 40, 255), (50, 20, 150, 180))
+    result = preprocess(encode(image, "PNG"), **LIMITS)
+    assert result[14, 14] > 200 and result[14, 0] == 0
+
+
+def test_exif_orientation_is_applied() -> None:
+    upright = product_photo(background=245, item=30, size=(300, 400), box=(100, 40, 200, 360))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned on its side; display rotated 90° clockwise
+    data = encode(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif)
+    result = preprocess(data, **LIMITS)
+    rows = np.flatnonzero(result.max(axis=1) > 100)
+    columns = np.flatnonzero(result.max(axis=0) > 100)
+    assert len(rows) > 2 * len(columns), "the tall item must stay tall"
+
+
+def test_large_jpeg_is_decoded_reduced() -> None:
+    data = encode(
+        product_photo(background=245, item=30, size=(6000, 4000), box=(1000, 500, 3000, 3500)),
+        "JPEG",
+        quality=85,
+    )
+    image = decode(data, **{**LIMITS, "max_pixels": 50_000_000})
+    assert max(image.size) <= 6000 // 8 * 2
+    assert preprocess(data, max_bytes=10_000_000, max_pixels=50_000_000)[14, 14] > 200
+
+
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits() -> None:
+    pixels = np.full((100, 100), 60_000, dtype=np.uint16)
+    pixels[20:80, 30:70] = 3_000
+    result = preprocess(encode(Image.fromarray(pixels), "PNG"), **LIMITS)
+    assert result[14, 14] > 200 and result[0, 0] == 0
 
 
 def test_normalize_scales_to_unit_range_with_a_channel_axis() -> None:
@@ -43,6 +98,8 @@ def test_normalize_scales_to_unit_range_with_a_channel_axis() -> None:
         (b"", "empty"),
         (b"%PDF-1.4 definitely not an image", "unsupported_format"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt"),
+        (encode(Image.new("L", (1, 1)), "PNG"), "too_small"),
+        (encode(Image.new("RGB", (64, 64), (200, 10, 10)), "PNG"), "blank"),
     ],
 )
 def test_bad_bytes_get_a_stable_error_code(data: bytes, code: str) -> None:

@@ -14,6 +14,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 ECE_BINS = 15
+# Results below the chosen confidence threshold are flagged uncertain; the
+# threshold is the lowest at which validation accuracy on the rest reaches this.
+UNCERTAIN_TARGET = 0.97
 
 
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -71,3 +74,36 @@ def expected_calibration_error(
             for row in reliability_bins(probabilities, labels, bins)
         )
     )
+
+
+def risk_coverage(
+    probabilities: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
+) -> list[dict[str, float]]:
+    """For each threshold: the share flagged uncertain and the accuracy on the rest."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    rows = []
+    for threshold in thresholds:
+        kept = confidence >= threshold
+        rows.append(
+            {
+                "threshold": round(float(threshold), 4),
+                "flagged": round(float(1 - kept.mean()), 4),
+                "accuracy_on_rest": round(float(correct[kept].mean()), 4) if kept.any() else 1.0,
+            }
+        )
+    return rows
+
+
+def choose_uncertain_threshold(
+    probabilities: np.ndarray, labels: np.ndarray, *, target_accuracy: float = UNCERTAIN_TARGET
+) -> float:
+    """The lowest confidence threshold at which the predictions kept reach ``target_accuracy``.
+
+    Chosen on validation data: below it a result is flagged ``uncertain``.
+    """
+    candidates = np.round(np.arange(0.30, 1.0, 0.01), 2)
+    for row in risk_coverage(probabilities, labels, candidates):
+        if row["accuracy_on_rest"] >= target_accuracy:
+            return row["threshold"]
+    return float(candidates[-1])

@@ -20,7 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 from training.architectures import RECIPES, Recipe, make_model
-from training.calibrate import calibrated_probabilities, expected_calibration_error, fit_temperature
+from training.calibrate import (
+    calibrated_probabilities,
+    choose_uncertain_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    risk_coverage,
+)
 from training.data import NUM_CLASSES, dataset_sha256, load_fashion_mnist, train_validation_split
 from training.export import MODEL_FILENAME, export_tflite, logits_model, write_model_card
 from worker.preprocess import normalize
@@ -157,6 +163,8 @@ def train(
     validation_logits = to_logits.predict(normalize(validation_images), verbose=0)
     temperature = fit_temperature(validation_logits, validation_labels)
     validation_accuracy = float((validation_logits.argmax(1) == validation_labels).mean())
+    validation_probabilities = calibrated_probabilities(validation_logits, temperature)
+    uncertain_threshold = choose_uncertain_threshold(validation_probabilities, validation_labels)
 
     # The one use of the test split: measuring the finished, calibrated model.
     test_logits = to_logits.predict(normalize(dataset.test_images), verbose=0)
@@ -179,6 +187,10 @@ def train(
         training_seconds=training_seconds,
         extra={
             "temperature": round(temperature, 4),
+            "uncertain_threshold": uncertain_threshold,
+            "validation_risk_coverage": risk_coverage(
+                validation_probabilities, validation_labels, np.arange(0.5, 1.0, 0.05)
+            ),
             "test_ece": round(test_ece, 4),
             "test_ece_uncalibrated": round(uncalibrated_ece, 4),
             "train_images": len(train_images),

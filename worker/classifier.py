@@ -35,6 +35,7 @@ class ModelError(RuntimeError):
 class Prediction:
     label: int
     confidence: float
+    uncertain: bool
     probabilities: list[float]
     embedding: np.ndarray
 
@@ -57,7 +58,13 @@ class Classifier:
     ``Classifier`` per process (or per thread) for parallelism.
     """
 
-    def __init__(self, model_path: Path, *, num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        num_threads: int = 1,
+        uncertain_threshold: float | None = None,
+    ) -> None:
         card_path = model_path.with_name(CARD_FILENAME)
         if not model_path.is_file():
             raise ModelError(f"model file {model_path} does not exist")
@@ -75,6 +82,13 @@ class Classifier:
                 f"{card_path} lists classes {self.card.get('classes')}, expected {list(CATEGORIES)}"
             )
         self.version: str = self.card["version"]
+        if not 0 <= self.card.get("uncertain_threshold", -1) <= 1:
+            raise ModelError(f"{card_path} has no uncertain_threshold in [0, 1]")
+        #: Below this calibrated confidence a result is flagged ``uncertain``;
+        #: chosen on validation data at training time (FASHION_UNCERTAIN_THRESHOLD overrides).
+        self.uncertain_threshold = float(
+            self.card["uncertain_threshold"] if uncertain_threshold is None else uncertain_threshold
+        )
         self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
         signatures = self._interpreter.get_signature_list()
         expected = {"inputs": ["image"], "outputs": ["embedding", "probabilities"]}
@@ -97,7 +111,13 @@ class Classifier:
     def predict(self, images: np.ndarray) -> list[Prediction]:
         outputs = self.run(images)
         return [
-            Prediction(int(row.argmax()), float(row.max()), [float(p) for p in row], embedding)
+            Prediction(
+                label=int(row.argmax()),
+                confidence=float(row.max()),
+                uncertain=bool(row.max() < self.uncertain_threshold),
+                probabilities=[float(p) for p in row],
+                embedding=embedding,
+            )
             for row, embedding in zip(outputs.probabilities, outputs.embeddings, strict=True)
         ]
 
@@ -107,10 +127,17 @@ def model_path(settings: Settings) -> Path:
 
 
 @cache
-def _classifier_for(path: Path, num_threads: int, pid: int) -> Classifier:
-    return Classifier(path, num_threads=num_threads)
+def _classifier_for(
+    path: Path, num_threads: int, uncertain_threshold: float | None, pid: int
+) -> Classifier:
+    return Classifier(path, num_threads=num_threads, uncertain_threshold=uncertain_threshold)
 
 
 def get_classifier(settings: Settings) -> Classifier:
     """This process's classifier, loaded on first use (after fork in a worker child)."""
-    return _classifier_for(model_path(settings), settings.inference_threads, os.getpid())
+    return _classifier_for(
+        model_path(settings),
+        settings.inference_threads,
+        settings.uncertain_threshold,
+        os.getpid(),
+    )

@@ -39,6 +39,7 @@ class JobResult:
     label: int | None = None
     name: str | None = None
     confidence: float | None = None
+    uncertain: bool | None = None
     model_version: str | None = None
     error: dict[str, str] | None = None
     similar: list[dict[str, Any]] = field(default_factory=list)
@@ -54,6 +55,7 @@ class JobResult:
             "label": self.label,
             "name": self.name,
             "confidence": self.confidence,
+            "uncertain": self.uncertain,
             "model_version": self.model_version,
             "error": self.error,
             "similar": self.similar,
@@ -103,6 +105,7 @@ def result(job_id: str, *, settings: Settings | None = None) -> JobResult | None
         label=summary["label"],
         name=summary["name"],
         confidence=summary["confidence"],
+        uncertain=summary["uncertain"],
         model_version=summary["model_version"],
         error=summary["error"],
         similar=[

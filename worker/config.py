@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     model_uri: Path | None = Field(
         None, description="A .tflite file with model_card.json beside it; default: the bundled one."
     )
+    uncertain_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Confidence below which a result is uncertain; default: the model card's.",
+    )
     mnist_dir: Path | None = Field(
         None, description="Folder with the four Fashion-MNIST IDX .gz files (training only)."
     )

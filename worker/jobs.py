@@ -79,6 +79,7 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
         job.status = "done"
         job.label = prediction.label
         job.confidence = prediction.confidence
+        job.uncertain = prediction.uncertain
         job.probabilities = prediction.probabilities
         job.model_version = classifier.version
         job.error_code = job.error_message = None

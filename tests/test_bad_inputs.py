@@ -1,0 +1,161 @@
+"""A corpus of awkward and broken uploads, generated here, through the CLI and the worker.
+
+Every file must end with either a classification or a stable error code -- never a
+crash, a hang or a retry.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from catalog.db import get_sessionmaker
+from catalog.queries import get_job
+from training.shop_photos import make_shop_photo
+from worker import client
+from worker.cli import main
+
+TROUSER = 1
+
+
+def _encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def png_bomb(side: int = 40_000) -> bytes:
+    """A valid 1-bit PNG of side × side black pixels: ~200 MB of rows compressing to ~200 KB."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def _trouser_photo(fashion_mnist) -> Image.Image:
+    index = int(np.flatnonzero(fashion_mnist.test_labels == TROUSER)[0])
+    photo = make_shop_photo(fashion_mnist.test_images[index], np.random.default_rng(0))
+    return Image.open(io.BytesIO(photo)).convert("RGB")
+
+
+def _exif_rotated_jpeg(photo: Image.Image) -> bytes:
+    # Store the pixels turned on their side and tell viewers to turn them back
+    # (orientation 6: rotate 90° clockwise to display).
+    sideways = photo.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encode(sideways, "JPEG", quality=90, exif=exif)
+
+
+def _animated_gif(photo: Image.Image) -> bytes:
+    frames = [photo.convert("P"), Image.new("P", photo.size, 0)]
+    return _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def _palette_png_with_transparency(photo: Image.Image) -> bytes:
+    rgba = photo.convert("RGBA")
+    alpha = np.where(np.asarray(photo.convert("L")) > 200, 0, 255).astype(np.uint8)
+    rgba.putalpha(Image.fromarray(alpha))
+    return _encode(rgba.convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0)
+
+
+def _sixteen_bit_png(photo: Image.Image) -> bytes:
+    pixels = np.asarray(photo.convert("L"), dtype=np.uint16) * 257
+    image = Image.fromarray(pixels)
+    assert image.mode == "I;16"
+    return _encode(image, "PNG")
+
+
+@pytest.fixture(scope="module")
+def corpus(fashion_mnist) -> dict[str, tuple[bytes, str | None]]:
+    """name → (bytes, expected error code, or None when it must classify as a trouser)."""
+    photo = _trouser_photo(fashion_mnist)
+    jpeg = _encode(photo, "JPEG", quality=85)
+    large = photo.resize((6000, 4000), Image.Resampling.BILINEAR)
+    return {
+        "truncated.jpg": (jpeg[: len(jpeg) // 3], "corrupt"),
+        "zero-bytes.jpg": (b"", "empty"),
+        "random-bytes.bin": (np.random.default_rng(3).bytes(4096), "unsupported_format"),
+        "text.jpg": (b"this is a text file, not a photo\n" * 20, "unsupported_format"),
+        "bomb.png": (png_bomb(), "too_many_pixels"),
+        "one-pixel.png": (_encode(Image.new("RGB", (1, 1), "white"), "PNG"), "too_small"),
+        "uniform.png": (_encode(Image.new("RGB", (300, 300), (240, 240, 240)), "PNG"), "blank"),
+        "icon.ico": (_encode(photo.resize((64, 64)), "ICO"), "unsupported_format"),
+        "cmyk.jpg": (_encode(photo.convert("CMYK"), "JPEG", quality=90), None),
+        "sixteen-bit.png": (_sixteen_bit_png(photo), None),
+        "palette-transparent.png": (_palette_png_with_transparency(photo), None),
+        "animated.gif": (_animated_gif(photo), None),
+        "exif-rotated.jpg": (_exif_rotated_jpeg(photo), None),
+        "large-6000x4000.jpg": (_encode(large, "JPEG", quality=85), None),
+        "photo.webp": (_encode(photo, "WEBP", quality=85), None),
+        "photo.tiff": (_encode(photo, "TIFF"), None),
+        "photo.bmp": (_encode(photo, "BMP"), None),
+    }
+
+
+def test_corpus_has_every_kind_the_issue_lists(corpus) -> None:
+    assert len(corpus) >= 14
+    assert len(corpus["bomb.png"][0]) < 1_000_000
+
+
+def test_every_corpus_file_gets_its_line_from_classify(corpus, tmp_path: Path) -> None:
+    paths = []
+    for name, (data, _) in corpus.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        paths.append(str(path))
+
+    result = CliRunner().invoke(main, ["classify", "--json", *paths])
+
+    assert result.exit_code == 0, result.output
+    lines = {Path(line["file"]).name: line for line in map(json.loads, result.stdout.splitlines())}
+    assert set(lines) == set(corpus)
+    for name, (_, code) in corpus.items():
+        line = lines[name]
+        if code is None:
+            assert "error" not in line, (name, line)
+            assert line["label"] == TROUSER, (name, line)
+            assert isinstance(line["uncertain"], bool)
+        else:
+            assert line["error"]["code"] == code, (name, line)
+            assert line["error"]["message"]
+
+
+def test_every_corpus_file_ends_in_a_terminal_state_through_the_worker(
+    corpus, service_settings, start_worker
+) -> None:
+    worker = start_worker(service_settings)
+    job_ids = {
+        client.submit(data, name, settings=service_settings): name
+        for name, (data, _) in corpus.items()
+    }
+
+    results = client.wait(job_ids, timeout=120, settings=service_settings)
+
+    assert worker.poll() is None, "the worker crashed"
+    for job_id, name in job_ids.items():
+        job, code = results[job_id], corpus[name][1]
+        assert job is not None and job.finished, (name, job)
+        if code is None:
+            assert (job.status, job.label) == ("done", TROUSER), (name, job)
+        else:
+            assert (job.status, job.error["code"]) == ("failed", code), (name, job)
+    with get_sessionmaker(service_settings.resolved_database_url)() as session:
+        attempts = {get_job(session=session, job_id=job_id).attempts for job_id in job_ids}
+    assert attempts == {1}, "permanent errors must not be retried"
