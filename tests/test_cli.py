@@ -60,4 +60,4 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All 10 uploads classified" in result.stdout
-    assert "trouser.png" in result.stdout
+    assert "trouser.jpg" in result.stdout

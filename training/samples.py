@@ -3,7 +3,8 @@
 Products: three Fashion-MNIST *training* images per class, 28×28 PNG, with a
 made-up name, price and stock (the third of each class is out of stock, so the
 demo shows that sold-out items are never offered). Uploads: one *test* image per
-class, upscaled ×4 like a small product photo. Forty small PNGs from
+class, rendered as a product photo (dark item on a light, tinted canvas, JPEG;
+see ``training.shop_photos``). Forty small PNGs from
 Fashion-MNIST (MIT licence, Zalando SE) -- a sample, not the data set.
 
 Run: ``python -m training.samples`` (needs the dataset, see ``training.data``).
@@ -18,11 +19,11 @@ import numpy as np
 from PIL import Image
 
 from training.data import CLASS_NAMES, load_fashion_mnist
+from training.shop_photos import make_shop_photo
 from worker.config import get_settings
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "worker" / "samples"
 PRODUCTS_PER_CLASS = 3
-UPLOAD_SCALE = 4
 SEED = 20261122
 
 SKU_PREFIXES = ("TEE", "TRS", "PUL", "DRS", "COA", "SAN", "SHI", "SNK", "BAG", "BOO")
@@ -67,12 +68,12 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
 
+    for old in uploads_dir.glob("*"):
+        old.unlink()
     for index in _first_indices(dataset.test_labels, 1, rng):
         label = int(dataset.test_labels[index])
         name = CLASS_NAMES[label].lower().replace("/", "-").replace(" ", "-")
-        image = Image.fromarray(dataset.test_images[index])
-        size = image.width * UPLOAD_SCALE
-        image.resize((size, size), Image.Resampling.BICUBIC).save(uploads_dir / f"{name}.png")
+        (uploads_dir / f"{name}.jpg").write_bytes(make_shop_photo(dataset.test_images[index], rng))
 
 
 if __name__ == "__main__":

@@ -124,7 +124,8 @@ def _describe(job: object) -> str:
         return "unknown job"
     if job.status == "done":
         skus = ", ".join(item["sku"] for item in job.similar) or "none in stock"
-        return f"{job.name} ({job.confidence:.1%}); similar: {skus}"
+        flag = ", uncertain" if job.uncertain else ""
+        return f"{job.name} ({job.confidence:.1%}{flag}); similar: {skus}"
     if job.status == "failed":
         return f"failed: {job.error['code']}: {job.error['message']}"
     return job.status
@@ -147,7 +148,8 @@ def classify(files: tuple[str, ...], as_json: bool) -> None:
         elif "error" in line:
             click.echo(f"{line['file']}: error {line['error']['code']}: {line['error']['message']}")
         else:
-            click.echo(f"{line['file']}: {line['name']} ({line['confidence']:.1%})")
+            flag = ", uncertain" if line["uncertain"] else ""
+            click.echo(f"{line['file']}: {line['name']} ({line['confidence']:.1%}{flag})")
 
 
 def _training_import_error(exc: ImportError) -> click.ClickException:

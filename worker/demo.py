@@ -100,7 +100,7 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
         f"Catalog: {count} sample products in {settings.resolved_database_url}; "
         f"objects in {settings.resolved_storage_url}; broker {settings.resolved_broker_url}"
     )
-    uploads = sorted((SAMPLES_DIR / "uploads").glob("*.png"))
+    uploads = sorted((SAMPLES_DIR / "uploads").glob("*.jpg"))
     log_path = settings.data_dir / "demo-worker.log"
     worker = start_worker(settings, log_path)
     console.print(f"Started a Celery worker (pid {worker.pid}); its log: {log_path}")
@@ -135,7 +135,8 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
             table.add_row(path.name, "failed", job.error["code"], "", job.error["message"])
         else:
             skus = ", ".join(item["sku"] for item in job.similar) or "none in stock"
-            table.add_row(path.name, "done", job.name, f"{job.confidence:.1%}", skus)
+            confidence = f"{job.confidence:.1%}" + (" uncertain" if job.uncertain else "")
+            table.add_row(path.name, "done", job.name, confidence, skus)
     console.print(table)
     elapsed = time.perf_counter() - started
     if unfinished:
