@@ -16,7 +16,9 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -57,6 +59,7 @@ def utcnow() -> dt.datetime:
 class Product(Base):
     __tablename__ = "products"
     __table_args__ = (
+        Index("ix_products_similar_lookup", "category", "model_version", "stock_quantity"),
         CheckConstraint(_in("category", CATEGORIES), name="ck_products_category"),
         CheckConstraint("stock_quantity >= 0", name="ck_products_stock_nonnegative"),
         CheckConstraint("price >= 0", name="ck_products_price_nonnegative"),
@@ -72,6 +75,22 @@ class Product(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+    # Computed by the worker from the product photo (see worker.products).
+    predicted_label: Mapped[int | None] = mapped_column(Integer)
+    predicted_confidence: Mapped[float | None]
+    model_version: Mapped[str | None] = mapped_column(String(100), index=True)
+    #: The model's L2-normalised penultimate layer, float16 little-endian
+    #: (``catalog.embeddings``): 512 bytes for 256 dimensions.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    classified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    classification_error: Mapped[str | None] = mapped_column(String(64))
+
+    @property
+    def predicted_category(self) -> str | None:
+        return CATEGORIES[self.predicted_label] if self.predicted_label is not None else None
 
 
 class ClassificationJob(Base):

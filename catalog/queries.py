@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
@@ -115,3 +115,23 @@ def upsert_product(
     product.image_key = image_key
     session.flush()
     return product
+
+
+def audit_mismatches(*, session: Session, limit: int | None = None) -> list[Product]:
+    """Products whose photo the model puts in another category, most confident first."""
+    disagrees = or_(
+        *(
+            (Product.predicted_label == label) & (Product.category != name)
+            for label, name in enumerate(CATEGORIES)
+        )
+    )
+    query = (
+        select(Product)
+        .where(Product.predicted_label.is_not(None), disagrees)
+        .order_by(Product.predicted_confidence.desc(), Product.sku)
+    )
+    return list(session.scalars(query.limit(limit) if limit else query))
+
+
+def all_products(*, session: Session) -> list[Product]:
+    return list(session.scalars(select(Product).order_by(Product.sku)))

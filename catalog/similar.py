@@ -1,35 +1,114 @@
 """Choose the in-stock products to offer beside a classified upload.
 
-Walking-skeleton rule: in-stock products (stock > 0) of the predicted category,
-scored by the probability the model gives that category, ties broken by the
-larger stock and then by sku so the order is stable. Embedding similarity
-replaces this in the catalog issue.
+Candidates are in-stock products (stock > 0) of the predicted category -- of the
+two most probable categories when the upload is ``uncertain`` -- whose photos
+were embedded by the *same model version* as the upload (embeddings of
+different models are not comparable). They are ranked by cosine similarity of
+the L2-normalised embeddings, i.e. a dot product, and the top ``k`` are kept.
+
+Lookups are served from a small per-process cache of each category's embedding
+matrix, keyed by model version and checked against a cheap fingerprint of the
+category's rows (count and latest ``updated_at``), so a catalog change is seen
+on the next lookup. See docs/catalog.md for how this scales past 100 k products.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+import numpy as np
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from catalog.embeddings import decode_embeddings
 from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
 
 
-def rank_similar(
-    *, session: Session, probabilities: Sequence[float], top_k: int
-) -> list[tuple[Product, float]]:
-    """The top ``top_k`` in-stock products of the most probable category, with scores."""
+@dataclass(frozen=True)
+class _CategoryMatrix:
+    fingerprint: tuple
+    product_ids: np.ndarray
+    embeddings: np.ndarray
+
+
+_cache: dict[tuple[str, str, str], _CategoryMatrix] = {}
+_cache_lock = threading.Lock()
+
+
+def candidate_categories(probabilities: Sequence[float], *, uncertain: bool) -> list[str]:
     if len(probabilities) != len(CATEGORIES):
         raise ValueError(f"expected {len(CATEGORIES)} probabilities, got {len(probabilities)}")
-    label = max(range(len(probabilities)), key=probabilities.__getitem__)
-    products = session.scalars(
-        select(Product)
-        .where(Product.category == CATEGORIES[label], Product.stock_quantity > 0)
-        .order_by(Product.stock_quantity.desc(), Product.sku)
-        .limit(top_k)
-    ).all()
-    return [(product, float(probabilities[label])) for product in products]
+    order = np.argsort(np.asarray(probabilities))[::-1]
+    return [CATEGORIES[int(index)] for index in order[: 2 if uncertain else 1]]
+
+
+def _in_stock(category: str, model_version: str):  # type: ignore[no-untyped-def]
+    return (
+        Product.category == category,
+        Product.model_version == model_version,
+        Product.stock_quantity > 0,
+        Product.embedding.is_not(None),
+    )
+
+
+def _category_matrix(session: Session, category: str, model_version: str) -> _CategoryMatrix:
+    conditions = _in_stock(category, model_version)
+    fingerprint = tuple(
+        session.execute(
+            select(func.count(), func.max(Product.updated_at), func.sum(Product.id)).where(
+                *conditions
+            )
+        ).one()
+    )
+    key = (str(session.get_bind().url), category, model_version)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None and cached.fingerprint == fingerprint:
+        return cached
+    rows = session.execute(select(Product.id, Product.embedding).where(*conditions)).all()
+    matrix = _CategoryMatrix(
+        fingerprint=fingerprint,
+        product_ids=np.array([row.id for row in rows], dtype=np.int64),
+        embeddings=decode_embeddings([row.embedding for row in rows]),
+    )
+    with _cache_lock:
+        _cache[key] = matrix
+    return matrix
+
+
+def rank_similar(
+    *,
+    session: Session,
+    probabilities: Sequence[float],
+    embedding: np.ndarray,
+    model_version: str,
+    uncertain: bool,
+    top_k: int,
+) -> list[tuple[Product, float]]:
+    """The ``top_k`` most similar in-stock products, best first, with cosine scores."""
+    if top_k < 1:
+        raise ValueError("top_k must be at least 1")
+    ids, scores = [], []
+    for category in candidate_categories(probabilities, uncertain=uncertain):
+        matrix = _category_matrix(session, category, model_version)
+        if len(matrix.product_ids):
+            ids.append(matrix.product_ids)
+            scores.append(matrix.embeddings @ np.asarray(embedding, dtype=np.float32))
+    if not ids:
+        return []
+    all_ids, all_scores = np.concatenate(ids), np.concatenate(scores)
+    k = min(top_k, len(all_ids))
+    best = np.argpartition(-all_scores, k - 1)[:k]
+    best = best[np.argsort(-all_scores[best], kind="stable")]
+    products = {
+        product.id: product
+        for product in session.scalars(
+            select(Product).where(Product.id.in_([int(i) for i in all_ids[best]]))
+        )
+    }
+    return [(products[int(all_ids[i])], float(all_scores[i])) for i in best]
 
 
 def replace_similar_items(

@@ -27,9 +27,11 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from catalog.db import get_engine, get_sessionmaker, upgrade
-from catalog.models import Product
+from catalog.embeddings import encode_embedding
+from catalog.models import CATEGORIES, Product
 from catalog.queries import upsert_product
 from training.data import FashionMnist, load_fashion_mnist
+from worker.classifier import BUNDLED_MODEL, Classifier
 from worker.config import Settings
 from worker.storage import make_store
 
@@ -162,8 +164,11 @@ def make_product(
     category: str = "Trouser",
     stock_quantity: int = 5,
     price: str = "19.99",
+    embedding: np.ndarray | None = None,
+    model_version: str | None = None,
 ) -> Product:
-    return upsert_product(
+    """A product; with ``embedding`` and ``model_version`` it looks already classified."""
+    product = upsert_product(
         session=session,
         sku=sku or f"SKU-{uuid.uuid4().hex[:8]}",
         name=f"{category} sample",
@@ -172,6 +177,25 @@ def make_product(
         stock_quantity=stock_quantity,
         image_key=None,
     )
+    if embedding is not None:
+        product.embedding = encode_embedding(embedding / np.linalg.norm(embedding))
+        product.model_version = model_version
+        product.predicted_label = CATEGORIES.index(category)
+        product.predicted_confidence = 0.9
+        session.flush()
+    return product
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> tuple[str, int]:
+    """(version, embedding size) of the model the worker ships with."""
+    classifier = Classifier(BUNDLED_MODEL)
+    outputs = classifier.run(np.zeros((1, 28, 28, 1), dtype=np.float32))
+    return classifier.version, outputs.embeddings.shape[1]
+
+
+def random_embedding(size: int, seed: int | None = None) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=size).astype(np.float32)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -199,8 +223,17 @@ def start_worker() -> Iterator:
     processes: list[subprocess.Popen] = []
 
     def start(
-        settings: Settings, *, pool: str = "prefork", concurrency: int = 1
+        settings: Settings,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 1,
+        queues: str = "interactive",
     ) -> subprocess.Popen:
+        names = {
+            "interactive": settings.interactive_queue,
+            "bulk": settings.bulk_queue,
+            "both": f"{settings.interactive_queue},{settings.bulk_queue}",
+        }[queues]
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -208,7 +241,7 @@ def start_worker() -> Iterator:
                 "celery",
                 "--app=worker.celery_app",
                 "worker",
-                f"--queues={settings.interactive_queue}",
+                f"--queues={names}",
                 f"--pool={pool}",
                 f"--concurrency={concurrency}",
                 "--loglevel=INFO",

@@ -4,14 +4,21 @@ import hashlib
 import uuid
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from catalog.db import get_engine, get_sessionmaker
-from catalog.models import SimilarItem
-from catalog.queries import create_job, get_job, get_product, similar_for_job
+from catalog.models import CATEGORIES, SimilarItem
+from catalog.queries import (
+    audit_mismatches,
+    create_job,
+    get_job,
+    get_product,
+    similar_for_job,
+)
 from catalog.similar import rank_similar, replace_similar_items
 from tests.conftest import make_product
 
@@ -54,30 +61,118 @@ def test_database_enforces_the_category_list(database_url: str) -> None:
         session.flush()
 
 
-def test_similar_items_are_in_stock_products_of_the_predicted_category(session: Session) -> None:
-    in_stock = [make_product(session, sku=f"T-{i}", stock_quantity=i + 1) for i in range(3)]
-    make_product(session, sku="T-sold-out", stock_quantity=0)
-    make_product(session, sku="D-1", category="Dress")
-    ranked = rank_similar(session=session, probabilities=TROUSER_PROBABILITIES, top_k=2)
-    assert [product.sku for product, _ in ranked] == ["T-2", "T-1"]
-    assert all(score == pytest.approx(0.9) for _, score in ranked)
-    assert {p.sku for p in in_stock} >= {product.sku for product, _ in ranked}
+VERSION = "test-model-1"
+SHIRT_OR_TOP = [0.45, 0.0, 0.05, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0]
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5):
+    ranked = rank_similar(
+        session=session,
+        probabilities=probabilities,
+        embedding=embedding,
+        model_version=VERSION,
+        uncertain=uncertain,
+        top_k=top_k,
+    )
+    return [(product.sku, round(score, 3)) for product, score in ranked]
+
+
+def test_similar_items_are_ranked_by_cosine_similarity(session: Session) -> None:
+    make_product(session, sku="T-near", embedding=unit(1, 0.1, 0), model_version=VERSION)
+    make_product(session, sku="T-mid", embedding=unit(1, 1, 0), model_version=VERSION)
+    make_product(session, sku="T-far", embedding=unit(0, 0, 1), model_version=VERSION)
+    ranked = rank(session, TROUSER_PROBABILITIES, unit(1, 0, 0), top_k=2)
+    assert ranked == [("T-near", pytest.approx(0.995, abs=2e-3)), ("T-mid", 0.707)]
+
+
+def test_only_in_stock_products_of_the_category_and_model_version_qualify(session) -> None:
+    make_product(session, sku="T-ok", embedding=unit(1, 0), model_version=VERSION)
+    make_product(
+        session, sku="T-sold-out", stock_quantity=0, embedding=unit(1, 0), model_version=VERSION
+    )
+    make_product(session, sku="T-old-model", embedding=unit(1, 0), model_version="older")
+    make_product(session, sku="T-unclassified")
+    make_product(
+        session,
+        sku="D-other-category",
+        category="Dress",
+        embedding=unit(1, 0),
+        model_version=VERSION,
+    )
+    assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0))] == ["T-ok"]
+
+
+def test_uncertain_upload_draws_from_its_top_two_categories(session) -> None:
+    make_product(
+        session, sku="SHIRT", category="Shirt", embedding=unit(1, 0.2), model_version=VERSION
+    )
+    make_product(
+        session, sku="TOP", category="T-shirt/top", embedding=unit(1, 0), model_version=VERSION
+    )
+    make_product(
+        session, sku="PULL", category="Pullover", embedding=unit(1, 0), model_version=VERSION
+    )
+    assert [sku for sku, _ in rank(session, SHIRT_OR_TOP, unit(1, 0))] == ["SHIRT"]
+    assert [sku for sku, _ in rank(session, SHIRT_OR_TOP, unit(1, 0), uncertain=True)] == [
+        "TOP",
+        "SHIRT",
+    ]
+
+
+def test_a_catalog_change_is_seen_by_the_next_lookup(session) -> None:
+    product = make_product(session, sku="T-1", embedding=unit(1, 0), model_version=VERSION)
+    assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0))] == ["T-1"]
+    product.stock_quantity = 0
+    session.flush()
+    assert rank(session, TROUSER_PROBABILITIES, unit(1, 0)) == []
+    make_product(session, sku="T-2", embedding=unit(0, 1), model_version=VERSION)
+    assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0))] == ["T-2"]
+
+
+def test_embeddings_survive_float16_storage(session) -> None:
+    vector = np.random.default_rng(0).normal(size=256).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    make_product(session, sku="T-1", embedding=vector, model_version=VERSION)
+    [(_, score)] = rank(session, TROUSER_PROBABILITIES, vector)
+    assert score == pytest.approx(1.0, abs=1e-3)
 
 
 def test_rerunning_a_job_replaces_its_similar_items(session: Session) -> None:
     for i in range(3):
-        make_product(session, sku=f"T-{i}")
+        make_product(session, sku=f"T-{i}", embedding=unit(1, i), model_version=VERSION)
     job = make_job(session)
     session.flush()
     for _ in range(2):
-        ranked = rank_similar(session=session, probabilities=TROUSER_PROBABILITIES, top_k=5)
+        ranked = rank_similar(
+            session=session,
+            probabilities=TROUSER_PROBABILITIES,
+            embedding=unit(1, 0),
+            model_version=VERSION,
+            uncertain=False,
+            top_k=5,
+        )
         replace_similar_items(session=session, job=job, ranked=ranked)
         session.flush()
     rows = session.scalars(select(SimilarItem).where(SimilarItem.job_id == job.id)).all()
     assert sorted(row.rank for row in rows) == [1, 2, 3]
     result = similar_for_job(session=session, job_id=job.id)
-    assert [item.rank for item in result] == [1, 2, 3]
-    assert all(item.category == "Trouser" for item in result)
+    assert [item.sku for item in result] == ["T-0", "T-1", "T-2"]
+    assert result[0].score > result[1].score > result[2].score
+
+
+def test_audit_lists_disagreeing_products_most_confident_first(session) -> None:
+    make_product(session, sku="OK", embedding=unit(1, 0), model_version=VERSION)
+    low = make_product(session, sku="LOW", embedding=unit(1, 0), model_version=VERSION)
+    high = make_product(session, sku="HIGH", embedding=unit(1, 0), model_version=VERSION)
+    low.predicted_label, low.predicted_confidence = CATEGORIES.index("Dress"), 0.6
+    high.predicted_label, high.predicted_confidence = CATEGORIES.index("Coat"), 0.95
+    session.flush()
+    assert [p.sku for p in audit_mismatches(session=session)] == ["HIGH", "LOW"]
 
 
 def test_unknown_or_malformed_job_ids_are_none(session: Session) -> None:

@@ -8,28 +8,34 @@ import pytest
 
 from catalog.db import get_sessionmaker
 from catalog.queries import get_job
-from tests.conftest import make_product, png_bytes
+from tests.conftest import make_product, png_bytes, random_embedding
 from worker import client
 from worker.config import Settings
 
 
-def seed_every_category(settings: Settings) -> None:
+def seed_every_category(settings: Settings, version: str, size: int) -> None:
     from catalog.models import CATEGORIES
 
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
         for category in CATEGORIES:
-            make_product(session, category=category, stock_quantity=3)
-            make_product(session, category=category, stock_quantity=0)
+            for stock in (3, 0):
+                make_product(
+                    session,
+                    category=category,
+                    stock_quantity=stock,
+                    embedding=random_embedding(size),
+                    model_version=version,
+                )
 
 
 @pytest.mark.parametrize("setup", ["services", "embedded"])
 def test_upload_travels_through_a_real_worker_to_the_catalog(
-    setup: str, request, start_worker, fashion_mnist
+    setup: str, request, start_worker, fashion_mnist, bundled_model
 ) -> None:
     settings = request.getfixturevalue(
         "service_settings" if setup == "services" else "local_settings"
     )
-    seed_every_category(settings)
+    seed_every_category(settings, *bundled_model)
     worker = start_worker(settings)
     index = 2  # a Trouser in the test split
     expected = int(fashion_mnist.test_labels[index])
@@ -45,7 +51,8 @@ def test_upload_travels_through_a_real_worker_to_the_catalog(
     assert done.status == "done", done
     assert done.label == expected
     assert 0.0 < done.confidence <= 1.0
-    assert len(done.similar) == 1  # only the in-stock product of that category
+    # Only the in-stock product of that category -- of the top two if uncertain.
+    assert len(done.similar) == (2 if done.uncertain else 1)
     assert results[bad].status == "failed"
     assert results[bad].error["code"] in {"corrupt", "unsupported_format"}
     with get_sessionmaker(settings.resolved_database_url)() as session:

@@ -9,7 +9,7 @@ import pytest
 
 from catalog.db import get_sessionmaker
 from catalog.queries import create_job, get_job, similar_for_job
-from tests.conftest import make_product, png_bytes
+from tests.conftest import make_product, png_bytes, random_embedding
 from worker.config import Settings
 from worker.errors import JobNotFoundError
 from worker.jobs import classify_job, get_store
@@ -38,12 +38,21 @@ def settings(request: pytest.FixtureRequest) -> Settings:
     return request.getfixturevalue(name)
 
 
-def test_job_ends_done_with_the_right_label_and_similar_items(settings, fashion_mnist) -> None:
+def test_job_ends_done_with_the_right_label_and_similar_items(
+    settings, fashion_mnist, bundled_model
+) -> None:
     index = 1  # a Pullover in the test split
     label = int(fashion_mnist.test_labels[index])
+    version, size = bundled_model
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        category = make_product(session, category="Pullover").category
-        make_product(session, category="Pullover", stock_quantity=0)
+        for in_stock in (5, 0):
+            category = make_product(
+                session,
+                category="Pullover",
+                stock_quantity=in_stock,
+                embedding=random_embedding(size),
+                model_version=version,
+            ).category
     job_id = enqueue_by_hand(settings, png_bytes(fashion_mnist.test_images[index]))
 
     assert classify_job(job_id, settings=settings) == "done"

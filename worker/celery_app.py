@@ -13,6 +13,7 @@ from celery import Celery
 from worker.config import Settings, get_settings
 
 CLASSIFY_TASK = "fashion.classify"
+CLASSIFY_PRODUCTS_TASK = "fashion.classify_products"
 
 
 @cache
@@ -35,7 +36,10 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=60,
         task_time_limit=90,
         task_default_queue=settings.interactive_queue,
-        task_routes={CLASSIFY_TASK: {"queue": settings.interactive_queue}},
+        task_routes={
+            CLASSIFY_TASK: {"queue": settings.interactive_queue},
+            CLASSIFY_PRODUCTS_TASK: {"queue": settings.bulk_queue},
+        },
         broker_transport_options=settings.broker_transport_options,
         broker_connection_retry_on_startup=True,
         enable_utc=True,

@@ -23,7 +23,7 @@ import kombu.exceptions
 
 from catalog.db import get_sessionmaker
 from catalog.queries import create_job, get_job, similar_for_job
-from worker.celery_app import CLASSIFY_TASK, make_celery
+from worker.celery_app import CLASSIFY_PRODUCTS_TASK, CLASSIFY_TASK, make_celery
 from worker.config import Settings, get_settings
 from worker.jobs import TERMINAL_STATUSES, fail_job, get_store
 
@@ -135,3 +135,18 @@ def wait(
         if not pending or time.monotonic() >= deadline:
             return results
         time.sleep(poll_interval)
+
+
+def enqueue_product_classification(
+    product_ids: list[int], *, settings: Settings | None = None, chunk_size: int = 64
+) -> int:
+    """Queue product photos for classification on the bulk queue, in chunks; returns the count."""
+    settings = settings or get_settings()
+    app = make_celery(settings)
+    for start in range(0, len(product_ids), chunk_size):
+        app.send_task(
+            CLASSIFY_PRODUCTS_TASK,
+            args=[product_ids[start : start + chunk_size]],
+            queue=settings.bulk_queue,
+        )
+    return len(product_ids)

@@ -7,51 +7,45 @@ results, prints them, and stops the worker.
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy import func, select
 
 from catalog.db import get_sessionmaker, upgrade
-from catalog.queries import upsert_product
+from catalog.models import Product
 from worker import client
+from worker.catalog_import import ImportReport, import_catalog
+from worker.classifier import get_classifier
 from worker.config import Settings
-from worker.jobs import get_store
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 WORKER_STOP_TIMEOUT = 15
 
 
-def seed_catalog(settings: Settings, samples_dir: Path = SAMPLES_DIR) -> int:
-    """Upsert the sample products and store their photos; returns the product count."""
-    store = get_store(settings)
-    sessions = get_sessionmaker(settings.resolved_database_url)
-    with (samples_dir / "catalog.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    with sessions.begin() as session:
-        for row in rows:
-            image_key = f"products/{row['sku']}.png"
-            store.put(
-                image_key, (samples_dir / row["image"]).read_bytes(), content_type="image/png"
+def seed_catalog(settings: Settings, samples_dir: Path = SAMPLES_DIR) -> ImportReport:
+    """Import the sample products (photos stored, queued for the bulk worker)."""
+    return import_catalog(samples_dir / "catalog.csv", settings=settings)
+
+
+def products_pending(settings: Settings, version: str) -> int:
+    """Products whose photo has not been classified by model ``version`` yet."""
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return session.scalar(
+            select(func.count())
+            .select_from(Product)
+            .where(
+                Product.image_key.is_not(None),
+                (Product.model_version.is_(None)) | (Product.model_version != version),
             )
-            upsert_product(
-                session=session,
-                sku=row["sku"],
-                name=row["name"],
-                category=row["category"],
-                price=Decimal(row["price"]),
-                stock_quantity=int(row["stock_quantity"]),
-                image_key=image_key,
-            )
-    return len(rows)
+        )
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
@@ -62,7 +56,7 @@ def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
         "celery",
         "--app=worker.celery_app",
         "worker",
-        f"--queues={settings.interactive_queue}",
+        f"--queues={settings.interactive_queue},{settings.bulk_queue}",
         "--concurrency=1",
         "--loglevel=INFO",
         f"--hostname=demo-{os.getpid()}@%h",
@@ -95,16 +89,24 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
     console = Console()
     started = time.perf_counter()
     upgrade(settings.resolved_database_url)
-    count = seed_catalog(settings)
-    console.print(
-        f"Catalog: {count} sample products in {settings.resolved_database_url}; "
-        f"objects in {settings.resolved_storage_url}; broker {settings.resolved_broker_url}"
-    )
-    uploads = sorted((SAMPLES_DIR / "uploads").glob("*.jpg"))
     log_path = settings.data_dir / "demo-worker.log"
     worker = start_worker(settings, log_path)
     console.print(f"Started a Celery worker (pid {worker.pid}); its log: {log_path}")
+    report = seed_catalog(settings)
+    console.print(
+        f"Catalog: {report.inserted + report.updated} sample products in "
+        f"{settings.resolved_database_url}; objects in {settings.resolved_storage_url}; "
+        f"broker {settings.resolved_broker_url}"
+    )
+    uploads = sorted((SAMPLES_DIR / "uploads").glob("*.jpg"))
+    version = get_classifier(settings).version
     try:
+        with console.status("classifying the product photos on the bulk queue"):
+            deadline = time.monotonic() + timeout
+            while products_pending(settings, version) and time.monotonic() < deadline:
+                if worker.poll() is not None:
+                    break
+                time.sleep(0.2)
         job_ids = {
             client.submit(path.read_bytes(), path.name, settings=settings): path for path in uploads
         }

@@ -74,7 +74,12 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
     with sessions.begin() as session:
         job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
         ranked = rank_similar(
-            session=session, probabilities=prediction.probabilities, top_k=settings.similar_top_k
+            session=session,
+            probabilities=prediction.probabilities,
+            embedding=prediction.embedding,
+            model_version=classifier.version,
+            uncertain=prediction.uncertain,
+            top_k=settings.similar_top_k,
         )
         job.status = "done"
         job.label = prediction.label

@@ -9,11 +9,12 @@ import sqlalchemy.exc
 from celery import Task
 from celery.signals import worker_process_init
 
-from worker.celery_app import CLASSIFY_TASK, app
+from worker.celery_app import CLASSIFY_PRODUCTS_TASK, CLASSIFY_TASK, app
 from worker.classifier import get_classifier
 from worker.config import get_settings
 from worker.errors import FashionError
 from worker.jobs import classify_job, fail_job, get_store
+from worker.products import classify_products as classify_product_chunk
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +64,18 @@ class ClassifyTask(Task):
 def classify(job_id: str) -> str:
     """Classify the upload of job ``job_id``; the outcome is written to its row."""
     return classify_job(job_id, settings=get_settings())
+
+
+@app.task(
+    name=CLASSIFY_PRODUCTS_TASK,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=get_settings().task_max_retries,
+    ignore_result=True,
+)
+def classify_products(product_ids: list[int]) -> dict[str, int]:
+    """Classify a chunk of catalog product photos (bulk queue); idempotent per model version."""
+    result = classify_product_chunk(product_ids, settings=get_settings())
+    return {"classified": result.classified, "failed": result.failed, "skipped": result.skipped}

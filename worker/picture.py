@@ -1,0 +1,76 @@
+"""Draw an upload beside the products offered for it, so a person can judge "similar".
+
+Pillow only (the worker install has no matplotlib): the upload's photo, what the
+model saw (28×28, enlarged), then each similar product's photo with its SKU,
+category and cosine score.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageOps
+
+from catalog.queries import SimilarProduct
+from worker.storage import ObjectStore
+
+TILE = 160
+CAPTION = 36
+
+
+def _thumbnail(data: bytes | None) -> Image.Image:
+    if data is None:
+        return Image.new("RGB", (TILE, TILE), (200, 200, 200))
+    try:
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    except OSError:
+        return Image.new("RGB", (TILE, TILE), (200, 200, 200))
+    if max(image.size) <= 64:
+        # Fashion-MNIST-sized photos are enlarged with hard edges so they stay legible.
+        return image.resize((TILE, TILE), Image.Resampling.NEAREST)
+    return ImageOps.pad(image, (TILE, TILE), color=(255, 255, 255))
+
+
+def draw_similar(
+    *,
+    upload: bytes,
+    model_input: Image.Image | None,
+    label: str,
+    similar: list[SimilarProduct],
+    photos: dict[str, bytes | None],
+    path: Path,
+) -> Path:
+    tiles: list[tuple[Image.Image, str]] = [(_thumbnail(upload), f"upload: {label}")]
+    if model_input is not None:
+        tiles.append(
+            (
+                model_input.convert("RGB").resize((TILE, TILE), Image.Resampling.NEAREST),
+                "model input",
+            )
+        )
+    for item in similar:
+        tiles.append(
+            (
+                _thumbnail(photos.get(item.sku)),
+                f"#{item.rank} {item.sku}\n{item.category} {item.score:.2f}",
+            )
+        )
+    sheet = Image.new("RGB", (TILE * len(tiles), TILE + CAPTION), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (tile, caption) in enumerate(tiles):
+        sheet.paste(tile, (index * TILE, 0))
+        draw.multiline_text((index * TILE + 4, TILE + 2), caption, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def fetch_photos(store: ObjectStore, keys: dict[str, str | None]) -> dict[str, bytes | None]:
+    photos: dict[str, bytes | None] = {}
+    for sku, key in keys.items():
+        try:
+            photos[sku] = store.get(key) if key else None
+        except Exception:  # noqa: BLE001 - a missing photo only leaves a grey tile
+            photos[sku] = None
+    return photos

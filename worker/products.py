@@ -1,0 +1,103 @@
+"""Classify catalog product photos in batches: label, confidence and embedding per product.
+
+Used by the bulk queue (``fashion.classify_products``) after an import and by
+re-classification. One call handles one chunk: fetch the photos concurrently,
+preprocess them, run one batched inference, write every result with one bulk
+UPDATE. A photo that is missing or unreadable does not stop the chunk: that
+product records its error code instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select, update
+
+from catalog.db import get_sessionmaker
+from catalog.embeddings import encode_embedding
+from catalog.models import Product, utcnow
+from worker.classifier import get_classifier
+from worker.config import Settings
+from worker.errors import FashionError
+from worker.jobs import get_store
+from worker.preprocess import normalize, preprocess
+
+log = logging.getLogger(__name__)
+
+FETCH_THREADS = 8
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    classified: int
+    failed: int
+    skipped: int
+
+
+def _load(settings: Settings, image_key: str | None) -> np.ndarray | FashionError:
+    if image_key is None:
+        return FashionError("no_photo", "the product has no photo")
+    try:
+        data = get_store(settings).get(image_key)
+        return preprocess(
+            data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+        )
+    except FashionError as exc:
+        return exc
+
+
+def classify_products(product_ids: Sequence[int], *, settings: Settings) -> ChunkResult:
+    """Classify the photos of ``product_ids``; products already done by this model are skipped."""
+    classifier = get_classifier(settings)
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions() as session:
+        rows = session.execute(
+            select(Product.id, Product.image_key).where(
+                Product.id.in_(list(product_ids)),
+                (Product.model_version.is_(None)) | (Product.model_version != classifier.version),
+            )
+        ).all()
+    skipped = len(product_ids) - len(rows)
+    if not rows:
+        return ChunkResult(0, 0, skipped)
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        loaded = list(pool.map(lambda row: _load(settings, row.image_key), rows))
+    good = [i for i, item in enumerate(loaded) if isinstance(item, np.ndarray)]
+    predictions = classifier.predict(normalize(np.stack([loaded[i] for i in good]))) if good else []
+    now = utcnow()
+    updates = []
+    for i, prediction in zip(good, predictions, strict=True):
+        updates.append(
+            {
+                "id": rows[i].id,
+                "predicted_label": prediction.label,
+                "predicted_confidence": prediction.confidence,
+                "model_version": classifier.version,
+                "embedding": encode_embedding(prediction.embedding),
+                "classified_at": now,
+                "classification_error": None,
+                "updated_at": now,
+            }
+        )
+    for i, item in enumerate(loaded):
+        if isinstance(item, FashionError):
+            log.warning("product %s: %s: %s", rows[i].id, item.code, item.message)
+            updates.append(
+                {
+                    "id": rows[i].id,
+                    "predicted_label": None,
+                    "predicted_confidence": None,
+                    "model_version": classifier.version,
+                    "embedding": None,
+                    "classified_at": now,
+                    "classification_error": item.code,
+                    "updated_at": now,
+                }
+            )
+    with sessions.begin() as session:
+        session.execute(update(Product), updates)
+    return ChunkResult(len(good), len(rows) - len(good), skipped)
