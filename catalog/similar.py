@@ -6,17 +6,22 @@ were embedded by the *same model version* as the upload (embeddings of
 different models are not comparable). They are ranked by cosine similarity of
 the L2-normalised embeddings, i.e. a dot product, and the top ``k`` are kept.
 
-Lookups are served from a small per-process cache of each category's embedding
-matrix, keyed by model version and checked against a cheap fingerprint of the
-category's rows (count and latest ``updated_at``), so a catalog change is seen
-on the next lookup. See docs/catalog.md for how this scales past 100 k products.
+Lookups are served from a per-process cache of each category's embedding
+matrix, keyed by model version. An entry younger than ``cache_seconds`` is used
+as it is; an older one is revalidated against a fingerprint of the category's
+rows (count, latest ``updated_at``, sum of ids) and reloaded if that changed.
+Stock is always re-checked when the winners are fetched, so a product that
+sells out is never offered, even from a stale matrix; a *new* product appears
+within ``cache_seconds``. See docs/catalog.md for the figures and how this
+scales past 100 k products.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -25,10 +30,16 @@ from sqlalchemy.orm import Session
 from catalog.embeddings import decode_embeddings
 from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
 
+DEFAULT_CACHE_SECONDS = 5.0
+# Candidates fetched per requested item, so items sold out since the matrix was
+# cached can be dropped without a second round trip.
+OVERFETCH = 4
+
 
 @dataclass(frozen=True)
 class _CategoryMatrix:
     fingerprint: tuple
+    loaded_at: float
     product_ids: np.ndarray
     embeddings: np.ndarray
 
@@ -53,8 +64,15 @@ def _in_stock(category: str, model_version: str):  # type: ignore[no-untyped-def
     )
 
 
-def _category_matrix(session: Session, category: str, model_version: str) -> _CategoryMatrix:
+def _category_matrix(
+    session: Session, category: str, model_version: str, cache_seconds: float
+) -> _CategoryMatrix:
     conditions = _in_stock(category, model_version)
+    key = (str(session.get_bind().url), category, model_version)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None and time.monotonic() - cached.loaded_at < cache_seconds:
+        return cached
     fingerprint = tuple(
         session.execute(
             select(func.count(), func.max(Product.updated_at), func.sum(Product.id)).where(
@@ -62,14 +80,15 @@ def _category_matrix(session: Session, category: str, model_version: str) -> _Ca
             )
         ).one()
     )
-    key = (str(session.get_bind().url), category, model_version)
-    with _cache_lock:
-        cached = _cache.get(key)
     if cached is not None and cached.fingerprint == fingerprint:
-        return cached
+        matrix = replace(cached, loaded_at=time.monotonic())
+        with _cache_lock:
+            _cache[key] = matrix
+        return matrix
     rows = session.execute(select(Product.id, Product.embedding).where(*conditions)).all()
     matrix = _CategoryMatrix(
         fingerprint=fingerprint,
+        loaded_at=time.monotonic(),
         product_ids=np.array([row.id for row in rows], dtype=np.int64),
         embeddings=decode_embeddings([row.embedding for row in rows]),
     )
@@ -86,29 +105,39 @@ def rank_similar(
     model_version: str,
     uncertain: bool,
     top_k: int,
+    cache_seconds: float = DEFAULT_CACHE_SECONDS,
 ) -> list[tuple[Product, float]]:
     """The ``top_k`` most similar in-stock products, best first, with cosine scores."""
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
     ids, scores = [], []
     for category in candidate_categories(probabilities, uncertain=uncertain):
-        matrix = _category_matrix(session, category, model_version)
+        matrix = _category_matrix(session, category, model_version, cache_seconds)
         if len(matrix.product_ids):
             ids.append(matrix.product_ids)
             scores.append(matrix.embeddings @ np.asarray(embedding, dtype=np.float32))
     if not ids:
         return []
     all_ids, all_scores = np.concatenate(ids), np.concatenate(scores)
-    k = min(top_k, len(all_ids))
+    k = min(top_k * OVERFETCH, len(all_ids))
     best = np.argpartition(-all_scores, k - 1)[:k]
     best = best[np.argsort(-all_scores[best], kind="stable")]
-    products = {
+    still_in_stock = {
         product.id: product
         for product in session.scalars(
-            select(Product).where(Product.id.in_([int(i) for i in all_ids[best]]))
+            select(Product).where(
+                Product.id.in_([int(i) for i in all_ids[best]]),
+                Product.stock_quantity > 0,
+                Product.model_version == model_version,
+            )
         )
     }
-    return [(products[int(all_ids[i])], float(all_scores[i])) for i in best]
+    ranked = [
+        (still_in_stock[int(all_ids[i])], float(all_scores[i]))
+        for i in best
+        if int(all_ids[i]) in still_in_stock
+    ]
+    return ranked[:top_k]
 
 
 def replace_similar_items(

@@ -70,7 +70,7 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5):
+def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5, cache=0.0):
     ranked = rank_similar(
         session=session,
         probabilities=probabilities,
@@ -78,6 +78,7 @@ def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5
         model_version=VERSION,
         uncertain=uncertain,
         top_k=top_k,
+        cache_seconds=cache,
     )
     return [(product.sku, round(score, 3)) for product, score in ranked]
 
@@ -132,6 +133,17 @@ def test_a_catalog_change_is_seen_by_the_next_lookup(session) -> None:
     assert rank(session, TROUSER_PROBABILITIES, unit(1, 0)) == []
     make_product(session, sku="T-2", embedding=unit(0, 1), model_version=VERSION)
     assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0))] == ["T-2"]
+
+
+def test_a_sold_out_product_is_never_offered_even_from_a_fresh_cache(session) -> None:
+    product = make_product(session, sku="T-1", embedding=unit(1, 0), model_version=VERSION)
+    make_product(session, sku="T-2", embedding=unit(1, 1), model_version=VERSION)
+    assert len(rank(session, TROUSER_PROBABILITIES, unit(1, 0), cache=3600)) == 2
+    product.stock_quantity = 0
+    session.flush()
+    assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0), cache=3600)] == [
+        "T-2"
+    ]
 
 
 def test_embeddings_survive_float16_storage(session) -> None:

@@ -80,6 +80,7 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
             model_version=classifier.version,
             uncertain=prediction.uncertain,
             top_k=settings.similar_top_k,
+            cache_seconds=settings.similar_cache_seconds,
         )
         job.status = "done"
         job.label = prediction.label
