@@ -11,6 +11,7 @@ Run: ``.venv/bin/python bench/preprocess.py [--repeat N]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import statistics
@@ -25,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.test_bad_inputs import png_bomb  # noqa: E402
+from worker.errors import ImageError  # noqa: E402
 from worker.preprocess import preprocess  # noqa: E402
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 40_000_000}
@@ -102,6 +104,42 @@ def bomb_peak_rss(tmp: Path) -> dict[str, object]:
     }
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_growth_over_bad_inputs(rounds: int) -> dict[str, float]:
+    """Resident memory before and after feeding every bad input ``rounds`` times."""
+    corpus = [
+        b"",
+        b"not an image at all" * 50,
+        encode(photo((400, 300)), "JPEG")[:2000],
+        b"\x89PNG\r\n\x1a\n" + bytes(64),
+        png_bomb(),
+        encode(Image.new("RGB", (1, 1)), "PNG"),
+        encode(Image.new("RGB", (300, 300), (240, 240, 240)), "PNG"),
+    ]
+
+    def feed() -> None:
+        for data in corpus:
+            with contextlib.suppress(ImageError):
+                preprocess(data, **LIMITS)
+
+    feed()
+    before = rss_mb()
+    for _ in range(rounds):
+        feed()
+    return {
+        "rounds": rounds,
+        "inputs_per_round": len(corpus),
+        "rss_mb_before": round(before, 1),
+        "rss_mb_after": round(rss_mb(), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=15)
@@ -120,6 +158,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         result["bomb"] = bomb_peak_rss(Path(tmp))
+    result["bad_inputs_memory"] = rss_growth_over_bad_inputs(200)
     print(json.dumps(result, indent=2))
 
 
