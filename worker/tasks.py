@@ -51,30 +51,24 @@ class ClassifyTask(Task):
             log.exception("could not record failure of job %s", args[0])
 
 
-@app.task(
-    name=CLASSIFY_TASK,
-    base=ClassifyTask,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=get_settings().task_max_retries,
-    ignore_result=True,
-)
+#: Transient failures are retried with exponential backoff and jitter; nobody reads results.
+RETRY_POLICY = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": get_settings().task_max_retries,
+    "ignore_result": True,
+}
+
+
+@app.task(name=CLASSIFY_TASK, base=ClassifyTask, **RETRY_POLICY)
 def classify(job_id: str) -> str:
     """Classify the upload of job ``job_id``; the outcome is written to its row."""
     return classify_job(job_id, settings=get_settings())
 
 
-@app.task(
-    name=CLASSIFY_PRODUCTS_TASK,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=get_settings().task_max_retries,
-    ignore_result=True,
-)
+@app.task(name=CLASSIFY_PRODUCTS_TASK, **RETRY_POLICY)
 def classify_products(product_ids: list[int]) -> dict[str, int]:
     """Classify a chunk of catalog product photos (bulk queue); idempotent per model version."""
     result = classify_product_chunk(product_ids, settings=get_settings())
