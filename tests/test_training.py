@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from training.architectures import ARCHITECTURES, RECIPES, make_model
-from training.export import MODEL_FILENAME, serving_model, sha256_of
+from training.ensemble import build_ensemble
+from training.export import MODEL_FILENAME, SERVING_FILENAME, serving_model, sha256_of
 from training.train import train
 from worker.classifier import Classifier
 from worker.preprocess import normalize
@@ -42,10 +43,31 @@ def test_litert_artifact_matches_the_calibrated_keras_model(smoke_run, fashion_m
     )
     images = normalize(fashion_mnist.train_images[:200])
     expected = keras_model.predict(images, verbose=0)
+    saved_serving = keras.models.load_model(smoke_run / SERVING_FILENAME).predict(images, verbose=0)
+    # The card rounds the temperature to 4 decimals; the saved serving model does not.
+    np.testing.assert_allclose(saved_serving["probabilities"], expected["probabilities"], atol=1e-4)
     outputs = Classifier(smoke_run / MODEL_FILENAME).run(images)
     np.testing.assert_allclose(outputs.probabilities, expected["probabilities"], atol=1e-4)
     np.testing.assert_allclose(outputs.embeddings, expected["embedding"], atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(outputs.embeddings, axis=1), 1.0, atol=1e-4)
+
+
+def test_ensemble_of_two_runs_exports_a_working_model(
+    smoke_run, tmp_path_factory, fashion_mnist
+) -> None:
+    second = tmp_path_factory.mktemp("smoke-seed-2")
+    train(arch="fashion-vgg", out_dir=second, epochs=1, limit=512, seed=2, verbose=0)
+    out_dir = tmp_path_factory.mktemp("ensemble")
+    card = build_ensemble([smoke_run, second], out_dir=out_dir)
+    assert card["architecture"] == "fashion-vgg-ensemble2"
+    assert len(card["members"]) == 2
+    # Only images both runs held out are used for calibration.
+    assert 0 < card["shared_validation_images"] < 5_000
+    images = normalize(fashion_mnist.test_images[:64])
+    expected = keras.models.load_model(out_dir / SERVING_FILENAME).predict(images, verbose=0)
+    outputs = Classifier(out_dir / MODEL_FILENAME).run(images)
+    np.testing.assert_allclose(outputs.probabilities, expected["probabilities"], atol=1e-4)
+    assert outputs.embeddings.shape[1] == 2 * 256
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))

@@ -126,14 +126,19 @@ def load_fashion_mnist(configured_dir: Path | None = None) -> FashionMnist:
     return FashionMnist(source=folder, **arrays)
 
 
+def validation_indices(count: int, *, validation_size: int, seed: int) -> np.ndarray:
+    """Which of ``count`` training images a run with ``seed`` holds out for validation."""
+    if not 0 < validation_size < count:
+        raise ValueError(f"validation_size must be in 1..{count - 1}")
+    return np.random.default_rng(seed).permutation(count)[:validation_size]
+
+
 def train_validation_split(
     images: np.ndarray, labels: np.ndarray, *, validation_size: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Carve a stratification-free random validation set out of the training split."""
-    if not 0 < validation_size < len(images):
-        raise ValueError(f"validation_size must be in 1..{len(images) - 1}")
-    order = np.random.default_rng(seed).permutation(len(images))
-    validation_index, train_index = order[:validation_size], order[validation_size:]
+    validation_index = validation_indices(len(images), validation_size=validation_size, seed=seed)
+    train_index = np.random.default_rng(seed).permutation(len(images))[validation_size:]
     return (
         images[train_index],
         labels[train_index],

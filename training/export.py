@@ -21,6 +21,8 @@ from worker.preprocess import IMAGE_SIZE
 
 MODEL_FILENAME = "model.tflite"
 CARD_FILENAME = "model_card.json"
+# The Keras form of exactly what model.tflite computes (for parity checks).
+SERVING_FILENAME = "serving.keras"
 
 
 def sha256_of(path: Path) -> str:
@@ -57,12 +59,26 @@ def serving_model(model: keras.Model, *, temperature: float = 1.0) -> keras.Mode
 
 
 def export_tflite(model: keras.Model, path: Path, *, temperature: float = 1.0) -> Path:
-    """Convert the serving form of ``model`` to a float32 TFLite flatbuffer (dynamic batch)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(
-        serving_model(model, temperature=temperature)
-    )
-    path.write_bytes(converter.convert())
+    """Convert the serving form of ``model`` to a float32 TFLite flatbuffer (dynamic batch).
+
+    The serving form is also saved as ``serving.keras`` beside it.
+    """
+    serving = serving_model(model, temperature=temperature)
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(serving).convert())
+    serving.save(path.with_name(SERVING_FILENAME))
     return path
+
+
+def ship(run_dir: Path, destination: Path) -> dict:
+    """Copy a run's artifact, card and serving Keras model to ``destination`` (the worker's)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for source, target in (
+        (MODEL_FILENAME, MODEL_FILENAME),
+        (CARD_FILENAME, CARD_FILENAME),
+        (SERVING_FILENAME, "model.keras"),
+    ):
+        (destination / target).write_bytes((run_dir / source).read_bytes())
+    return json.loads((destination / CARD_FILENAME).read_text())
 
 
 def write_model_card(

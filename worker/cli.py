@@ -197,6 +197,28 @@ def train(arch: str, epochs: int | None, seed: int, out_dir: str, limit: int | N
 
 
 @main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def ensemble(runs: tuple[str, ...], out_dir: str) -> None:
+    """Average the logits of several training RUNS (folders) into one exported model.
+
+    Temperature and uncertainty threshold are fitted on the images that every
+    run held out for validation; the test split is only reported.
+    """
+    try:
+        from training.ensemble import build_ensemble
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+    try:
+        card = build_ensemble(
+            [Path(run) for run in runs], out_dir=Path(out_dir), data_dir=get_settings().mnist_dir
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(card, indent=2))
+
+
+@main.command()
 @click.option(
     "--model",
     "model_path",

@@ -1,0 +1,128 @@
+"""Average several trained runs into one exported model.
+
+The members' logits are averaged; the embedding is the concatenation of the
+members' unit embeddings, renormalised (so its cosine is the mean of the
+members' cosines). Each run held out its own random 5 000 validation images, so
+the only images *none* of the members trained on are the intersection of their
+validation sets: the temperature, the uncertainty threshold and the
+ensemble-versus-best-member comparison all use those, never the test split.
+The test split is used once, to report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.calibrate import (
+    calibrated_probabilities,
+    choose_uncertain_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    risk_coverage,
+)
+from training.data import dataset_sha256, load_fashion_mnist, validation_indices
+from training.export import CARD_FILENAME, MODEL_FILENAME, SERVING_FILENAME, write_model_card
+from worker.preprocess import IMAGE_SIZE, normalize
+
+
+def _features(model: keras.Model) -> keras.Model:
+    return keras.Model(
+        model.inputs, [model.get_layer("logits").output, model.get_layer("embedding").output]
+    )
+
+
+def ensemble_serving_model(members: list[keras.Model], *, temperature: float) -> keras.Model:
+    image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    outputs = [_features(member)(image) for member in members]
+    logits = keras.layers.Average(name="mean_logits")([out[0] for out in outputs])
+    embeddings = [keras.layers.UnitNormalization()(out[1]) for out in outputs]
+    joined = keras.layers.Concatenate()(embeddings) if len(embeddings) > 1 else embeddings[0]
+    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
+    return keras.Model(
+        image,
+        {
+            "probabilities": keras.layers.Softmax(name="probabilities")(scaled),
+            "embedding": keras.layers.UnitNormalization(name="embedding")(joined),
+        },
+        name="ensemble",
+    )
+
+
+def build_ensemble(
+    run_dirs: list[Path], *, out_dir: Path, data_dir: Path | None = None
+) -> dict[str, Any]:
+    if len(run_dirs) < 2:
+        raise ValueError("an ensemble needs at least two runs")
+    cards = [json.loads((run / CARD_FILENAME).read_text()) for run in run_dirs]
+    if len({card["architecture"] for card in cards}) != 1:
+        raise ValueError("the runs must share one architecture")
+    members = [keras.models.load_model(run / "model.keras", compile=False) for run in run_dirs]
+    dataset = load_fashion_mnist(data_dir)
+    held_out = reduce(
+        np.intersect1d,
+        [
+            validation_indices(
+                len(dataset.train_images),
+                validation_size=card["recipe"]["validation_size"],
+                seed=card["seed"],
+            )
+            for card in cards
+        ],
+    )
+    images = normalize(dataset.train_images[held_out])
+    labels = dataset.train_labels[held_out]
+    member_logits = [
+        _features(member).predict(images, batch_size=512, verbose=0)[0] for member in members
+    ]
+    logits = np.mean(member_logits, axis=0)
+    member_accuracy = [float((z.argmax(1) == labels).mean()) for z in member_logits]
+    ensemble_accuracy = float((logits.argmax(1) == labels).mean())
+    temperature = fit_temperature(logits, labels)
+    probabilities = calibrated_probabilities(logits, temperature)
+    threshold = choose_uncertain_threshold(probabilities, labels)
+
+    serving = ensemble_serving_model(members, temperature=temperature)
+    test_probabilities = serving.predict(normalize(dataset.test_images), batch_size=512, verbose=0)[
+        "probabilities"
+    ]
+    test_accuracy = float((test_probabilities.argmax(1) == dataset.test_labels).mean())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    converter = tf.lite.TFLiteConverter.from_keras_model(serving)
+    (out_dir / MODEL_FILENAME).write_bytes(converter.convert())
+    serving.save(out_dir / SERVING_FILENAME)
+    return write_model_card(
+        out_dir,
+        architecture=f"{cards[0]['architecture']}-ensemble{len(members)}",
+        params=serving.count_params(),
+        test_accuracy=test_accuracy,
+        validation_accuracy=ensemble_accuracy,
+        epochs=cards[0]["epochs"],
+        seed=cards[0]["seed"],
+        training_seconds=sum(card["training_seconds"] for card in cards),
+        extra={
+            "members": [card["version"] for card in cards],
+            "member_seeds": [card["seed"] for card in cards],
+            "shared_validation_images": int(len(held_out)),
+            "member_accuracy_on_shared_validation": [round(a, 4) for a in member_accuracy],
+            "temperature": round(temperature, 4),
+            "uncertain_threshold": threshold,
+            "validation_risk_coverage": risk_coverage(
+                probabilities, labels, np.arange(0.5, 1.0, 0.05)
+            ),
+            "test_ece": round(
+                expected_calibration_error(test_probabilities, dataset.test_labels), 4
+            ),
+            "export_seconds": round(time.perf_counter() - started, 1),
+            "recipe": cards[0]["recipe"],
+            "dataset_sha256": dataset_sha256(dataset.source),
+        },
+    )
