@@ -67,9 +67,18 @@ def lr_find(
     test = _RangeTest(rates)
     model.fit(images, labels, batch_size=recipe.batch_size, epochs=1, callbacks=[test], verbose=0)
     tried = rates[: len(test.losses)]
-    best = int(np.argmin(test.losses))
-    # A common rule of thumb: a tenth of the rate at the loss minimum.
-    suggestion = float(tried[best] / 10)
+    losses = np.asarray(test.losses)
+    best = int(np.argmin(losses))
+    # The rate where the loss falls fastest per decade of learning rate, before
+    # the minimum (fastai's "steep" rule); the minimum itself is confounded by
+    # training progress in a run this short.
+    # The first tenth of the steps is skipped: the smoothed loss is still settling.
+    start = len(losses) // 10
+    if best - start > 2:
+        slopes = np.gradient(losses[start : best + 1], np.log10(tried[start : best + 1]))
+        suggestion = float(tried[start + int(np.argmin(slopes))])
+    else:
+        suggestion = float(tried[best])
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
     axes.semilogx(tried, test.losses)
