@@ -7,10 +7,13 @@ Seeds of the same architecture are summarised as mean ± standard deviation.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from matplotlib.figure import Figure
 
 REPORTED = {
     "seed-a": "89.97 %",
@@ -70,11 +73,40 @@ def baseline_rows(rows: list[dict]) -> list[str]:
     return lines
 
 
+def plot_curves(card_paths: list[Path], png: Path) -> Path:
+    """Validation accuracy per epoch of each run (history.csv beside its card)."""
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    for path in card_paths:
+        history = path.with_name("history.csv")
+        if not history.is_file():
+            continue
+        with history.open() as handle:
+            rows = list(csv.DictReader(handle))
+        card = json.loads(path.read_text())
+        axes.plot(
+            [int(row["epoch"]) + 1 for row in rows],
+            [float(row["val_accuracy"]) for row in rows],
+            label=f"{card['architecture']} seed {card['seed']}",
+        )
+    axes.set_ylim(0.8, 0.96)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation accuracy")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    return png
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cards", nargs="+", type=Path)
     parser.add_argument("--baselines", type=Path)
+    parser.add_argument("--curves", type=Path, help="also plot validation curves to this PNG")
     arguments = parser.parse_args()
+    if arguments.curves:
+        plot_curves(arguments.cards, arguments.curves)
     cards = [json.loads(path.read_text()) for path in arguments.cards]
     print("\n".join(cnn_rows(cards)))
     if arguments.baselines:
