@@ -24,14 +24,6 @@ def test_bundled_model_card_describes_the_model(classifier: Classifier) -> None:
     assert card["classes"] == list(CATEGORIES)
 
 
-def test_bundled_model_reaches_its_card_accuracy(classifier: Classifier, fashion_mnist) -> None:
-    # Checks the shipped artifact, not a training decision: the card's figure
-    # was measured with Keras on the same 10 k images.
-    probabilities = classifier.predict_proba(normalize(fashion_mnist.test_images))
-    accuracy = float((probabilities.argmax(axis=1) == fashion_mnist.test_labels).mean())
-    assert accuracy == pytest.approx(classifier.card["test_accuracy"], abs=0.002)
-
-
 def test_batches_of_any_size_agree_with_single_images(classifier, fashion_mnist) -> None:
     images = normalize(fashion_mnist.test_images[:7])
     batched = classifier.predict_proba(images)

@@ -1,0 +1,63 @@
+"""The shipped model, measured the way the worker runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from training.evaluate import evaluate, predict_in_batches
+from worker.classifier import BUNDLED_MODEL, Classifier
+from worker.cli import main
+from worker.preprocess import normalize
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    return evaluate(BUNDLED_MODEL, report_dir=tmp_path_factory.mktemp("report"))
+
+
+def test_shipped_model_scores_what_its_card_says_and_is_calibrated(report: dict) -> None:
+    card = Classifier(BUNDLED_MODEL).card
+    assert report["images"] == 10_000
+    # The card's figure was measured with Keras at export; this is the LiteRT artifact.
+    assert report["accuracy"] == pytest.approx(card["test_accuracy"], abs=0.001)
+    assert report["ece"] <= 0.02
+
+
+def test_report_has_per_class_scores_confusion_and_plots(report: dict) -> None:
+    assert len(report["per_class"]) == 10
+    assert all(0 <= scores["f1"] <= 1 for scores in report["per_class"].values())
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 10_000
+    assert np.trace(matrix) / 10_000 == pytest.approx(report["accuracy"], abs=1e-4)
+    for path in report["plots"].values():
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shipped_litert_model_agrees_with_its_keras_source(fashion_mnist) -> None:
+    """Parity on the whole test split: top-1 agreement ≥ 99.9 %, probabilities within 1e-4."""
+    classifier = Classifier(BUNDLED_MODEL)
+    # model.keras is the serving form: calibrated probabilities and embedding.
+    source = keras.models.load_model(BUNDLED_MODEL.with_name("model.keras"))
+    keras_probabilities = source.predict(
+        normalize(fashion_mnist.test_images), batch_size=1024, verbose=0
+    )["probabilities"]
+    litert_probabilities = predict_in_batches(classifier, fashion_mnist.test_images)
+    agreement = (keras_probabilities.argmax(1) == litert_probabilities.argmax(1)).mean()
+    assert agreement >= 0.999
+    assert np.abs(keras_probabilities - litert_probabilities).max() <= 1e-4
+
+
+def test_evaluate_json_reports_the_shipped_model(report: dict) -> None:
+    result = CliRunner().invoke(main, ["evaluate", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["model_version"] == report["model_version"]
+    assert payload["accuracy"] == report["accuracy"]
+    for key in ("ece", "per_class", "confusion_matrix"):
+        assert key in payload
