@@ -50,7 +50,7 @@ def cnn_rows(cards: list[dict]) -> list[str]:
             f"| {_mean_std([card['validation_accuracy'] for card in runs])} "
             f"| {_mean_std([card['test_accuracy'] for card in runs])} "
             f"| {_mean_std([card['test_ece'] for card in runs])} "
-            f"| {REPORTED.get(arch, 'ours' if arch == 'fashion-vgg' else '–')} |"
+            f"| {REPORTED.get(arch, 'ours' if arch.startswith('fashion-vgg') else '–')} |"
         )
     return lines
 
