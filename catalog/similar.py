@@ -55,7 +55,7 @@ def candidate_categories(probabilities: Sequence[float], *, uncertain: bool) -> 
     return [CATEGORIES[int(index)] for index in order[: 2 if uncertain else 1]]
 
 
-def _in_stock(category: str, model_version: str):  # type: ignore[no-untyped-def]
+def _candidates(category: str, model_version: str):  # type: ignore[no-untyped-def]
     return (
         Product.category == category,
         Product.model_version == model_version,
@@ -67,7 +67,7 @@ def _in_stock(category: str, model_version: str):  # type: ignore[no-untyped-def
 def _category_matrix(
     session: Session, category: str, model_version: str, cache_seconds: float
 ) -> _CategoryMatrix:
-    conditions = _in_stock(category, model_version)
+    conditions = _candidates(category, model_version)
     key = (str(session.get_bind().url), category, model_version)
     with _cache_lock:
         cached = _cache.get(key)

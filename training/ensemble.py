@@ -19,7 +19,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from training.calibrate import (
     calibrated_probabilities,
@@ -29,31 +28,15 @@ from training.calibrate import (
     risk_coverage,
 )
 from training.data import dataset_sha256, load_fashion_mnist, validation_indices
-from training.export import CARD_FILENAME, MODEL_FILENAME, SERVING_FILENAME, write_model_card
-from worker.preprocess import IMAGE_SIZE, normalize
-
-
-def _features(model: keras.Model) -> keras.Model:
-    return keras.Model(
-        model.inputs, [model.get_layer("logits").output, model.get_layer("embedding").output]
-    )
-
-
-def ensemble_serving_model(members: list[keras.Model], *, temperature: float) -> keras.Model:
-    image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
-    outputs = [_features(member)(image) for member in members]
-    logits = keras.layers.Average(name="mean_logits")([out[0] for out in outputs])
-    embeddings = [keras.layers.UnitNormalization()(out[1]) for out in outputs]
-    joined = keras.layers.Concatenate()(embeddings) if len(embeddings) > 1 else embeddings[0]
-    scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
-    return keras.Model(
-        image,
-        {
-            "probabilities": keras.layers.Softmax(name="probabilities")(scaled),
-            "embedding": keras.layers.UnitNormalization(name="embedding")(joined),
-        },
-        name="ensemble",
-    )
+from training.export import (
+    CARD_FILENAME,
+    MODEL_FILENAME,
+    export_serving,
+    features_model,
+    serving_model,
+    write_model_card,
+)
+from worker.preprocess import normalize
 
 
 def build_ensemble(
@@ -80,7 +63,7 @@ def build_ensemble(
     images = normalize(dataset.train_images[held_out])
     labels = dataset.train_labels[held_out]
     member_logits = [
-        _features(member).predict(images, batch_size=512, verbose=0)[0] for member in members
+        features_model(member).predict(images, batch_size=512, verbose=0)[0] for member in members
     ]
     logits = np.mean(member_logits, axis=0)
     member_accuracy = [float((z.argmax(1) == labels).mean()) for z in member_logits]
@@ -89,16 +72,14 @@ def build_ensemble(
     probabilities = calibrated_probabilities(logits, temperature)
     threshold = choose_uncertain_threshold(probabilities, labels)
 
-    serving = ensemble_serving_model(members, temperature=temperature)
+    serving = serving_model(members, temperature=temperature)
     test_probabilities = serving.predict(normalize(dataset.test_images), batch_size=512, verbose=0)[
         "probabilities"
     ]
     test_accuracy = float((test_probabilities.argmax(1) == dataset.test_labels).mean())
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    converter = tf.lite.TFLiteConverter.from_keras_model(serving)
-    (out_dir / MODEL_FILENAME).write_bytes(converter.convert())
-    serving.save(out_dir / SERVING_FILENAME)
+    export_serving(serving, out_dir / MODEL_FILENAME)
     return write_model_card(
         out_dir,
         architecture=f"{cards[0]['architecture']}-ensemble{len(members)}",

@@ -34,19 +34,35 @@ def logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("logits").output)
 
 
-def serving_model(model: keras.Model, *, temperature: float = 1.0) -> keras.Model:
+def features_model(model: keras.Model) -> keras.Model:
+    """The same network, returning ``[logits, embedding]``."""
+    return keras.Model(
+        model.inputs, [model.get_layer("logits").output, model.get_layer("embedding").output]
+    )
+
+
+def serving_model(
+    models: keras.Model | list[keras.Model], *, temperature: float = 1.0
+) -> keras.Model:
     """What the worker runs: calibrated probabilities and the L2-normalised embedding.
 
     Outputs are named, so the LiteRT signature exposes ``probabilities`` (softmax
     of logits / temperature) and ``embedding`` (penultimate layer, unit length).
+    Given several models (an ensemble), their logits are averaged and their unit
+    embeddings concatenated, so the joint cosine is the mean of the members'.
     """
     if temperature <= 0:
         raise ValueError("temperature must be positive")
-    features = keras.Model(
-        model.inputs, [model.get_layer("logits").output, model.get_layer("embedding").output]
-    )
+    members = models if isinstance(models, list) else [models]
     image = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
-    logits, embedding = features(image)
+    outputs = [features_model(member)(image) for member in members]
+    if len(outputs) == 1:
+        logits, embedding = outputs[0]
+    else:
+        logits = keras.layers.Average(name="mean_logits")([out[0] for out in outputs])
+        embedding = keras.layers.Concatenate()(
+            [keras.layers.UnitNormalization()(out[1]) for out in outputs]
+        )
     scaled = keras.layers.Rescaling(1.0 / temperature, name="temperature")(logits)
     return keras.Model(
         image,
@@ -54,19 +70,20 @@ def serving_model(model: keras.Model, *, temperature: float = 1.0) -> keras.Mode
             "probabilities": keras.layers.Softmax(name="probabilities")(scaled),
             "embedding": keras.layers.UnitNormalization(name="embedding")(embedding),
         },
-        name="serving",
+        name="serving" if len(members) == 1 else "ensemble",
     )
 
 
-def export_tflite(model: keras.Model, path: Path, *, temperature: float = 1.0) -> Path:
-    """Convert the serving form of ``model`` to a float32 TFLite flatbuffer (dynamic batch).
-
-    The serving form is also saved as ``serving.keras`` beside it.
-    """
-    serving = serving_model(model, temperature=temperature)
+def export_serving(serving: keras.Model, path: Path) -> Path:
+    """Write ``serving`` as a float32 TFLite flatbuffer (dynamic batch) and as serving.keras."""
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(serving).convert())
     serving.save(path.with_name(SERVING_FILENAME))
     return path
+
+
+def export_tflite(model: keras.Model, path: Path, *, temperature: float = 1.0) -> Path:
+    """Export the serving form of ``model`` (see ``export_serving``)."""
+    return export_serving(serving_model(model, temperature=temperature), path)
 
 
 def ship(run_dir: Path, destination: Path) -> dict:
