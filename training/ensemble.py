@@ -55,7 +55,7 @@ def build_ensemble(
             validation_indices(
                 len(dataset.train_images),
                 validation_size=card["recipe"]["validation_size"],
-                seed=card["seed"],
+                seed=card.get("split_seed", card["seed"]),
             )
             for card in cards
         ],

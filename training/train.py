@@ -96,6 +96,7 @@ def train(
     arch: str,
     out_dir: Path,
     seed: int = 1,
+    split_seed: int | None = None,
     epochs: int | None = None,
     limit: int | None = None,
     data_dir: Path | None = None,
@@ -104,6 +105,8 @@ def train(
     """Fit ``arch`` with its recipe, calibrate on validation, export; returns the model card.
 
     ``limit`` trains on the first ``limit`` training images only (smoke runs).
+    ``split_seed`` picks the validation images (default: ``seed``); giving runs
+    of different seeds one split keeps a common held-out set for ensembling.
     """
     if arch not in RECIPES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(RECIPES))}")
@@ -118,7 +121,7 @@ def train(
         dataset.train_images,
         dataset.train_labels,
         validation_size=recipe.validation_size,
-        seed=seed,
+        seed=seed if split_seed is None else split_seed,
     )
     if limit is not None:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
@@ -186,6 +189,7 @@ def train(
         seed=seed,
         training_seconds=training_seconds,
         extra={
+            "split_seed": seed if split_seed is None else split_seed,
             "temperature": round(temperature, 4),
             "uncertain_threshold": uncertain_threshold,
             "validation_risk_coverage": risk_coverage(

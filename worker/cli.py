@@ -163,12 +163,24 @@ def _training_import_error(exc: ImportError) -> click.ClickException:
 @click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epoch count.")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option(
+    "--split-seed",
+    type=int,
+    help="Seed of the validation split (default: --seed); share it across ensemble members.",
+)
+@click.option(
     "--out", "out_dir", default="runs/latest", show_default=True, type=click.Path(file_okay=False)
 )
 @click.option(
     "--limit", type=click.IntRange(min=64), help="Train on this many images (smoke runs)."
 )
-def train(arch: str, epochs: int | None, seed: int, out_dir: str, limit: int | None) -> None:
+def train(
+    arch: str,
+    epochs: int | None,
+    seed: int,
+    split_seed: int | None,
+    out_dir: str,
+    limit: int | None,
+) -> None:
     """Train ARCH on Fashion-MNIST; write model.keras, model.tflite and model_card.json.
 
     Architectures: fashion-vgg (ours), small-cnn, and the earlier reports'
@@ -187,6 +199,7 @@ def train(arch: str, epochs: int | None, seed: int, out_dir: str, limit: int | N
             arch=arch,
             epochs=epochs,
             seed=seed,
+            split_seed=split_seed,
             limit=limit,
             out_dir=Path(out_dir),
             data_dir=get_settings().mnist_dir,
