@@ -60,6 +60,7 @@ class Product(Base):
     __tablename__ = "products"
     __table_args__ = (
         Index("ix_products_similar_lookup", "category", "model_version", "stock_quantity"),
+        Index("ix_products_classified", "model_version", "classified_at"),
         CheckConstraint(_in("category", CATEGORIES), name="ck_products_category"),
         CheckConstraint("stock_quantity >= 0", name="ck_products_stock_nonnegative"),
         CheckConstraint("price >= 0", name="ck_products_price_nonnegative"),
@@ -158,3 +159,29 @@ class SimilarItem(Base):
 
     job: Mapped[ClassificationJob] = relationship(back_populates="similar_items")
     product: Mapped[Product] = relationship()
+
+
+RECLASSIFY_MODES = ("all", "stale")
+
+
+class ReclassifyRun(Base):
+    """One bulk re-classification: which products it queued, for which model, since when.
+
+    Progress is read from the products themselves: a product counts as done for
+    this run once it carries ``model_version`` with ``classified_at`` at or after
+    ``started_at``. ``not_before`` is the run's skip rule: a product already
+    classified by ``model_version`` at or after ``not_before`` is skipped (``None``:
+    skipped whenever it carries ``model_version`` — the ``stale`` mode).
+    """
+
+    __tablename__ = "reclassify_runs"
+    __table_args__ = (CheckConstraint(_in("mode", RECLASSIFY_MODES), name="ck_runs_mode"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[str] = mapped_column(String(100), index=True)
+    not_before: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    total: Mapped[int] = mapped_column(Integer)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[str] = mapped_column(String(32), default="cli")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -9,11 +9,33 @@ from __future__ import annotations
 from functools import cache
 
 from celery import Celery
+from celery.schedules import crontab
 
 from worker.config import Settings, get_settings
 
 CLASSIFY_TASK = "fashion.classify"
 CLASSIFY_PRODUCTS_TASK = "fashion.classify_products"
+RECLASSIFY_TASK = "fashion.reclassify"
+MODEL_CHECK_TASK = "fashion.reclassify_on_model_change"
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict]:
+    """Nightly re-classification (``FASHION_RECLASSIFY_CRON``) and the new-model check."""
+    schedule: dict[str, dict] = {
+        "reclassify-on-model-change": {
+            "task": MODEL_CHECK_TASK,
+            "schedule": settings.model_check_seconds,
+            "options": {"queue": settings.bulk_queue, "expires": settings.model_check_seconds},
+        }
+    }
+    if settings.reclassify_cron.strip():
+        schedule["nightly-reclassify"] = {
+            "task": RECLASSIFY_TASK,
+            "schedule": crontab.from_string(settings.reclassify_cron),
+            "kwargs": {"mode": settings.reclassify_nightly_mode, "trigger": "nightly"},
+            "options": {"queue": settings.bulk_queue},
+        }
+    return schedule
 
 
 @cache
@@ -39,7 +61,11 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={
             CLASSIFY_TASK: {"queue": settings.interactive_queue},
             CLASSIFY_PRODUCTS_TASK: {"queue": settings.bulk_queue},
+            RECLASSIFY_TASK: {"queue": settings.bulk_queue},
+            MODEL_CHECK_TASK: {"queue": settings.bulk_queue},
         },
+        beat_schedule=beat_schedule(settings),
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         broker_transport_options=settings.broker_transport_options,
         broker_connection_retry_on_startup=True,
         enable_utc=True,

@@ -126,6 +126,15 @@ def model_path(settings: Settings) -> Path:
     return settings.model_uri or BUNDLED_MODEL
 
 
+def model_version(settings: Settings) -> str:
+    """The configured model's version, read from its card without loading the model."""
+    card_path = model_path(settings).with_name(CARD_FILENAME)
+    try:
+        return json.loads(card_path.read_text())["version"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read the model version from {card_path}: {exc}") from exc
+
+
 @cache
 def _classifier_for(
     path: Path, num_threads: int, uncertain_threshold: float | None, pid: int

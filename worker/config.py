@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fashion"
@@ -68,9 +68,36 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a cached category embedding matrix is trusted."
     )
     inference_threads: int = Field(1, ge=1, description="LiteRT interpreter threads per process.")
+    fetch_threads: int = Field(
+        8, ge=1, le=64, description="Concurrent photo fetches per bulk chunk (and S3 pool size)."
+    )
+    reclassify_cron: str = Field(
+        "0 2 * * *",
+        description="When beat starts the nightly re-classification (crontab, UTC); '' disables.",
+    )
+    reclassify_nightly_mode: str = Field(
+        "all", pattern="^(all|stale)$", description="What the nightly run re-classifies."
+    )
+    model_check_seconds: float = Field(
+        300, gt=0, description="How often beat checks for a new model version to roll out."
+    )
     interactive_queue: str = Field("interactive", description="Queue for single uploads.")
     bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")
     task_max_retries: int = Field(5, ge=0, description="Retries for transient failures.")
+
+    @field_validator("reclassify_cron")
+    @classmethod
+    def _valid_crontab(cls, value: str) -> str:
+        if value.strip():
+            from celery.schedules import crontab
+
+            try:
+                crontab.from_string(value)
+            except (ValueError, IndexError) as exc:
+                raise ValueError(
+                    f"not a crontab line (minute hour day month weekday): {value!r}"
+                ) from exc
+        return value
 
     @property
     def resolved_database_url(self) -> str:

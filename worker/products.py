@@ -9,13 +9,14 @@ product records its error code instead.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import not_, or_, select, update
 
 from catalog.db import get_sessionmaker
 from catalog.embeddings import encode_embedding
@@ -25,10 +26,9 @@ from worker.config import Settings
 from worker.errors import FashionError
 from worker.jobs import get_store
 from worker.preprocess import normalize, preprocess
+from worker.reclassify import already_done
 
 log = logging.getLogger(__name__)
-
-FETCH_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -50,21 +50,30 @@ def _load(settings: Settings, image_key: str | None) -> np.ndarray | FashionErro
         return exc
 
 
-def classify_products(product_ids: Sequence[int], *, settings: Settings) -> ChunkResult:
-    """Classify the photos of ``product_ids``; products already done by this model are skipped."""
+def classify_products(
+    product_ids: Sequence[int], *, settings: Settings, not_before: dt.datetime | None = None
+) -> ChunkResult:
+    """Classify the photos of ``product_ids``, skipping those this model already did.
+
+    ``not_before`` narrows the skip to products classified at or after it (an
+    ``all`` re-classification run); ``None`` skips any product this model did.
+    """
     classifier = get_classifier(settings)
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
         rows = session.execute(
             select(Product.id, Product.image_key).where(
                 Product.id.in_(list(product_ids)),
-                (Product.model_version.is_(None)) | (Product.model_version != classifier.version),
+                or_(
+                    Product.model_version.is_(None),
+                    not_(already_done(classifier.version, not_before)),
+                ),
             )
         ).all()
     skipped = len(product_ids) - len(rows)
     if not rows:
         return ChunkResult(0, 0, skipped)
-    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+    with ThreadPoolExecutor(settings.fetch_threads) as pool:
         loaded = list(pool.map(lambda row: _load(settings, row.image_key), rows))
     good = [i for i, item in enumerate(loaded) if isinstance(item, np.ndarray)]
     predictions = classifier.predict(normalize(np.stack([loaded[i] for i in good]))) if good else []

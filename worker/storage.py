@@ -119,7 +119,7 @@ class S3Store:
             self.client.create_bucket(Bucket=self.bucket)
 
 
-def make_s3_client(settings: Settings, *, max_pool_connections: int = 10) -> object:
+def make_s3_client(settings: Settings, *, max_pool_connections: int | None = None) -> object:
     """A boto3 S3 client that also works against S3-compatible servers.
 
     Path-style addressing, because MinIO and moto do not serve virtual-hosted
@@ -134,7 +134,8 @@ def make_s3_client(settings: Settings, *, max_pool_connections: int = 10) -> obj
         retries={"max_attempts": 3, "mode": "standard"},
         connect_timeout=5,
         read_timeout=30,
-        max_pool_connections=max_pool_connections,
+        # Sized to the bulk fetch threads, so none waits for a connection.
+        max_pool_connections=max_pool_connections or settings.fetch_threads + 2,
     )
     credentials = {}
     if settings.s3_access_key_id and settings.s3_secret_access_key:

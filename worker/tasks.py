@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import botocore.exceptions
@@ -9,12 +10,19 @@ import sqlalchemy.exc
 from celery import Task
 from celery.signals import worker_process_init
 
-from worker.celery_app import CLASSIFY_PRODUCTS_TASK, CLASSIFY_TASK, app
+from worker.celery_app import (
+    CLASSIFY_PRODUCTS_TASK,
+    CLASSIFY_TASK,
+    MODEL_CHECK_TASK,
+    RECLASSIFY_TASK,
+    app,
+)
 from worker.classifier import get_classifier
 from worker.config import get_settings
 from worker.errors import FashionError
 from worker.jobs import classify_job, fail_job, get_store
 from worker.products import classify_products as classify_product_chunk
+from worker.reclassify import reclassify_if_model_changed, start_run
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +77,27 @@ def classify(job_id: str) -> str:
 
 
 @app.task(name=CLASSIFY_PRODUCTS_TASK, **RETRY_POLICY)
-def classify_products(product_ids: list[int]) -> dict[str, int]:
-    """Classify a chunk of catalog product photos (bulk queue); idempotent per model version."""
-    result = classify_product_chunk(product_ids, settings=get_settings())
+def classify_products(product_ids: list[int], not_before: str | None = None) -> dict[str, int]:
+    """Classify a chunk of catalog product photos (bulk queue); idempotent per model version.
+
+    ``not_before`` (ISO 8601) is set by ``all`` runs: products this model classified
+    before it are done again.
+    """
+    result = classify_product_chunk(
+        product_ids,
+        settings=get_settings(),
+        not_before=dt.datetime.fromisoformat(not_before) if not_before else None,
+    )
     return {"classified": result.classified, "failed": result.failed, "skipped": result.skipped}
+
+
+@app.task(name=RECLASSIFY_TASK, **RETRY_POLICY)
+def reclassify(mode: str = "stale", trigger: str = "beat") -> int:
+    """Start a bulk re-classification run (beat's nightly schedule); returns the run id."""
+    return start_run(mode, settings=get_settings(), trigger=trigger).id
+
+
+@app.task(name=MODEL_CHECK_TASK, **RETRY_POLICY)
+def reclassify_on_model_change() -> int | None:
+    """Start a ``stale`` run the first time a worker sees a new default model version."""
+    return reclassify_if_model_changed(get_settings())

@@ -1,0 +1,218 @@
+"""Bulk re-classification of the catalog: plan a run, queue its chunks, report progress.
+
+``fashion reclassify``, the nightly beat schedule and the model-change check all
+call ``start_run``. A run queues every product photo that still needs the
+current model (``stale``) or every photo (``all``) in chunks on the bulk queue;
+each chunk task skips what is already done, so re-running resumes rather than
+repeats. An interrupted ``all`` run is resumed by the next ``all`` run for the
+same model version: it keeps the first run's ``not_before``.
+
+Progress is read from the products themselves (see ``ReclassifyRun``), so it
+survives worker restarts and needs no counters kept in step with the queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy.orm import Session
+
+from catalog.db import get_sessionmaker
+from catalog.models import Product, ReclassifyRun, utcnow
+from worker.celery_app import CLASSIFY_PRODUCTS_TASK, make_celery
+from worker.classifier import model_version
+from worker.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Progress rate is measured over this trailing window.
+RATE_WINDOW = dt.timedelta(seconds=60)
+
+
+def already_done(version: str, not_before: dt.datetime | None) -> ColumnElement[bool]:
+    """SQL condition: the product needs nothing more from a run with this skip rule."""
+    condition = Product.model_version == version
+    if not_before is not None:
+        condition = and_(condition, Product.classified_at >= not_before)
+    return condition
+
+
+@dataclass(frozen=True)
+class Progress:
+    run_id: int
+    mode: str
+    model_version: str
+    trigger: str
+    started_at: dt.datetime
+    total: int
+    done: int
+    failed: int
+    rate_per_s: float
+    eta_s: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "model_version": self.model_version,
+            "trigger": self.trigger,
+            "started_at": self.started_at.isoformat(),
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "finished": self.finished,
+            "rate_per_s": round(self.rate_per_s, 1),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+        }
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; every time stored here is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _unfinished_all_run(session: Session, version: str) -> ReclassifyRun | None:
+    run = session.scalars(
+        select(ReclassifyRun)
+        .where(ReclassifyRun.mode == "all", ReclassifyRun.model_version == version)
+        .order_by(ReclassifyRun.id.desc())
+        .limit(1)
+    ).first()
+    if run is None or run.not_before is None:
+        return None
+    return None if progress_of(session, run).finished else run
+
+
+def start_run(
+    mode: str,
+    *,
+    settings: Settings,
+    chunk_size: int = 64,
+    trigger: str = "cli",
+    version: str | None = None,
+) -> ReclassifyRun:
+    """Record a run and queue its products in chunks on the bulk queue; returns the run.
+
+    The run row is committed before the first message is sent, so progress is
+    visible at once; if the broker fails half-way, the exception propagates and
+    running the same command again queues what is still missing.
+    """
+    if mode not in ("all", "stale"):
+        raise ValueError(f"mode must be 'all' or 'stale', not {mode!r}")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    version = version or model_version(settings)
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions.begin() as session:
+        now = utcnow()
+        not_before: dt.datetime | None = None
+        if mode == "all":
+            resumed = _unfinished_all_run(session, version)
+            not_before = resumed.not_before if resumed else now
+            if resumed:
+                log.info("resuming the 'all' run %s (not before %s)", resumed.id, not_before)
+        product_ids = list(
+            session.scalars(
+                select(Product.id)
+                .where(
+                    Product.image_key.is_not(None),
+                    or_(Product.model_version.is_(None), not_(already_done(version, not_before))),
+                )
+                .order_by(Product.id)
+            )
+        )
+        run = ReclassifyRun(
+            mode=mode,
+            model_version=version,
+            not_before=not_before,
+            total=len(product_ids),
+            chunk_size=chunk_size,
+            trigger=trigger,
+            started_at=now,
+        )
+        session.add(run)
+        session.flush()
+        session.expunge(run)
+    app = make_celery(settings)
+    not_before_text = not_before.isoformat() if not_before else None
+    for start in range(0, len(product_ids), chunk_size):
+        app.send_task(
+            CLASSIFY_PRODUCTS_TASK,
+            args=[product_ids[start : start + chunk_size]],
+            kwargs={"not_before": not_before_text},
+            queue=settings.bulk_queue,
+        )
+    log.info("run %s: queued %d products (%s, model %s)", run.id, run.total, mode, version)
+    return run
+
+
+def progress_of(
+    session: Session, run: ReclassifyRun, *, now: dt.datetime | None = None
+) -> Progress:
+    """How far ``run`` has got, its rate over the last minute and its ETA."""
+    now = now or utcnow()
+    started = _aware(run.started_at)
+    touched = and_(Product.model_version == run.model_version, Product.classified_at >= started)
+    done, failed, recent = session.execute(
+        select(
+            func.count(),
+            func.count(Product.classification_error),
+            func.count().filter(Product.classified_at >= now - RATE_WINDOW),
+        ).where(touched)
+    ).one()
+    done = min(done, run.total)
+    window = min(RATE_WINDOW.total_seconds(), max((now - started).total_seconds(), 1e-3))
+    rate = recent / window
+    remaining = run.total - done
+    eta = 0.0 if remaining == 0 else (remaining / rate if rate > 0 else None)
+    return Progress(
+        run_id=run.id,
+        mode=run.mode,
+        model_version=run.model_version,
+        trigger=run.trigger,
+        started_at=started,
+        total=run.total,
+        done=done,
+        failed=min(failed, done),
+        rate_per_s=rate,
+        eta_s=eta,
+    )
+
+
+def run_progress(settings: Settings, run_id: int | None = None) -> Progress | None:
+    """Progress of run ``run_id`` (default: the latest); ``None`` if there is none."""
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions() as session:
+        if run_id is None:
+            run = session.scalars(
+                select(ReclassifyRun).order_by(ReclassifyRun.id.desc()).limit(1)
+            ).first()
+        else:
+            run = session.get(ReclassifyRun, run_id)
+        return None if run is None else progress_of(session, run)
+
+
+def reclassify_if_model_changed(settings: Settings, *, chunk_size: int = 64) -> int | None:
+    """Start a ``stale`` run if no run exists yet for the current model; returns its id."""
+    version = model_version(settings)
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions() as session:
+        seen = session.scalar(
+            select(func.count())
+            .select_from(ReclassifyRun)
+            .where(ReclassifyRun.model_version == version)
+        )
+    if seen:
+        return None
+    log.info("model %s has no run yet: re-classifying stale products", version)
+    return start_run(
+        "stale", settings=settings, chunk_size=chunk_size, trigger="model-change", version=version
+    ).id
