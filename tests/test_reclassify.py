@@ -1,0 +1,232 @@
+"""Bulk re-classification runs, `fashion status` and the beat schedule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+from celery.schedules import crontab
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from catalog.db import get_sessionmaker
+from catalog.models import CATEGORIES, Product, ReclassifyRun
+from catalog.queries import upsert_product
+from tests.conftest import png_bytes
+from worker.celery_app import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
+from worker.classifier import model_version
+from worker.cli import main
+from worker.config import Settings, get_settings
+from worker.jobs import get_store
+from worker.products import classify_products
+from worker.reclassify import reclassify_if_model_changed, run_progress, start_run
+from worker.status import collect
+
+
+def add_products(settings: Settings, fashion_mnist, count: int) -> list[int]:
+    """``count`` products with Fashion-MNIST photos in the configured store."""
+    store = get_store(settings)
+    ids = []
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        for index in range(count):
+            label = int(fashion_mnist.train_labels[index])
+            key = f"catalog/{index}.png"
+            store.put(key, png_bytes(fashion_mnist.train_images[index]))
+            product = upsert_product(
+                session=session,
+                sku=f"P-{index}",
+                name=f"Item {index}",
+                category=CATEGORIES[label],
+                price=10,
+                stock_quantity=3,
+                image_key=key,
+            )
+            ids.append(product.id)
+        # One product without a photo: never queued.
+        upsert_product(
+            session=session,
+            sku="NO-PHOTO",
+            name="No photo",
+            category="Bag",
+            price=10,
+            stock_quantity=1,
+            image_key=None,
+        )
+    return ids
+
+
+def wait_for_run(settings: Settings, run_id: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        progress = run_progress(settings, run_id)
+        if progress.finished:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id}: {progress.done}/{progress.total} after {timeout} s")
+
+
+def classified_at(settings: Settings) -> dict[int, dt.datetime]:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return dict(session.execute(select(Product.id, Product.classified_at)).all())
+
+
+def test_stale_then_all_runs_through_a_real_bulk_worker(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    ids = add_products(service_settings, fashion_mnist, 100)
+    start_worker(service_settings, queues="bulk", concurrency=2)
+
+    first = start_run("stale", settings=service_settings, chunk_size=16)
+    assert first.total == 100  # the product without a photo is not queued
+    wait_for_run(service_settings, first.id)
+    progress = run_progress(service_settings, first.id)
+    assert (progress.done, progress.failed, progress.total) == (100, 0, 100)
+    before = classified_at(service_settings)
+
+    # Nothing is stale any more: a second stale run queues nothing.
+    assert start_run("stale", settings=service_settings).total == 0
+
+    # --all does every photo again, each exactly once more.
+    again = start_run("all", settings=service_settings, chunk_size=32)
+    assert again.total == 100
+    wait_for_run(service_settings, again.id)
+    after = classified_at(service_settings)
+    assert all(after[i] > before[i] for i in ids)
+    with get_sessionmaker(service_settings.resolved_database_url)() as session:
+        labels = session.execute(
+            select(Product.predicted_label, Product.category).where(Product.id.in_(ids))
+        ).all()
+    correct = sum(CATEGORIES[label] == category for label, category in labels)
+    assert correct >= 85  # Fashion-MNIST training photos; the model is ~94 % accurate
+
+
+def test_an_interrupted_all_run_is_resumed_not_restarted(service_settings, fashion_mnist) -> None:
+    ids = add_products(service_settings, fashion_mnist, 40)
+    classify_products(ids, settings=service_settings)  # everything current
+    interrupted = start_run("all", settings=service_settings, chunk_size=10)
+    assert interrupted.total == 40
+    # The run's messages are lost (no worker ever ran them) except the first two chunks.
+    redis_queue_purge(service_settings)
+    not_before = interrupted.not_before
+    classify_products(ids[:20], settings=service_settings, not_before=not_before)
+    progress = run_progress(service_settings, interrupted.id)
+    assert (progress.done, progress.finished) == (20, False)
+
+    resumed = start_run("all", settings=service_settings, chunk_size=10)
+    assert resumed.not_before == not_before
+    assert resumed.total == 20  # only what the interrupted run had not done
+    queued = [decode_task(message) for message in bulk_messages(service_settings)]
+    assert sorted(i for args, _ in queued for i in args[0]) == sorted(ids[20:])
+    assert {kwargs["not_before"] for _, kwargs in queued} == {not_before.isoformat()}
+
+
+def redis_queue_purge(settings: Settings) -> None:
+    import redis
+
+    redis.Redis.from_url(settings.resolved_broker_url).delete(settings.bulk_queue)
+
+
+def bulk_messages(settings: Settings) -> list[bytes]:
+    import redis
+
+    return redis.Redis.from_url(settings.resolved_broker_url).lrange(settings.bulk_queue, 0, -1)
+
+
+def decode_task(message: bytes) -> tuple[list, dict]:
+    """(args, kwargs) of a Celery protocol-2 JSON message as kombu stores it in Redis."""
+    import base64
+
+    envelope = json.loads(message)
+    args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+    return args, kwargs
+
+
+def test_chunk_task_skips_only_what_the_run_already_did(local_settings, fashion_mnist) -> None:
+    ids = add_products(local_settings, fashion_mnist, 6)
+    assert classify_products(ids, settings=local_settings).classified == 6
+    assert classify_products(ids, settings=local_settings).skipped == 6
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    result = classify_products(ids, settings=local_settings, not_before=later)
+    assert (result.classified, result.skipped) == (6, 0)
+
+
+def test_status_reports_queue_depth_jobs_and_run_on_real_services(
+    service_settings, fashion_mnist
+) -> None:
+    add_products(service_settings, fashion_mnist, 30)
+    run = start_run("stale", settings=service_settings, chunk_size=8)
+    snapshot = collect(service_settings, ping_timeout=0.5)
+    assert snapshot["queues"] == {
+        service_settings.interactive_queue: 0,
+        service_settings.bulk_queue: 4,
+    }
+    assert snapshot["workers"] == []
+    assert snapshot["jobs"] == {"queued": 0, "running": 0, "done": 0, "failed": 0}
+    assert snapshot["reclassify"]["run_id"] == run.id
+    assert (snapshot["reclassify"]["done"], snapshot["reclassify"]["total"]) == (0, 30)
+    assert snapshot["reclassify"]["eta_s"] is None  # nothing done yet: no rate, no ETA
+
+
+@pytest.fixture()
+def cli_env(local_settings, monkeypatch) -> Settings:
+    for key in ("FASHION_DATABASE_URL", "FASHION_BROKER_URL", "FASHION_STORAGE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FASHION_DATA_DIR", str(local_settings.data_dir))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def test_reclassify_and_status_commands_on_embedded_defaults(
+    cli_env, start_worker, fashion_mnist
+) -> None:
+    add_products(cli_env, fashion_mnist, 20)
+    runner = CliRunner()
+    queued = runner.invoke(main, ["reclassify", "--chunk", "8"])
+    assert queued.exit_code == 0, queued.output
+    assert "queued 20 products in 3 chunks" in queued.stdout
+    status = runner.invoke(main, ["status", "--json", "--ping-timeout", "0.2"])
+    assert status.exit_code == 0, status.output
+    snapshot = json.loads(status.stdout)
+    assert snapshot["queues"]["bulk"] == 3
+    assert snapshot["reclassify"]["total"] == 20
+
+    start_worker(cli_env, queues="bulk")
+    waited = runner.invoke(main, ["reclassify", "--all", "--wait", "--timeout", "120"])
+    assert waited.exit_code == 0, waited.output
+    assert "20 done, 0 of them failed" in waited.stdout
+    with get_sessionmaker(cli_env.resolved_database_url)() as session:
+        runs = session.scalar(select(func.count()).select_from(ReclassifyRun))
+    assert runs == 2
+
+
+def test_beat_schedules_the_nightly_run_and_the_model_check() -> None:
+    schedule = beat_schedule(
+        Settings(reclassify_cron="30 3 * * 1-5", reclassify_nightly_mode="stale")
+    )
+    nightly = schedule["nightly-reclassify"]
+    assert nightly["task"] == RECLASSIFY_TASK
+    assert nightly["schedule"] == crontab(minute="30", hour="3", day_of_week="1-5")
+    assert nightly["kwargs"] == {"mode": "stale", "trigger": "nightly"}
+    assert schedule["reclassify-on-model-change"]["task"] == MODEL_CHECK_TASK
+    assert "nightly-reclassify" not in beat_schedule(Settings(reclassify_cron=""))
+
+
+def test_a_bad_crontab_is_refused_with_its_value() -> None:
+    with pytest.raises(ValueError, match="not a crontab line"):
+        Settings(reclassify_cron="every night")
+
+
+def test_a_new_model_version_starts_one_stale_run(local_settings, fashion_mnist) -> None:
+    add_products(local_settings, fashion_mnist, 5)
+    run_id = reclassify_if_model_changed(local_settings)
+    assert run_id is not None
+    progress = run_progress(local_settings, run_id)
+    assert (progress.total, progress.trigger, progress.model_version) == (
+        5,
+        "model-change",
+        model_version(local_settings),
+    )
+    assert reclassify_if_model_changed(local_settings) is None  # only once per version
