@@ -201,20 +201,7 @@ def random_embedding(size: int, seed: int | None = None) -> np.ndarray:
 def worker_env(settings: Settings) -> dict[str, str]:
     """Environment for a `celery worker` subprocess that mirrors ``settings``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("FASHION_")}
-    values = {
-        "DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.database_url,
-        "BROKER_URL": settings.broker_url,
-        "STORAGE_URL": settings.storage_url,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
-        "INTERACTIVE_QUEUE": settings.interactive_queue,
-        "BULK_QUEUE": settings.bulk_queue,
-    }
-    if settings.s3_access_key_id and settings.s3_secret_access_key:
-        values["S3_ACCESS_KEY_ID"] = settings.s3_access_key_id.get_secret_value()
-        values["S3_SECRET_ACCESS_KEY"] = settings.s3_secret_access_key.get_secret_value()
-    env.update({f"FASHION_{key}": value for key, value in values.items() if value})
-    return env
+    return env | settings.as_environment()
 
 
 @pytest.fixture()

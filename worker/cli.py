@@ -307,6 +307,102 @@ def beat(loglevel: str, celery_args: tuple) -> None:
     app.start(["beat", f"--loglevel={loglevel}", *celery_args])
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON result on stdout.")
+@click.option(
+    "--images",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(min=100),
+    help="Catalog size for the bulk runs.",
+)
+@click.option(
+    "--naive-images",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="Images through the naive baseline (it is slow).",
+)
+@click.option(
+    "--interactive",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="Uploads per latency measurement (idle, then during a bulk run).",
+)
+@click.option("--chunk", default=64, show_default=True, type=click.IntRange(1, 1024))
+@click.option(
+    "--concurrency",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Processes of the naive and of the bulk worker.",
+)
+@click.option(
+    "--postgres-admin-url",
+    default="postgresql://postgres@127.0.0.1:5432/postgres",
+    show_default=True,
+    help="Where a throw-away database is created (and dropped afterwards).",
+)
+@click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True)
+@click.option(
+    "--s3-endpoint",
+    default=None,
+    help="An S3-compatible server (credentials from FASHION_S3_*); default: start moto.",
+)
+@click.option(
+    "--out",
+    default="bench/results.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Also write the JSON result here.",
+)
+def bench(
+    as_json: bool,
+    images: int,
+    naive_images: int,
+    interactive: int,
+    chunk: int,
+    concurrency: int,
+    postgres_admin_url: str,
+    redis_url: str,
+    s3_endpoint: str | None,
+    out: str,
+) -> None:
+    """Measure throughput and latency end to end on real PostgreSQL, Redis and S3.
+
+    Starts real workers against a throw-away database, bucket and queues, and
+    measures the naive baseline (one task per image, Keras predict), bulk
+    re-classification, interactive latency idle and during a bulk run,
+    inference against the raw LiteRT engine, and worker RSS. Needs the train
+    extra (TensorFlow, for the baseline) and, without --s3-endpoint, moto.
+    Takes a few minutes with the defaults.
+    """
+    try:
+        from worker.benchmark import BenchConfig, run_benchmark
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+
+    config = BenchConfig(
+        images=images,
+        naive_images=min(naive_images, images // 2),
+        interactive=interactive,
+        chunk=chunk,
+        concurrency=concurrency,
+        postgres_admin_url=postgres_admin_url,
+        redis_url=redis_url,
+        s3_endpoint=s3_endpoint,
+    )
+    try:
+        results = run_benchmark(config, log=lambda line: click.echo(line, err=True))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    text = json.dumps(results, indent=None if as_json else 2)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    click.echo(text)
+
+
 def _training_import_error(exc: ImportError) -> click.ClickException:
     return click.ClickException(
         f"this command needs the training extra: pip install '.[train]' ({exc})"

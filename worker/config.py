@@ -99,6 +99,18 @@ class Settings(BaseSettings):
                 ) from exc
         return value
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``FASHION_*`` variables, for a worker process started from here."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"FASHION_{name.upper()}"] = str(value)
+        return env
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
