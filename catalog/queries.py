@@ -27,7 +27,7 @@ class SimilarProduct:
     score: float
 
 
-def _as_uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:
+def as_uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:
     if isinstance(job_id, uuid.UUID):
         return job_id
     try:
@@ -56,7 +56,7 @@ def create_job(
 
 
 def get_job(*, session: Session, job_id: str | uuid.UUID) -> ClassificationJob | None:
-    parsed = _as_uuid(job_id)
+    parsed = as_uuid(job_id)
     return session.get(ClassificationJob, parsed) if parsed else None
 
 

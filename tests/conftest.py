@@ -215,6 +215,7 @@ def start_worker() -> Iterator:
         pool: str = "prefork",
         concurrency: int = 1,
         queues: str = "interactive",
+        prefetch: int = 1,
     ) -> subprocess.Popen:
         names = {
             "interactive": settings.interactive_queue,
@@ -235,6 +236,7 @@ def start_worker() -> Iterator:
                 f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
                 "--without-gossip",
                 "--without-mingle",
+                f"--prefetch-multiplier={prefetch}",
             ],
             env=worker_env(settings),
         )

@@ -116,7 +116,14 @@ class WorkerProcess:
     """A real ``celery worker`` (prefork) started for the benchmark, logs in ``log_path``."""
 
     def __init__(
-        self, settings: Settings, *, app: str, queue: str, concurrency: int, log_path: Path
+        self,
+        settings: Settings,
+        *,
+        app: str,
+        queue: str,
+        concurrency: int,
+        log_path: Path,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
         env |= settings.as_environment()
@@ -137,6 +144,7 @@ class WorkerProcess:
                 "--without-mingle",
                 "--without-heartbeat",
                 f"--hostname=bench-{uuid.uuid4().hex[:6]}@%h",
+                *extra_args,
             ],
             env=env,
             stdout=self._log,
@@ -459,6 +467,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             queue=settings.interactive_queue,
             concurrency=1,
             log_path=workdir / "interactive-worker.log",
+            extra_args=(f"--prefetch-multiplier={settings.batch_max_size}",),
         )
         stack.callback(interactive.stop)
         measure_interactive(settings, uploads, 10, gap=0.0)  # warm-up: connections, caches

@@ -59,14 +59,23 @@ def migrate() -> None:
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_args: tuple) -> None:
-    """Run a Celery worker; extra arguments go to `celery worker` unchanged."""
+    """Run a Celery worker; extra arguments go to `celery worker` unchanged.
+
+    Production runs two kinds: `-Q interactive` (uploads; micro-batched, holds
+    up to FASHION_BATCH_MAX_SIZE messages per process) and `-Q bulk`
+    (catalog chunks; holds one message per process).
+    """
     from worker.celery_app import app
 
     settings = get_settings()
-    argv = ["worker", f"--loglevel={loglevel}"]
-    argv.append(f"--queues={queues or f'{settings.interactive_queue},{settings.bulk_queue}'}")
+    queues = queues or f"{settings.interactive_queue},{settings.bulk_queue}"
+    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
+    if queues.split(",") == [settings.interactive_queue]:
+        # Micro-batching needs the uploads in hand: an interactive-only worker may
+        # hold a batch's worth of unacknowledged messages per process.
+        argv.append(f"--prefetch-multiplier={settings.batch_max_size}")
     app.worker_main([*argv, *celery_args])
 
 

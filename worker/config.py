@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     model_check_seconds: float = Field(
         300, gt=0, description="How often beat checks for a new model version to roll out."
     )
+    batch_max_size: int = Field(
+        16, ge=1, le=256, description="Most uploads one interactive micro-batch holds."
+    )
+    batch_max_wait_ms: float = Field(
+        5.0, gt=0, le=1000, description="Longest an upload waits for its micro-batch to fill."
+    )
     interactive_queue: str = Field("interactive", description="Queue for single uploads.")
     bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")
     task_max_retries: int = Field(5, ge=0, description="Retries for transient failures.")

@@ -11,13 +11,17 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, utcnow
-from catalog.queries import get_job
+from catalog.queries import as_uuid
 from catalog.similar import rank_similar, replace_similar_items
 from worker.classifier import get_classifier
 from worker.config import Settings
@@ -46,52 +50,113 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
     A job already ``done`` or ``failed`` is left alone, so a duplicate delivery
     of the same message is harmless.
     """
-    sessions = get_sessionmaker(settings.resolved_database_url)
-    with sessions.begin() as session:
-        job = get_job(session=session, job_id=job_id)
-        if job is None:
-            raise JobNotFoundError(job_id)
-        if job.status in TERMINAL_STATUSES:
-            log.info("job %s is already %s; skipping duplicate delivery", job_id, job.status)
-            return job.status
-        job.status = "running"
-        job.attempts += 1
-        job.started_at = utcnow()
-        image_key = job.image_key
+    status = classify_jobs([job_id], settings=settings)[job_id]
+    if status is None:
+        raise JobNotFoundError(job_id)
+    return status
 
+
+def _claim(
+    session: Session, job_ids: Sequence[str]
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Mark the jobs ``running`` (one attempt more).
+
+    Returns the claimed jobs (id → image key) and the settled ones: id → status
+    for jobs already terminal (a duplicate delivery), ``None`` for unknown ids.
+    """
+    wanted = {job_id: as_uuid(job_id) for job_id in job_ids}
+    jobs = {
+        str(job.id): job
+        for job in session.scalars(
+            select(ClassificationJob)
+            .where(ClassificationJob.id.in_([u for u in wanted.values() if u is not None]))
+            .with_for_update()
+        )
+    }
+    claimed: dict[str, str] = {}
+    settled: dict[str, str | None] = {}
+    now = utcnow()
+    for job_id, parsed in wanted.items():
+        job = jobs.get(str(parsed)) if parsed else None
+        if job is None:
+            settled[job_id] = None
+        elif job.status in TERMINAL_STATUSES:
+            log.info("job %s is already %s; skipping duplicate delivery", job_id, job.status)
+            settled[job_id] = job.status
+        else:
+            job.status = "running"
+            job.attempts += 1
+            job.started_at = now
+            claimed[job_id] = job.image_key
+    return claimed, settled
+
+
+def _fetch_and_preprocess(settings: Settings, image_key: str) -> np.ndarray | FashionError:
     try:
         data = get_store(settings).get(image_key)
-        pixels = preprocess(
+        return preprocess(
             data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )
     except FashionError as exc:
-        fail_job(job_id, code=exc.code, message=exc.message, settings=settings)
-        return "failed"
+        return exc
+
+
+def classify_jobs(job_ids: Sequence[str], *, settings: Settings) -> dict[str, str | None]:
+    """Run several jobs together: one claim, concurrent fetches, one batched inference.
+
+    Returns each id's terminal status (``None`` for an unknown job). Bad uploads
+    end ``failed`` with their code; transient failures (storage or database
+    unreachable) propagate, leaving the claimed jobs ``running`` for the caller
+    to retry. Micro-batches of interactive uploads and single jobs share this path.
+    """
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions.begin() as session:
+        work, statuses = _claim(session, job_ids)
+    if not work:
+        return statuses
+
+    if len(work) == 1:
+        loaded = [_fetch_and_preprocess(settings, next(iter(work.values())))]
+    else:
+        with ThreadPoolExecutor(min(len(work), settings.fetch_threads)) as pool:
+            loaded = list(pool.map(lambda key: _fetch_and_preprocess(settings, key), work.values()))
+    for job_id, item in zip(work, loaded, strict=True):
+        if isinstance(item, FashionError):
+            fail_job(job_id, code=item.code, message=item.message, settings=settings)
+            statuses[job_id] = "failed"
+    good = [
+        (job_id, item)
+        for job_id, item in zip(work, loaded, strict=True)
+        if not isinstance(item, FashionError)
+    ]
+    if not good:
+        return statuses
 
     classifier = get_classifier(settings)
-    prediction = classifier.predict(normalize(pixels[np.newaxis]))[0]
-
+    predictions = classifier.predict(normalize(np.stack([pixels for _, pixels in good])))
     with sessions.begin() as session:
-        job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
-        ranked = rank_similar(
-            session=session,
-            probabilities=prediction.probabilities,
-            embedding=prediction.embedding,
-            model_version=classifier.version,
-            uncertain=prediction.uncertain,
-            top_k=settings.similar_top_k,
-            cache_seconds=settings.similar_cache_seconds,
-        )
-        job.status = "done"
-        job.label = prediction.label
-        job.confidence = prediction.confidence
-        job.uncertain = prediction.uncertain
-        job.probabilities = prediction.probabilities
-        job.model_version = classifier.version
-        job.error_code = job.error_message = None
-        job.finished_at = utcnow()
-        replace_similar_items(session=session, job=job, ranked=ranked)
-    return "done"
+        for (job_id, _), prediction in zip(good, predictions, strict=True):
+            job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
+            ranked = rank_similar(
+                session=session,
+                probabilities=prediction.probabilities,
+                embedding=prediction.embedding,
+                model_version=classifier.version,
+                uncertain=prediction.uncertain,
+                top_k=settings.similar_top_k,
+                cache_seconds=settings.similar_cache_seconds,
+            )
+            job.status = "done"
+            job.label = prediction.label
+            job.confidence = prediction.confidence
+            job.uncertain = prediction.uncertain
+            job.probabilities = prediction.probabilities
+            job.model_version = classifier.version
+            job.error_code = job.error_message = None
+            job.finished_at = utcnow()
+            replace_similar_items(session=session, job=job, ranked=ranked)
+            statuses[job_id] = "done"
+    return statuses
 
 
 def fail_job(job_id: str, *, code: str, message: str, settings: Settings) -> None:

@@ -7,8 +7,9 @@ import logging
 
 import botocore.exceptions
 import sqlalchemy.exc
-from celery import Task
 from celery.signals import worker_process_init
+from celery.utils.time import get_exponential_backoff_interval
+from celery_batches import Batches
 
 from worker.celery_app import (
     CLASSIFY_PRODUCTS_TASK,
@@ -16,11 +17,11 @@ from worker.celery_app import (
     MODEL_CHECK_TASK,
     RECLASSIFY_TASK,
     app,
+    make_celery,
 )
 from worker.classifier import get_classifier
-from worker.config import get_settings
-from worker.errors import FashionError
-from worker.jobs import classify_job, fail_job, get_store
+from worker.config import Settings, get_settings
+from worker.jobs import classify_jobs, fail_job, get_store
 from worker.products import classify_products as classify_product_chunk
 from worker.reclassify import reclassify_if_model_changed, start_run
 
@@ -42,21 +43,59 @@ def _load_per_process(**_kwargs: object) -> None:
     get_store(settings)
 
 
-class ClassifyTask(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
-        """Retries are spent or the error was unexpected: end the job ``failed``."""
-        if isinstance(exc, FashionError) or not args:
+def _record_failure(job_id: str, code: str, exc: BaseException, settings: Settings) -> None:
+    try:
+        fail_job(
+            job_id, code=code, message=f"{type(exc).__name__}: {exc}"[:2000], settings=settings
+        )
+    except Exception:  # noqa: BLE001 - the database may be the thing that is down
+        log.exception("could not record failure of job %s", job_id)
+
+
+def retry_delay(retry: int) -> float:
+    """Exponential backoff with full jitter, as Celery's ``retry_backoff`` computes it (≥ 1 s)."""
+    return max(
+        1, get_exponential_backoff_interval(factor=1, retries=retry, maximum=60, full_jitter=True)
+    )
+
+
+def _retry_or_fail(
+    job_ids: list[str], retries: dict[str, int], exc: BaseException, settings: Settings
+) -> None:
+    """Re-queue jobs hit by a transient error with backoff, or fail those out of retries."""
+    for job_id in job_ids:
+        retry = retries.get(job_id, 0) + 1
+        if retry > settings.task_max_retries:
+            _record_failure(job_id, "retries_exhausted", exc, settings)
+            continue
+        log.warning("job %s: %s; retry %d in a moment", job_id, exc, retry)
+        make_celery(settings).send_task(
+            CLASSIFY_TASK,
+            args=[job_id],
+            kwargs={"retry": retry},
+            queue=settings.interactive_queue,
+            countdown=retry_delay(retry),
+        )
+
+
+def classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settings) -> None:
+    """Classify a micro-batch; never raises, so every message is acknowledged.
+
+    A transient error re-queues the batch's jobs with backoff; an unexpected one
+    is isolated by running the jobs one at a time, so only the job that causes
+    it ends ``failed`` (``internal_error``).
+    """
+    try:
+        classify_jobs(job_ids, settings=settings)
+    except TRANSIENT_ERRORS as exc:
+        _retry_or_fail(job_ids, retries, exc, settings)
+    except Exception as exc:  # noqa: BLE001 - a job must end failed, never vanish
+        if len(job_ids) > 1:
+            for job_id in job_ids:
+                classify_batch([job_id], retries, settings)
             return
-        code = "retries_exhausted" if isinstance(exc, TRANSIENT_ERRORS) else "internal_error"
-        try:
-            fail_job(
-                args[0],
-                code=code,
-                message=f"{type(exc).__name__}: {exc}"[:2000],
-                settings=get_settings(),
-            )
-        except Exception:  # noqa: BLE001 - the database may be the thing that is down
-            log.exception("could not record failure of job %s", args[0])
+        log.exception("job %s failed unexpectedly", job_ids[0])
+        _record_failure(job_ids[0], "internal_error", exc, settings)
 
 
 #: Transient failures are retried with exponential backoff and jitter; nobody reads results.
@@ -70,10 +109,25 @@ RETRY_POLICY = {
 }
 
 
-@app.task(name=CLASSIFY_TASK, base=ClassifyTask, **RETRY_POLICY)
-def classify(job_id: str) -> str:
-    """Classify the upload of job ``job_id``; the outcome is written to its row."""
-    return classify_job(job_id, settings=get_settings())
+@app.task(
+    name=CLASSIFY_TASK,
+    base=Batches,
+    flush_every=get_settings().batch_max_size,
+    flush_interval=get_settings().batch_max_wait_ms / 1000,
+    acks_late=True,
+    ignore_result=True,
+)
+def classify(requests: list) -> None:
+    """Classify uploads (message args: ``[job_id]``), micro-batched.
+
+    celery-batches buffers the messages a worker has received and flushes them
+    as one call every ``FASHION_BATCH_MAX_WAIT_MS`` or at ``FASHION_BATCH_MAX_SIZE``
+    messages, whichever comes first; an idle worker therefore adds at most the
+    wait to a single upload. Messages are acknowledged after the batch returns.
+    """
+    job_ids = [str(request.args[0]) for request in requests]
+    retries = {str(r.args[0]): int((r.kwargs or {}).get("retry", 0)) for r in requests}
+    classify_batch(list(dict.fromkeys(job_ids)), retries, get_settings())
 
 
 @app.task(name=CLASSIFY_PRODUCTS_TASK, **RETRY_POLICY)

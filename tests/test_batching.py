@@ -1,0 +1,119 @@
+"""Micro-batched interactive jobs: one claim, one inference, per-job outcomes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+import redis
+
+from catalog.db import get_sessionmaker
+from catalog.models import ClassificationJob
+from catalog.queries import get_job
+from tests.conftest import free_port, png_bytes
+from tests.test_jobs import enqueue_by_hand
+from worker import client, tasks
+from worker.celery_app import CLASSIFY_TASK, make_celery
+from worker.jobs import classify_jobs
+
+
+def job_row(settings, job_id: str) -> ClassificationJob:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return get_job(session=session, job_id=job_id)
+
+
+def test_a_batch_gives_each_job_its_own_outcome(service_settings, fashion_mnist) -> None:
+    good = [
+        enqueue_by_hand(service_settings, png_bytes(fashion_mnist.test_images[i])) for i in range(5)
+    ]
+    corrupt = enqueue_by_hand(service_settings, b"GIF89a not really")
+    missing = enqueue_by_hand(service_settings, None)
+    unknown = str(uuid.uuid4())
+    classify_jobs([good[0]], settings=service_settings)  # already done: a duplicate below
+
+    statuses = classify_jobs([*good, corrupt, missing, unknown], settings=service_settings)
+
+    assert statuses == {
+        **dict.fromkeys(good, "done"),
+        corrupt: "failed",
+        missing: "failed",
+        unknown: None,
+    }
+    rows = {job_id: job_row(service_settings, job_id) for job_id in good}
+    assert [rows[j].label for j in good] == [int(fashion_mnist.test_labels[i]) for i in range(5)]
+    assert all(row.attempts == 1 for row in rows.values())  # the duplicate was not re-run
+    assert len({rows[j].started_at for j in good[1:]}) == 1  # claimed together
+    assert job_row(service_settings, corrupt).error_code == "corrupt"
+    assert job_row(service_settings, missing).error_code == "object_missing"
+
+
+def test_an_unexpected_error_fails_only_the_job_that_causes_it(
+    local_settings, fashion_mnist, monkeypatch
+) -> None:
+    jobs = [
+        enqueue_by_hand(local_settings, png_bytes(fashion_mnist.test_images[i])) for i in range(3)
+    ]
+    real = tasks.classify_jobs
+
+    def broken_for_the_second(job_ids, *, settings):
+        if jobs[1] in job_ids:
+            raise RuntimeError("bug triggered by this upload")
+        return real(job_ids, settings=settings)
+
+    monkeypatch.setattr(tasks, "classify_jobs", broken_for_the_second)
+    tasks.classify_batch(jobs, {}, local_settings)
+
+    outcomes = [job_row(local_settings, job_id) for job_id in jobs]
+    assert [row.status for row in outcomes] == ["done", "failed", "done"]
+    assert outcomes[1].error_code == "internal_error"
+    assert "bug triggered by this upload" in outcomes[1].error_message
+
+
+def test_storage_down_requeues_with_backoff_then_fails_when_retries_run_out(
+    service_settings, fashion_mnist
+) -> None:
+    unreachable = service_settings.model_copy(
+        update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "task_max_retries": 2}
+    )
+    job_id = enqueue_by_hand(service_settings, png_bytes(fashion_mnist.test_images[0]))
+    queue = redis.Redis.from_url(service_settings.resolved_broker_url)
+
+    tasks.classify_batch([job_id], {}, unreachable)
+    assert job_row(service_settings, job_id).status == "running"
+    retried = [json.loads(m) for m in queue.lrange(service_settings.interactive_queue, 0, -1)]
+    assert len(retried) == 1
+    headers = retried[0]["headers"]
+    assert headers["argsrepr"] == repr([job_id]) and headers["eta"]  # delayed, not immediate
+    assert "'retry': 1" in headers["kwargsrepr"]
+
+    tasks.classify_batch([job_id], {job_id: 2}, unreachable)  # the last retry fails too
+    row = job_row(service_settings, job_id)
+    assert (row.status, row.error_code) == ("failed", "retries_exhausted")
+    assert "Could not connect" in row.error_message
+
+
+def test_a_burst_is_micro_batched_by_a_real_worker(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    start_worker(service_settings, queues="interactive", prefetch=service_settings.batch_max_size)
+    # Let the worker come up, so the burst below arrives while it is listening.
+    warm = client.submit(
+        png_bytes(fashion_mnist.test_images[0]), "w.png", settings=service_settings
+    )
+    assert client.wait([warm], timeout=60, settings=service_settings)[warm].status == "done"
+
+    # Many web processes uploading at once: rows and objects first, then the
+    # messages back to back, as concurrent requests would send them.
+    burst = [
+        enqueue_by_hand(service_settings, png_bytes(image))
+        for image in fashion_mnist.test_images[1:41]
+    ]
+    sender = make_celery(service_settings)
+    for job_id in burst:
+        sender.send_task(CLASSIFY_TASK, args=[job_id], queue=service_settings.interactive_queue)
+    results = client.wait(burst, timeout=60, settings=service_settings)
+    assert all(job.status == "done" for job in results.values())
+    started = Counter(job_row(service_settings, job_id).started_at for job_id in burst)
+    assert max(started.values()) > 1, "no two uploads of the burst shared a batch"
+    assert max(started.values()) <= service_settings.batch_max_size
