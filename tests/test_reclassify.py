@@ -230,3 +230,32 @@ def test_a_new_model_version_starts_one_stale_run(local_settings, fashion_mnist)
         model_version(local_settings),
     )
     assert reclassify_if_model_changed(local_settings) is None  # only once per version
+
+
+def test_beat_rolls_out_a_new_model_through_a_real_worker(
+    service_settings, start_worker, fashion_mnist, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import worker_env
+
+    add_products(service_settings, fashion_mnist, 20)
+    settings = service_settings.model_copy(update={"model_check_seconds": 0.5})
+    start_worker(settings, queues="bulk")
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "beat", "--loglevel=INFO"],
+        env=worker_env(settings) | {"FASHION_MODEL_CHECK_SECONDS": "0.5"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (progress := run_progress(settings)) is None or not progress.finished:
+            assert time.monotonic() < deadline, f"no finished model-change run: {progress}"
+            time.sleep(0.2)
+    finally:
+        beat.terminate()
+        beat.wait(20)
+    assert (progress.trigger, progress.mode, progress.done) == ("model-change", "stale", 20)
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        runs = session.scalar(select(func.count()).select_from(ReclassifyRun))
+    assert runs == 1  # later checks saw the run and started no other

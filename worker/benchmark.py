@@ -72,6 +72,7 @@ class BenchConfig:
     postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url: str = "redis://127.0.0.1:6379/0"
     s3_endpoint: str | None = None
+    s3rver: str | None = None
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -173,39 +174,51 @@ class WorkerProcess:
 # -- set-up ------------------------------------------------------------------------------
 
 
-@contextmanager
-def _s3_server(endpoint: str | None, log: Log) -> Iterator[str]:
-    if endpoint:
-        yield endpoint
-        return
-    try:
-        import moto.server  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(
-            "fashion bench needs an S3-compatible server: pass --s3-endpoint, or install "
-            "the dev extra (moto) to let it start one on 127.0.0.1"
-        ) from exc
+def _free_port() -> int:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _s3_server(config: BenchConfig, workdir: Path, log: Log) -> Iterator[tuple[str, dict]]:
+    """The S3 endpoint and credentials: the given one, s3rver (Node) or moto (Python)."""
+    if config.s3_endpoint:
+        yield config.s3_endpoint, {}
+        return
+    port = _free_port()
+    if config.s3rver:
+        command = [config.s3rver, "-d", str(workdir / "s3"), "-a", "127.0.0.1", "-p", str(port)]
+        credentials = {"s3_access_key_id": "S3RVER", "s3_secret_access_key": "S3RVER"}
+        command.append("--silent")
+        name = "s3rver"
+    else:
+        try:
+            import moto.server  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                "fashion bench needs an S3-compatible server: pass --s3-endpoint or --s3rver, "
+                "or install the dev extra (moto) to let it start one on 127.0.0.1"
+            ) from exc
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        credentials = {"s3_access_key_id": "bench", "s3_secret_access_key": "bench"}
+        name = "moto"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        import socket
+
         deadline = time.monotonic() + 30
         while True:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
-            if time.monotonic() > deadline:
-                raise RuntimeError("moto server did not start within 30 s")
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start on 127.0.0.1:{port}")
             time.sleep(0.1)
-        log(f"S3: moto server on 127.0.0.1:{port}")
-        yield f"http://127.0.0.1:{port}"
+        log(f"S3: {name} on 127.0.0.1:{port}")
+        yield f"http://127.0.0.1:{port}", credentials
     finally:
         process.terminate()
         process.wait(10)
@@ -417,12 +430,9 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         raise RuntimeError("the naive baseline runs Keras: pip install '.[train]'")
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fashion-bench-")))
-        endpoint = stack.enter_context(_s3_server(config.s3_endpoint, log))
+        endpoint, credentials = stack.enter_context(_s3_server(config, workdir, log))
         database_url = stack.enter_context(_database(config.postgres_admin_url))
         suffix = uuid.uuid4().hex[:8]
-        credentials = {}
-        if config.s3_endpoint is None:
-            credentials = {"s3_access_key_id": "bench", "s3_secret_access_key": "bench"}
         settings = Settings(
             data_dir=workdir / "data",
             database_url=database_url,
@@ -515,6 +525,9 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
                 "chunk": config.chunk,
                 "concurrency": config.concurrency,
                 "fetch_threads": settings.fetch_threads,
+                "s3_server": "given"
+                if config.s3_endpoint
+                else ("s3rver" if config.s3rver else "moto"),
                 "model_version": Classifier(model_path(settings)).version,
                 "cpus": os.cpu_count(),
                 "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -357,7 +357,12 @@ def beat(loglevel: str, celery_args: tuple) -> None:
 @click.option(
     "--s3-endpoint",
     default=None,
-    help="An S3-compatible server (credentials from FASHION_S3_*); default: start moto.",
+    help="An S3-compatible server (credentials from FASHION_S3_*); default: start one.",
+)
+@click.option(
+    "--s3rver",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start this s3rver executable (npm) as the S3 server instead of moto (faster).",
 )
 @click.option(
     "--out",
@@ -376,6 +381,7 @@ def bench(
     postgres_admin_url: str,
     redis_url: str,
     s3_endpoint: str | None,
+    s3rver: str | None,
     out: str,
 ) -> None:
     """Measure throughput and latency end to end on real PostgreSQL, Redis and S3.
@@ -401,6 +407,7 @@ def bench(
         postgres_admin_url=postgres_admin_url,
         redis_url=redis_url,
         s3_endpoint=s3_endpoint,
+        s3rver=s3rver,
     )
     try:
         results = run_benchmark(config, log=lambda line: click.echo(line, err=True))
