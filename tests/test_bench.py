@@ -1,0 +1,48 @@
+"""`fashion bench` end to end on a tiny catalog: every figure present and plausible.
+
+This proves the benchmark's code path against the real services; the figures
+themselves are taken with `scripts/bench` and quoted in the README.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from worker.cli import main
+
+
+def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) -> None:
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "--json",
+            "--images=200",
+            "--naive-images=16",
+            "--interactive=10",
+            "--chunk=32",
+            f"--redis-url={redis_url}",
+            f"--out={out}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert printed == json.loads(out.read_text())
+    for key in ("naive_images_per_s", "bulk_images_per_s", "inference_images_per_s"):
+        assert printed[key] > 0, key
+    assert printed["bulk_speedup"] == pytest.approx(
+        printed["bulk_images_per_s"] / printed["naive_images_per_s"], abs=0.1
+    )
+    for key in ("interactive_idle_ms", "interactive_under_load_ms"):
+        figures = printed[key]
+        assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"], key
+    assert printed["interactive_idle_ms"]["n"] == 10
+    assert 0 < printed["inference_vs_engine"] <= 1.5
+    peak = printed["worker_rss_mb"]["peak"]
+    assert len(peak["naive"]) == len(peak["bulk"]) == 2 and len(peak["interactive"]) == 1
+    samples = printed["worker_rss_mb"]["bulk_during_run"]
+    assert samples[0]["done"] == 0 and samples[-1]["done"] == 200
