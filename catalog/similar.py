@@ -122,15 +122,16 @@ def rank_similar(
     k = min(top_k * OVERFETCH, len(all_ids))
     best = np.argpartition(-all_scores, k - 1)[:k]
     best = best[np.argsort(-all_scores[best], kind="stable")]
+    # Fetched by primary key alone and filtered here: with stock and model
+    # version in the WHERE clause, PostgreSQL with stale statistics (right after
+    # a bulk re-classification, before autoanalyze) picked the model-version
+    # index and scanned every product of the model (3 ms instead of 0.2 ms).
     still_in_stock = {
         product.id: product
         for product in session.scalars(
-            select(Product).where(
-                Product.id.in_([int(i) for i in all_ids[best]]),
-                Product.stock_quantity > 0,
-                Product.model_version == model_version,
-            )
+            select(Product).where(Product.id.in_([int(i) for i in all_ids[best]]))
         )
+        if product.stock_quantity > 0 and product.model_version == model_version
     }
     ranked = [
         (still_in_stock[int(all_ids[i])], float(all_scores[i]))

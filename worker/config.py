@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="Most uploads one interactive micro-batch holds."
     )
     batch_max_wait_ms: float = Field(
-        5.0, gt=0, le=1000, description="Longest an upload waits for its micro-batch to fill."
+        2.0, gt=0, le=1000, description="Longest an upload waits for its micro-batch to fill."
     )
     interactive_queue: str = Field("interactive", description="Queue for single uploads.")
     bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")
