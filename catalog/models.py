@@ -61,6 +61,7 @@ class Product(Base):
     __table_args__ = (
         Index("ix_products_similar_lookup", "category", "model_version", "stock_quantity"),
         Index("ix_products_classified", "model_version", "classified_at"),
+        Index("ix_products_category_updated", "category", "updated_at"),
         CheckConstraint(_in("category", CATEGORIES), name="ck_products_category"),
         CheckConstraint("stock_quantity >= 0", name="ck_products_stock_nonnegative"),
         CheckConstraint("price >= 0", name="ck_products_price_nonnegative"),

@@ -1,4 +1,4 @@
-"""bulk re-classification runs
+"""bulk re-classification runs; indexes for run progress and similar-item refreshes
 
 Revision ID: 0004
 Revises: 0003
@@ -33,10 +33,12 @@ def upgrade() -> None:
     op.create_index("ix_reclassify_runs_model_version", "reclassify_runs", ["model_version"])
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.create_index("ix_products_classified", ["model_version", "classified_at"])
+        batch_op.create_index("ix_products_category_updated", ["category", "updated_at"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.drop_index("ix_products_classified")
+        batch_op.drop_index("ix_products_category_updated")
     op.drop_index("ix_reclassify_runs_model_version", table_name="reclassify_runs")
     op.drop_table("reclassify_runs")
