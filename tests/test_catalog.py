@@ -191,3 +191,34 @@ def test_unknown_or_malformed_job_ids_are_none(session: Session) -> None:
     assert get_job(session=session, job_id=str(uuid.uuid4())) is None
     assert get_job(session=session, job_id="not-a-uuid") is None
     assert similar_for_job(session=session, job_id="not-a-uuid") is None
+
+
+def test_cached_matrices_are_patched_from_changed_rows_not_reloaded(session, monkeypatch) -> None:
+    from catalog import similar
+    from catalog.embeddings import encode_embedding
+
+    products = [
+        make_product(session, sku=f"T-{i}", embedding=unit(1, i), model_version=VERSION)
+        for i in range(4)
+    ]
+    full_loads = []
+    real_full_load = similar._full_load
+    monkeypatch.setattr(
+        similar, "_full_load", lambda *a: full_loads.append(a[1:]) or real_full_load(*a)
+    )
+    assert rank(session, TROUSER_PROBABILITIES, unit(1, 0))[0][0] == "T-0"
+
+    # A bulk run rewrites embeddings; the catalog moves one product and sells out another.
+    products[3].embedding = encode_embedding(unit(1, 0))
+    products[0].embedding = encode_embedding(unit(0, 1))
+    products[1].category = "Shirt"
+    products[2].stock_quantity = 0
+    session.flush()
+    assert rank(session, TROUSER_PROBABILITIES, unit(1, 0)) == [("T-3", 1.0), ("T-0", 0.0)]
+    make_product(session, sku="T-new", embedding=unit(1, 0.1), model_version=VERSION)
+    assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0))] == [
+        "T-3",
+        "T-new",
+        "T-0",
+    ]
+    assert full_loads == [("Trouser", VERSION)]  # one full load, then patches only

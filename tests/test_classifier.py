@@ -32,6 +32,24 @@ def test_batches_of_any_size_agree_with_single_images(classifier, fashion_mnist)
     np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_more_interpreter_threads_give_the_same_outputs(classifier, fashion_mnist) -> None:
+    images = normalize(fashion_mnist.test_images[:64])
+    threaded = Classifier(BUNDLED_MODEL, num_threads=2).run(images)
+    single = classifier.run(images)
+    np.testing.assert_allclose(threaded.probabilities, single.probabilities, atol=1e-5)
+    np.testing.assert_allclose(threaded.embeddings, single.embeddings, atol=1e-5)
+
+
+def test_model_version_is_read_from_the_card_without_loading_the_model(tmp_path) -> None:
+    from worker.classifier import model_version
+    from worker.config import Settings
+
+    assert model_version(Settings()) == Classifier(BUNDLED_MODEL).version
+    shutil.copy(BUNDLED_MODEL, tmp_path / "model.tflite")
+    with pytest.raises(ModelError, match="cannot read the model version"):
+        model_version(Settings(model_uri=tmp_path / "model.tflite"))
+
+
 def test_wrong_input_shape_is_a_value_error(classifier: Classifier) -> None:
     with pytest.raises(ValueError, match="expected images of shape"):
         classifier.predict_proba(np.zeros((1, 32, 32, 1), dtype=np.float32))

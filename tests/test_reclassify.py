@@ -83,6 +83,9 @@ def test_stale_then_all_runs_through_a_real_bulk_worker(
     wait_for_run(service_settings, first.id)
     progress = run_progress(service_settings, first.id)
     assert (progress.done, progress.failed, progress.total) == (100, 0, 100)
+    snapshot = collect(service_settings, ping_timeout=2.0)
+    assert len(snapshot["workers"]) == 1 and snapshot["workers"][0].startswith("test-")
+    assert snapshot["reclassify"]["finished"] and snapshot["reclassify"]["eta_s"] == 0
     before = classified_at(service_settings)
 
     # Nothing is stale any more: a second stale run queues nothing.
