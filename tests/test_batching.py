@@ -117,3 +117,11 @@ def test_a_burst_is_micro_batched_by_a_real_worker(
     started = Counter(job_row(service_settings, job_id).started_at for job_id in burst)
     assert max(started.values()) > 1, "no two uploads of the burst shared a batch"
     assert max(started.values()) <= service_settings.batch_max_size
+
+
+def test_micro_batching_is_off_where_the_worker_loop_cannot_time_it() -> None:
+    from worker.config import Settings
+
+    assert Settings(broker_url="redis://127.0.0.1:6379/0").micro_batch_size == 16
+    assert Settings(broker_url="redis://127.0.0.1:6379/0", batch_max_size=1).micro_batch_size == 1
+    assert Settings().micro_batch_size == 1  # embedded defaults: filesystem transport

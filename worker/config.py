@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         return self.storage_url or f"file://{self.data_dir / 'objects'}"
 
     @property
+    def micro_batch_size(self) -> int:
+        """``batch_max_size``, except 1 (no micro-batching) on the filesystem transport:
+        its worker loop runs timers only every 2 s, which a batch would wait for."""
+        return 1 if self.resolved_broker_url.startswith("filesystem://") else self.batch_max_size
+
+    @property
     def broker_transport_options(self) -> dict[str, Any]:
         """Folders for the filesystem transport; empty for a real broker."""
         if not self.resolved_broker_url.startswith("filesystem://"):

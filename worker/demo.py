@@ -62,6 +62,9 @@ def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
         f"--hostname=demo-{os.getpid()}@%h",
         "--without-gossip",
         "--without-mingle",
+        # The filesystem transport's worker loop fetches only every 2 s once a
+        # process holds its one prefetched message; holding a few keeps it busy.
+        f"--prefetch-multiplier={settings.batch_max_size}",
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:

@@ -109,15 +109,7 @@ RETRY_POLICY = {
 }
 
 
-@app.task(
-    name=CLASSIFY_TASK,
-    base=Batches,
-    flush_every=get_settings().batch_max_size,
-    flush_interval=get_settings().batch_max_wait_ms / 1000,
-    acks_late=True,
-    ignore_result=True,
-)
-def classify(requests: list) -> None:
+def classify_micro_batch(requests: list) -> None:
     """Classify uploads (message args: ``[job_id]``), micro-batched.
 
     celery-batches buffers the messages a worker has received and flushes them
@@ -128,6 +120,28 @@ def classify(requests: list) -> None:
     job_ids = [str(request.args[0]) for request in requests]
     retries = {str(r.args[0]): int((r.kwargs or {}).get("retry", 0)) for r in requests}
     classify_batch(list(dict.fromkeys(job_ids)), retries, get_settings())
+
+
+def classify_one(job_id: str, retry: int = 0) -> None:
+    """Classify one upload: the same path, one message per call (no micro-batching)."""
+    classify_batch([job_id], {job_id: retry}, get_settings())
+
+
+# Micro-batching needs timers that fire every few milliseconds; the filesystem
+# transport's worker loop runs them every 2 s, so there (and with
+# FASHION_BATCH_MAX_SIZE=1) each message is its own task. Same name, same
+# message format, same pipeline.
+if get_settings().micro_batch_size > 1:
+    classify = app.task(
+        name=CLASSIFY_TASK,
+        base=Batches,
+        flush_every=get_settings().micro_batch_size,
+        flush_interval=get_settings().batch_max_wait_ms / 1000,
+        acks_late=True,
+        ignore_result=True,
+    )(classify_micro_batch)
+else:
+    classify = app.task(name=CLASSIFY_TASK, acks_late=True, ignore_result=True)(classify_one)
 
 
 @app.task(name=CLASSIFY_PRODUCTS_TASK, **RETRY_POLICY)
