@@ -115,6 +115,8 @@ class ClassificationJob(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set when the sweeper queued the job again; cleared when a worker claims it.
+    requeued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     similar_items: Mapped[list[SimilarItem]] = relationship(
         back_populates="job",

@@ -17,16 +17,25 @@ CLASSIFY_TASK = "fashion.classify"
 CLASSIFY_PRODUCTS_TASK = "fashion.classify_products"
 RECLASSIFY_TASK = "fashion.reclassify"
 MODEL_CHECK_TASK = "fashion.reclassify_on_model_change"
+SWEEP_TASK = "fashion.sweep_stuck_jobs"
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict]:
-    """Nightly re-classification (``FASHION_RECLASSIFY_CRON``) and the new-model check."""
+    """Nightly re-classification (``FASHION_RECLASSIFY_CRON``), the new-model check and
+    the stuck-job sweeper."""
     schedule: dict[str, dict] = {
+        # On the interactive queue: it is kept short, so a long bulk run never
+        # holds the sweeper back.
+        "sweep-stuck-jobs": {
+            "task": SWEEP_TASK,
+            "schedule": settings.sweep_seconds,
+            "options": {"queue": settings.interactive_queue, "expires": settings.sweep_seconds},
+        },
         "reclassify-on-model-change": {
             "task": MODEL_CHECK_TASK,
             "schedule": settings.model_check_seconds,
             "options": {"queue": settings.bulk_queue, "expires": settings.model_check_seconds},
-        }
+        },
     }
     if settings.reclassify_cron.strip():
         schedule["nightly-reclassify"] = {
@@ -63,6 +72,7 @@ def make_celery(settings: Settings) -> Celery:
             CLASSIFY_PRODUCTS_TASK: {"queue": settings.bulk_queue},
             RECLASSIFY_TASK: {"queue": settings.bulk_queue},
             MODEL_CHECK_TASK: {"queue": settings.bulk_queue},
+            SWEEP_TASK: {"queue": settings.interactive_queue},
         },
         beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     interactive_queue: str = Field("interactive", description="Queue for single uploads.")
     bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")
     task_max_retries: int = Field(5, ge=0, description="Retries for transient failures.")
+    max_attempts: int = Field(
+        5, ge=1, description="Deliveries of one job before it ends failed with code 'poison'."
+    )
+    stuck_after_seconds: float = Field(
+        300, gt=0, description="A job queued or running this long is queued again by the sweeper."
+    )
+    sweep_seconds: float = Field(60, gt=0, description="How often beat runs the sweeper.")
 
     @field_validator("reclassify_cron")
     @classmethod

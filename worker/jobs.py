@@ -57,9 +57,9 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
 
 
 def _claim(
-    session: Session, job_ids: Sequence[str]
+    session: Session, job_ids: Sequence[str], max_attempts: int
 ) -> tuple[dict[str, str], dict[str, str | None]]:
-    """Mark the jobs ``running`` (one attempt more).
+    """Mark the jobs ``running`` (one attempt more); past ``max_attempts``, ``poison``.
 
     Returns the claimed jobs (id → image key) and the settled ones: id → status
     for jobs already terminal (a duplicate delivery), ``None`` for unknown ids.
@@ -83,10 +83,22 @@ def _claim(
         elif job.status in TERMINAL_STATUSES:
             log.info("job %s is already %s; skipping duplicate delivery", job_id, job.status)
             settled[job_id] = job.status
+        elif job.attempts >= max_attempts:
+            # Redis has no dead-letter queue: a job that keeps killing or stalling
+            # its worker would be redelivered for ever. Stop it here.
+            job.status = "failed"
+            job.error_code = "poison"
+            job.error_message = (
+                f"delivered {job.attempts + 1} times without finishing (limit {max_attempts})"
+            )
+            job.finished_at = now
+            log.error("job %s: %s", job_id, job.error_message)
+            settled[job_id] = "failed"
         else:
             job.status = "running"
             job.attempts += 1
             job.started_at = now
+            job.requeued_at = None
             claimed[job_id] = job.image_key
     return claimed, settled
 
@@ -111,7 +123,7 @@ def classify_jobs(job_ids: Sequence[str], *, settings: Settings) -> dict[str, st
     """
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
-        work, statuses = _claim(session, job_ids)
+        work, statuses = _claim(session, job_ids, settings.max_attempts)
     if not work:
         return statuses
 

@@ -16,6 +16,7 @@ from worker.celery_app import (
     CLASSIFY_TASK,
     MODEL_CHECK_TASK,
     RECLASSIFY_TASK,
+    SWEEP_TASK,
     app,
     make_celery,
 )
@@ -24,6 +25,7 @@ from worker.config import Settings, get_settings
 from worker.jobs import classify_jobs, fail_job, get_store
 from worker.products import classify_products as classify_product_chunk
 from worker.reclassify import reclassify_if_model_changed, start_run
+from worker.sweeper import sweep
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +171,9 @@ def reclassify(mode: str = "stale", trigger: str = "beat") -> int:
 def reclassify_on_model_change() -> int | None:
     """Start a ``stale`` run the first time a worker sees a new default model version."""
     return reclassify_if_model_changed(get_settings())
+
+
+@app.task(name=SWEEP_TASK, **RETRY_POLICY)
+def sweep_stuck_jobs() -> int:
+    """Queue again every job stuck ``queued`` or ``running`` (beat, every minute)."""
+    return len(sweep(get_settings()))

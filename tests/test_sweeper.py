@@ -1,0 +1,87 @@
+"""No job is left behind: the sweeper queues stuck jobs again; a job that keeps
+coming back ends ``failed`` with code ``poison``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import time
+import uuid
+
+import redis
+
+from catalog.db import get_sessionmaker
+from catalog.models import ClassificationJob
+from tests.conftest import png_bytes, worker_env
+from tests.test_batching import job_row
+from tests.test_jobs import enqueue_by_hand
+from worker import client
+from worker.jobs import classify_jobs
+from worker.sweeper import sweep
+
+
+def set_job(settings, job_id: str, **values) -> None:
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        job = session.get(ClassificationJob, uuid.UUID(job_id))
+        for key, value in values.items():
+            setattr(job, key, value)
+
+
+def test_a_job_delivered_too_often_ends_poison(local_settings, fashion_mnist) -> None:
+    settings = local_settings.model_copy(update={"max_attempts": 3})
+    job_id = enqueue_by_hand(settings, png_bytes(fashion_mnist.test_images[0]))
+    set_job(settings, job_id, status="running", attempts=3)  # three workers died on it
+
+    assert classify_jobs([job_id], settings=settings) == {job_id: "failed"}
+    row = job_row(settings, job_id)
+    assert (row.status, row.error_code, row.attempts) == ("failed", "poison", 3)
+    assert "delivered 4 times" in row.error_message
+
+
+def test_sweeper_requeues_only_jobs_stuck_past_the_deadline(service_settings) -> None:
+    settings = service_settings.model_copy(update={"stuck_after_seconds": 60})
+    now = dt.datetime.now(dt.UTC)
+    old = now - dt.timedelta(seconds=120)
+    lost_queued = enqueue_by_hand(settings, b"x")
+    set_job(settings, lost_queued, created_at=old)
+    dead_running = enqueue_by_hand(settings, b"x")
+    set_job(settings, dead_running, status="running", started_at=old, attempts=1)
+    fresh_queued = enqueue_by_hand(settings, b"x")
+    busy_running = enqueue_by_hand(settings, b"x")
+    set_job(settings, busy_running, status="running", started_at=now, attempts=1)
+    finished = enqueue_by_hand(settings, b"x")
+    set_job(settings, finished, status="done", created_at=old)
+
+    assert sorted(sweep(settings, now=now)) == sorted([lost_queued, dead_running])
+    queue = redis.Redis.from_url(settings.resolved_broker_url)
+    assert queue.llen(settings.interactive_queue) == 2
+    # Queued again just now: not again on the next sweep, only after another deadline.
+    assert sweep(settings, now=now + dt.timedelta(seconds=30)) == []
+    # A deadline later every unfinished job is stuck, the finished one never.
+    later = sweep(settings, now=now + dt.timedelta(seconds=61))
+    assert sorted(later) == sorted([lost_queued, dead_running, fresh_queued, busy_running])
+
+
+def test_a_lost_message_is_recovered_by_beat_and_a_real_worker(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    settings = service_settings.model_copy(update={"stuck_after_seconds": 1, "sweep_seconds": 0.5})
+    job_id = client.submit(png_bytes(fashion_mnist.test_images[0]), "a.png", settings=settings)
+    # The broker loses the message (e.g. Redis restarted without persistence).
+    redis.Redis.from_url(settings.resolved_broker_url).delete(settings.interactive_queue)
+    start_worker(settings, queues="interactive")
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "beat", "--loglevel=INFO"],
+        env=worker_env(settings),
+    )
+    try:
+        result = client.wait([job_id], timeout=60, settings=settings)[job_id]
+    finally:
+        beat.terminate()
+        beat.wait(20)
+    assert result.status == "done"
+    assert result.label == int(fashion_mnist.test_labels[0])
+    time.sleep(1.5)  # further sweeps leave the finished job alone
+    row = job_row(settings, job_id)
+    assert (row.status, row.attempts, row.requeued_at) == ("done", 1, None)
