@@ -9,11 +9,8 @@ is moto in server mode, a separate process bound to 127.0.0.1 on a free port.
 from __future__ import annotations
 
 import io
-import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -31,6 +28,8 @@ from catalog.embeddings import encode_embedding
 from catalog.models import CATEGORIES, Product
 from catalog.queries import upsert_product
 from training.data import FashionMnist, load_fashion_mnist
+from worker.benchmark import free_port, wait_for_port
+from worker.celery_app import worker_command, worker_environment
 from worker.classifier import BUNDLED_MODEL, Classifier
 from worker.config import Settings
 from worker.storage import make_store
@@ -38,22 +37,6 @@ from worker.storage import make_store
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 @pytest.fixture(scope="session")
@@ -200,8 +183,7 @@ def random_embedding(size: int, seed: int | None = None) -> np.ndarray:
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """Environment for a `celery worker` subprocess that mirrors ``settings``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FASHION_")}
-    return env | settings.as_environment()
+    return worker_environment(settings)
 
 
 @pytest.fixture()
@@ -218,26 +200,19 @@ def start_worker() -> Iterator:
         prefetch: int = 1,
     ) -> subprocess.Popen:
         names = {
-            "interactive": settings.interactive_queue,
-            "bulk": settings.bulk_queue,
-            "both": f"{settings.interactive_queue},{settings.bulk_queue}",
+            "interactive": [settings.interactive_queue],
+            "bulk": [settings.bulk_queue],
+            "both": [settings.interactive_queue, settings.bulk_queue],
         }[queues]
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "--app=worker.celery_app",
-                "worker",
-                f"--queues={names}",
-                f"--pool={pool}",
-                f"--concurrency={concurrency}",
-                "--loglevel=INFO",
-                f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                f"--prefetch-multiplier={prefetch}",
-            ],
+            worker_command(
+                settings,
+                names,
+                hostname=f"test-{uuid.uuid4().hex[:6]}",
+                concurrency=concurrency,
+                prefetch=prefetch,
+                extra=(f"--pool={pool}",),
+            ),
             env=worker_env(settings),
         )
         processes.append(process)
@@ -252,3 +227,22 @@ def start_worker() -> Iterator:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture()
+def start_beat() -> Iterator:
+    """Start a real `fashion beat` for ``settings``; stopped after the test."""
+    processes: list[subprocess.Popen] = []
+
+    def start(settings: Settings) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "beat", "--loglevel=INFO"],
+            env=worker_env(settings),
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(20)

@@ -236,28 +236,16 @@ def test_a_new_model_version_starts_one_stale_run(local_settings, fashion_mnist)
 
 
 def test_beat_rolls_out_a_new_model_through_a_real_worker(
-    service_settings, start_worker, fashion_mnist, tmp_path
+    service_settings, start_worker, start_beat, fashion_mnist
 ) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import worker_env
-
     add_products(service_settings, fashion_mnist, 20)
     settings = service_settings.model_copy(update={"model_check_seconds": 0.5})
     start_worker(settings, queues="bulk")
-    beat = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "beat", "--loglevel=INFO"],
-        env=worker_env(settings) | {"FASHION_MODEL_CHECK_SECONDS": "0.5"},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while (progress := run_progress(settings)) is None or not progress.finished:
-            assert time.monotonic() < deadline, f"no finished model-change run: {progress}"
-            time.sleep(0.2)
-    finally:
-        beat.terminate()
-        beat.wait(20)
+    start_beat(settings)
+    deadline = time.monotonic() + 60
+    while (progress := run_progress(settings)) is None or not progress.finished:
+        assert time.monotonic() < deadline, f"no finished model-change run: {progress}"
+        time.sleep(0.2)
     assert (progress.trigger, progress.mode, progress.done) == ("model-change", "stale", 20)
     with get_sessionmaker(settings.resolved_database_url)() as session:
         runs = session.scalar(select(func.count()).select_from(ReclassifyRun))

@@ -4,8 +4,6 @@ coming back ends ``failed`` with code ``poison``."""
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 import time
 import uuid
 
@@ -13,7 +11,7 @@ import redis
 
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob
-from tests.conftest import png_bytes, worker_env
+from tests.conftest import png_bytes
 from tests.test_batching import job_row
 from tests.test_jobs import enqueue_by_hand
 from worker import client
@@ -64,22 +62,15 @@ def test_sweeper_requeues_only_jobs_stuck_past_the_deadline(service_settings) ->
 
 
 def test_a_lost_message_is_recovered_by_beat_and_a_real_worker(
-    service_settings, start_worker, fashion_mnist
+    service_settings, start_worker, start_beat, fashion_mnist
 ) -> None:
     settings = service_settings.model_copy(update={"stuck_after_seconds": 1, "sweep_seconds": 0.5})
     job_id = client.submit(png_bytes(fashion_mnist.test_images[0]), "a.png", settings=settings)
     # The broker loses the message (e.g. Redis restarted without persistence).
     redis.Redis.from_url(settings.resolved_broker_url).delete(settings.interactive_queue)
     start_worker(settings, queues="interactive")
-    beat = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "beat", "--loglevel=INFO"],
-        env=worker_env(settings),
-    )
-    try:
-        result = client.wait([job_id], timeout=60, settings=settings)[job_id]
-    finally:
-        beat.terminate()
-        beat.wait(20)
+    start_beat(settings)
+    result = client.wait([job_id], timeout=60, settings=settings)[job_id]
     assert result.status == "done"
     assert result.label == int(fashion_mnist.test_labels[0])
     time.sleep(1.5)  # further sweeps leave the finished job alone

@@ -24,6 +24,7 @@ import csv
 import datetime as dt
 import io
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from sqlalchemy.engine import make_url
 from catalog.db import get_engine, get_sessionmaker, upgrade
 from catalog.models import CATEGORIES, ClassificationJob, Product
 from worker import client
-from worker.celery_app import make_celery
+from worker.celery_app import make_celery, worker_command, worker_environment
 from worker.classifier import Classifier, model_path
 from worker.config import Settings
 from worker.jobs import get_store
@@ -124,30 +125,20 @@ class WorkerProcess:
         queue: str,
         concurrency: int,
         log_path: Path,
-        extra_args: tuple[str, ...] = (),
     ) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
-        env |= settings.as_environment()
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                f"--app={app}",
-                "worker",
-                f"--queues={queue}",
-                f"--concurrency={concurrency}",
-                "--pool=prefork",
-                "--loglevel=WARNING",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                f"--hostname=bench-{uuid.uuid4().hex[:6]}@%h",
-                *extra_args,
-            ],
-            env=env,
+            worker_command(
+                settings,
+                [queue],
+                hostname=f"bench-{uuid.uuid4().hex[:6]}",
+                concurrency=concurrency,
+                app_path=app,
+                loglevel="WARNING",
+                extra=("--pool=prefork", "--without-heartbeat"),
+            ),
+            env=worker_environment(settings),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -174,12 +165,25 @@ class WorkerProcess:
 # -- set-up ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
+def free_port() -> int:
+    """A TCP port nothing listens on, on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_port(
+    port: int, *, timeout: float = 30.0, process: subprocess.Popen | None = None
+) -> None:
+    """Wait until something listens on 127.0.0.1:``port`` (or ``process`` exits)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 @contextmanager
@@ -188,7 +192,7 @@ def _s3_server(config: BenchConfig, workdir: Path, log: Log) -> Iterator[tuple[s
     if config.s3_endpoint:
         yield config.s3_endpoint, {}
         return
-    port = _free_port()
+    port = free_port()
     if config.s3rver:
         command = [config.s3rver, "-d", str(workdir / "s3"), "-a", "127.0.0.1", "-p", str(port)]
         credentials = {"s3_access_key_id": "S3RVER", "s3_secret_access_key": "S3RVER"}
@@ -207,16 +211,10 @@ def _s3_server(config: BenchConfig, workdir: Path, log: Log) -> Iterator[tuple[s
         name = "moto"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import socket
-
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start on 127.0.0.1:{port}")
-            time.sleep(0.1)
+        try:
+            wait_for_port(port, process=process)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{name} did not start: {exc}") from exc
         log(f"S3: {name} on 127.0.0.1:{port}")
         yield f"http://127.0.0.1:{port}", credentials
     finally:
@@ -486,7 +484,6 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             queue=settings.interactive_queue,
             concurrency=1,
             log_path=workdir / "interactive-worker.log",
-            extra_args=(f"--prefetch-multiplier={settings.batch_max_size}",),
         )
         stack.callback(interactive.stop)
         measure_interactive(settings, uploads, 10, gap=0.0)  # warm-up: connections, caches

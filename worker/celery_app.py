@@ -6,6 +6,8 @@ are JSON only: pickle is refused, so a message can never execute code.
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import cache
 
 from celery import Celery
@@ -84,3 +86,38 @@ def make_celery(settings: Settings) -> Celery:
 
 
 app = make_celery(get_settings())
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment with ``settings`` as the only ``FASHION_*`` variables."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FASHION_")}
+    return env | settings.as_environment()
+
+
+def worker_command(
+    settings: Settings,
+    queues: list[str],
+    *,
+    hostname: str,
+    concurrency: int = 1,
+    app_path: str = "worker.celery_app",
+    loglevel: str = "INFO",
+    prefetch: int | None = None,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The ``celery worker`` command line the demo, the benchmark and the tests start."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        f"--app={app_path}",
+        "worker",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency}",
+        f"--loglevel={loglevel}",
+        f"--hostname={hostname}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        f"--prefetch-multiplier={prefetch or settings.prefetch_multiplier(queues)}",
+        *extra,
+    ]

@@ -72,13 +72,7 @@ def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_ar
     argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    filesystem = settings.resolved_broker_url.startswith("filesystem://")
-    if queues.split(",") == [settings.interactive_queue] or filesystem:
-        # Micro-batching needs the uploads in hand: an interactive-only worker may
-        # hold a batch's worth of unacknowledged messages per process. On the
-        # embedded filesystem transport the worker loop fetches only every 2 s
-        # once its prefetch is used up, so there every worker holds a few.
-        argv.append(f"--prefetch-multiplier={settings.batch_max_size}")
+    argv.append(f"--prefetch-multiplier={settings.prefetch_multiplier(queues.split(','))}")
     app.worker_main([*argv, *celery_args])
 
 

@@ -137,15 +137,32 @@ class Settings(BaseSettings):
         return self.storage_url or f"file://{self.data_dir / 'objects'}"
 
     @property
+    def filesystem_broker(self) -> bool:
+        """The embedded kombu filesystem transport (no Redis)."""
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
     def micro_batch_size(self) -> int:
         """``batch_max_size``, except 1 (no micro-batching) on the filesystem transport:
         its worker loop runs timers only every 2 s, which a batch would wait for."""
-        return 1 if self.resolved_broker_url.startswith("filesystem://") else self.batch_max_size
+        return 1 if self.filesystem_broker else self.batch_max_size
+
+    def prefetch_multiplier(self, queues: list[str]) -> int:
+        """Messages a worker process consuming ``queues`` may hold unacknowledged.
+
+        Micro-batching needs the uploads in hand, so an interactive-only worker
+        holds a batch's worth; on the embedded filesystem transport the worker
+        loop fetches only every 2 s once its prefetch is used up, so there every
+        worker holds a few. Anything consuming the bulk queue holds one chunk.
+        """
+        if queues == [self.interactive_queue] or self.filesystem_broker:
+            return self.batch_max_size
+        return 1
 
     @property
     def broker_transport_options(self) -> dict[str, Any]:
         """Folders for the filesystem transport; empty for a real broker."""
-        if not self.resolved_broker_url.startswith("filesystem://"):
+        if not self.filesystem_broker:
             return {}
         queue_dir = self.data_dir / "broker" / "queue"
         control_dir = self.data_dir / "broker" / "control"

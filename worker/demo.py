@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product
 from worker import client
 from worker.catalog_import import ImportReport, import_catalog
+from worker.celery_app import worker_command, worker_environment
 from worker.classifier import get_classifier
 from worker.config import Settings
 
@@ -50,27 +50,16 @@ def products_pending(settings: Settings, version: str) -> int:
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
     """A `celery worker` child process with our environment, logging to ``log_path``."""
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "--app=worker.celery_app",
-        "worker",
-        f"--queues={settings.interactive_queue},{settings.bulk_queue}",
-        "--concurrency=1",
-        "--loglevel=INFO",
-        f"--hostname=demo-{os.getpid()}@%h",
-        "--without-gossip",
-        "--without-mingle",
-        # The filesystem transport's worker loop fetches only every 2 s once a
-        # process holds its one prefetched message; holding a few keeps it busy.
-        f"--prefetch-multiplier={settings.batch_max_size}",
-    ]
+    command = worker_command(
+        settings,
+        [settings.interactive_queue, settings.bulk_queue],
+        hostname=f"demo-{os.getpid()}",
+    )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             command,
-            env={**os.environ, "FASHION_DATA_DIR": str(settings.data_dir)},
+            env=worker_environment(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
