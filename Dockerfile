@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY catalog ./catalog
 COPY training ./training
-RUN pip install . && useradd --create-home --uid 10001 fashion
+RUN pip install ".[ops]" && useradd --create-home --uid 10001 fashion
 USER fashion
 ENV FASHION_DATA_DIR=/home/fashion/data
 CMD ["fashion", "worker"]

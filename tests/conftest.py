@@ -246,3 +246,13 @@ def start_beat() -> Iterator:
     for process in processes:
         process.terminate()
         process.wait(20)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Repeat each fault-injection test's counts at the end of the run."""
+    from tests.faults import REPORTS
+
+    if REPORTS:
+        terminalreporter.section("fault injection: submitted / done / failed / lost / duplicated")
+        for line in REPORTS:
+            terminalreporter.write_line(line)

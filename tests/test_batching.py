@@ -56,10 +56,10 @@ def test_an_unexpected_error_fails_only_the_job_that_causes_it(
     ]
     real = tasks.classify_jobs
 
-    def broken_for_the_second(job_ids, *, settings):
+    def broken_for_the_second(job_ids, *, settings, retries=None):
         if jobs[1] in job_ids:
             raise RuntimeError("bug triggered by this upload")
-        return real(job_ids, settings=settings)
+        return real(job_ids, settings=settings, retries=retries)
 
     monkeypatch.setattr(tasks, "classify_jobs", broken_for_the_second)
     tasks.classify_batch(jobs, {}, local_settings)

@@ -1,20 +1,23 @@
-"""No job is left behind: the sweeper queues stuck jobs again; a job that keeps
-coming back ends ``failed`` with code ``poison``."""
+"""No job is left behind and none loops for ever: the sweeper queues stuck jobs again;
+a job (or a catalog photo) that keeps coming back ends with code ``poison``."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 
+import pytest
 import redis
+from sqlalchemy import select
 
 from catalog.db import get_sessionmaker
-from catalog.models import ClassificationJob
-from tests.conftest import png_bytes
+from catalog.models import ClassificationJob, Product
+from tests.conftest import make_product, png_bytes
 from tests.test_batching import job_row
 from tests.test_jobs import enqueue_by_hand
-from worker import client
+from worker import client, tasks
 from worker.jobs import classify_jobs
 from worker.sweeper import sweep
 
@@ -76,3 +79,55 @@ def test_a_lost_message_is_recovered_by_beat_and_a_real_worker(
     time.sleep(1.5)  # further sweeps leave the finished job alone
     row = job_row(settings, job_id)
     assert (row.status, row.attempts, row.requeued_at) == ("done", 1, None)
+
+
+def test_retries_after_transient_errors_do_not_count_as_deliveries(
+    local_settings, fashion_mnist
+) -> None:
+    settings = local_settings.model_copy(update={"max_attempts": 3})
+    job_id = enqueue_by_hand(settings, png_bytes(fashion_mnist.test_images[0]))
+    # Three clean runs that hit a transient error, each re-sent by the retry path.
+    set_job(settings, job_id, status="running", attempts=3)
+
+    assert classify_jobs([job_id], settings=settings, retries={job_id: 3}) == {job_id: "done"}
+    assert job_row(settings, job_id).attempts == 4
+
+
+def test_a_redelivered_chunk_is_split_and_a_photo_that_keeps_coming_back_ends_poison(
+    service_settings, bundled_model
+) -> None:
+    with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
+        ids = [make_product(session, category="Bag").id for _ in range(5)]
+    queue = redis.Redis.from_url(service_settings.resolved_broker_url)
+
+    tasks.resend_redelivered_chunk(ids, None, 1, service_settings)
+    sent = [json.loads(m) for m in queue.lrange(service_settings.bulk_queue, 0, -1)]
+    assert sorted(m["headers"]["argsrepr"] for m in sent) == [repr([ids[:3]]), repr([ids[3:]])]
+    assert all("'redeliveries': 1" in m["headers"]["kwargsrepr"] for m in sent)
+
+    queue.delete(service_settings.bulk_queue)
+    tasks.resend_redelivered_chunk(
+        ids[:1], None, service_settings.max_attempts - 1, service_settings
+    )
+    assert queue.llen(service_settings.bulk_queue) == 1  # sent on once more
+    tasks.resend_redelivered_chunk(ids[:1], None, service_settings.max_attempts, service_settings)
+    assert queue.llen(service_settings.bulk_queue) == 1  # not again: it is settled
+    with get_sessionmaker(service_settings.resolved_database_url)() as session:
+        products = {p.id: p for p in session.scalars(select(Product).where(Product.id.in_(ids)))}
+    poisoned = products[ids[0]]
+    assert (poisoned.classification_error, poisoned.model_version) == ("poison", bundled_model[0])
+    assert all(products[i].classification_error is None for i in ids[1:])
+
+
+def test_time_limits_and_visibility_timeout_must_nest() -> None:
+    from pydantic import ValidationError
+
+    from worker.config import Settings
+
+    redis_settings = Settings(broker_url="redis://127.0.0.1:6379/0")
+    options = redis_settings.broker_transport_options
+    assert options["visibility_timeout"] == 900 > redis_settings.task_time_limit + 60
+    with pytest.raises(ValidationError, match="must exceed task_time_limit"):
+        Settings(visibility_timeout=100, task_time_limit=90, retry_backoff_max=60)
+    with pytest.raises(ValidationError, match="soft_time_limit must be below"):
+        Settings(task_soft_time_limit=90, task_time_limit=90)

@@ -260,7 +260,7 @@ def _product_photos(count: int) -> tuple[list[bytes], list[str]]:
     return photos, labels
 
 
-def _build_catalog(settings: Settings, count: int, log: Log) -> list[int]:
+def build_catalog(settings: Settings, count: int, log: Log) -> list[int]:
     photos, labels = _product_photos(min(count, MAX_DISTINCT_PHOTOS))
     store = get_store(settings)
     keys = [f"catalog/{index}.png" for index in range(len(photos))]
@@ -291,7 +291,7 @@ def _build_catalog(settings: Settings, count: int, log: Log) -> list[int]:
 # -- measurements ------------------------------------------------------------------------
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -328,7 +328,7 @@ def measure_naive(
         timed = ids[len(warm) : len(warm) + config.naive_images]
         for product_id in warm:
             sender.send_task(NAIVE_TASK, args=[product_id], queue=queue)
-        _wait(
+        wait_until(
             lambda: _count_classified(settings, NAIVE_VERSION, warm) == len(warm),
             180,
             "the naive worker to start (TensorFlow import)",
@@ -336,7 +336,7 @@ def measure_naive(
         started = dt.datetime.now(dt.UTC)
         for product_id in timed:
             sender.send_task(NAIVE_TASK, args=[product_id], queue=queue)
-        _wait(
+        wait_until(
             lambda: _count_classified(settings, NAIVE_VERSION, timed) == len(timed),
             600,
             "the naive baseline",
@@ -382,7 +382,7 @@ def measure_interactive(
             break
         job_ids.append(client.submit(uploads[index % len(uploads)], "bench.jpg", settings=settings))
         if while_running is None:
-            _wait(
+            wait_until(
                 lambda job_id=job_ids[-1]: client.result(job_id, settings=settings).finished,
                 60,
                 "an interactive job",
@@ -459,7 +459,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         )
         upgrade(database_url)
         get_store(settings).ensure_bucket()
-        ids = _build_catalog(settings, config.images, log)
+        ids = build_catalog(settings, config.images, log)
         uploads = [path.read_bytes() for path in sorted((SAMPLES / "uploads").glob("*.jpg"))]
 
         naive_rate, naive_rss = measure_naive(settings, ids, config, workdir, log)
@@ -472,7 +472,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             log_path=workdir / "bulk-worker.log",
         )
         stack.callback(bulk.stop)
-        _wait(lambda: len(bulk.children()) == config.concurrency, 60, "the bulk worker")
+        wait_until(lambda: len(bulk.children()) == config.concurrency, 60, "the bulk worker")
         time.sleep(1.0)  # model loaded in worker_process_init
         total, seconds, rss_samples = _run_bulk(settings, config, "stale", bulk)
         bulk_rate = total / seconds
@@ -499,7 +499,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             gap=0.05,
             while_running=lambda: run_progress(settings, run.id).done < 0.9 * run.total,
         )
-        _wait(lambda: run_progress(settings, run.id).finished, 1800, "the loaded bulk run")
+        wait_until(lambda: run_progress(settings, run.id).finished, 1800, "the loaded bulk run")
         loaded_rate = run.total / (_last_classified(settings) - started).total_seconds()
         log(f"interactive, during bulk: {percentiles(busy)}; bulk meanwhile {loaded_rate:.0f}/s")
 

@@ -66,8 +66,8 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_soft_time_limit=60,
-        task_time_limit=90,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
         task_default_queue=settings.interactive_queue,
         task_routes={
             CLASSIFY_TASK: {"queue": settings.interactive_queue},

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fashion"
@@ -89,7 +89,30 @@ class Settings(BaseSettings):
     )
     interactive_queue: str = Field("interactive", description="Queue for single uploads.")
     bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")
+    s3_timeout: float = Field(
+        10, gt=0, description="Connect and read timeout of one S3 request, in seconds."
+    )
+    s3_max_attempts: int = Field(
+        3, ge=1, description="Attempts per S3 request (botocore's standard retry mode)."
+    )
     task_max_retries: int = Field(5, ge=0, description="Retries for transient failures.")
+    retry_backoff_max: float = Field(
+        60, gt=0, description="Longest delay before a retry (exponential backoff, full jitter)."
+    )
+    task_soft_time_limit: float = Field(
+        60, gt=0, description="Seconds a task may run before it is interrupted (then retried)."
+    )
+    task_time_limit: float = Field(
+        90, gt=0, description="Seconds before a task's process is killed and replaced."
+    )
+    visibility_timeout: float = Field(
+        900,
+        gt=0,
+        description=(
+            "Redis: seconds after which a message taken by a worker that died unacknowledged "
+            "is delivered again; must exceed task_time_limit + retry_backoff_max."
+        ),
+    )
     max_attempts: int = Field(
         5, ge=1, description="Deliveries of one job before it ends failed with code 'poison'."
     )
@@ -97,6 +120,15 @@ class Settings(BaseSettings):
         300, gt=0, description="A job queued or running this long is queued again by the sweeper."
     )
     sweep_seconds: float = Field(60, gt=0, description="How often beat runs the sweeper.")
+    log_format: str = Field(
+        "text", pattern="^(text|json)$", description="Worker log lines: text, or JSON with job ids."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics from each worker; unset: off."
+    )
+    metrics_bind: str = Field(
+        "127.0.0.1", description="Address the metrics port binds (0.0.0.0 in a container)."
+    )
 
     @field_validator("reclassify_cron")
     @classmethod
@@ -111,6 +143,20 @@ class Settings(BaseSettings):
                     f"not a crontab line (minute hour day month weekday): {value!r}"
                 ) from exc
         return value
+
+    @model_validator(mode="after")
+    def _time_limits_in_order(self) -> Settings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("task_soft_time_limit must be below task_time_limit")
+        # A worker holds a retry (an ETA message) unacknowledged until it runs: were
+        # the visibility timeout shorter, Redis would hand the same message out twice.
+        if self.visibility_timeout <= self.task_time_limit + self.retry_backoff_max:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout:g} s) must exceed "
+                f"task_time_limit + retry_backoff_max ({self.task_time_limit:g} + "
+                f"{self.retry_backoff_max:g} s)"
+            )
+        return self
 
     def as_environment(self) -> dict[str, str]:
         """These settings as ``FASHION_*`` variables, for a worker process started from here."""
@@ -161,9 +207,17 @@ class Settings(BaseSettings):
 
     @property
     def broker_transport_options(self) -> dict[str, Any]:
-        """Folders for the filesystem transport; empty for a real broker."""
+        """Folders for the filesystem transport; the visibility timeout for Redis."""
         if not self.filesystem_broker:
-            return {}
+            return {
+                "visibility_timeout": self.visibility_timeout,
+                # Look for messages of dead workers every few seconds (kombu's
+                # default scans every 100 s), so they return soon after the timeout.
+                "unacked_restore_interval": max(1.0, min(10.0, self.visibility_timeout / 4)),
+                "unacked_restore_throttle": 1,
+                "socket_connect_timeout": 5,
+                "socket_keepalive": True,
+            }
         queue_dir = self.data_dir / "broker" / "queue"
         control_dir = self.data_dir / "broker" / "control"
         for folder in (queue_dir, control_dir):

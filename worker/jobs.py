@@ -8,10 +8,11 @@ unreachable) propagate so the caller can retry.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -23,6 +24,7 @@ from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, utcnow
 from catalog.queries import as_uuid
 from catalog.similar import rank_similar, replace_similar_items
+from worker import metrics
 from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
@@ -57,9 +59,13 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
 
 
 def _claim(
-    session: Session, job_ids: Sequence[str], max_attempts: int
+    session: Session, job_ids: Sequence[str], max_attempts: int, retries: Mapping[str, int]
 ) -> tuple[dict[str, str], dict[str, str | None]]:
     """Mark the jobs ``running`` (one attempt more); past ``max_attempts``, ``poison``.
+
+    Deliveries that our own retry path sent after a transient error (``retries``,
+    carried in the message) are not counted against ``max_attempts``: those runs
+    ended cleanly. What is left are deliveries whose worker never came back.
 
     Returns the claimed jobs (id → image key) and the settled ones: id → status
     for jobs already terminal (a duplicate delivery), ``None`` for unknown ids.
@@ -83,16 +89,18 @@ def _claim(
         elif job.status in TERMINAL_STATUSES:
             log.info("job %s is already %s; skipping duplicate delivery", job_id, job.status)
             settled[job_id] = job.status
-        elif job.attempts >= max_attempts:
+        elif job.attempts - retries.get(job_id, 0) >= max_attempts:
             # Redis has no dead-letter queue: a job that keeps killing or stalling
             # its worker would be redelivered for ever. Stop it here.
             job.status = "failed"
             job.error_code = "poison"
             job.error_message = (
-                f"delivered {job.attempts + 1} times without finishing (limit {max_attempts})"
+                f"delivered {job.attempts - retries.get(job_id, 0) + 1} times without "
+                f"finishing (limit {max_attempts})"
             )
             job.finished_at = now
             log.error("job %s: %s", job_id, job.error_message)
+            metrics.job_finished("failed", "poison", _latency(job))
             settled[job_id] = "failed"
         else:
             job.status = "running"
@@ -113,17 +121,20 @@ def _fetch_and_preprocess(settings: Settings, image_key: str) -> np.ndarray | Fa
         return exc
 
 
-def classify_jobs(job_ids: Sequence[str], *, settings: Settings) -> dict[str, str | None]:
+def classify_jobs(
+    job_ids: Sequence[str], *, settings: Settings, retries: Mapping[str, int] | None = None
+) -> dict[str, str | None]:
     """Run several jobs together: one claim, concurrent fetches, one batched inference.
 
     Returns each id's terminal status (``None`` for an unknown job). Bad uploads
     end ``failed`` with their code; transient failures (storage or database
     unreachable) propagate, leaving the claimed jobs ``running`` for the caller
     to retry. Micro-batches of interactive uploads and single jobs share this path.
+    ``retries`` (job id → retry number) marks deliveries sent by that retry path.
     """
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
-        work, statuses = _claim(session, job_ids, settings.max_attempts)
+        work, statuses = _claim(session, job_ids, settings.max_attempts, retries or {})
     if not work:
         return statuses
 
@@ -146,6 +157,8 @@ def classify_jobs(job_ids: Sequence[str], *, settings: Settings) -> dict[str, st
 
     classifier = get_classifier(settings)
     predictions = classifier.predict(normalize(np.stack([pixels for _, pixels in good])))
+    metrics.batch("interactive", len(good))
+    latencies = []
     with sessions.begin() as session:
         for (job_id, _), prediction in zip(good, predictions, strict=True):
             job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
@@ -168,6 +181,9 @@ def classify_jobs(job_ids: Sequence[str], *, settings: Settings) -> dict[str, st
             job.finished_at = utcnow()
             replace_similar_items(session=session, job=job, ranked=ranked)
             statuses[job_id] = "done"
+            latencies.append(_latency(job))
+    for latency in latencies:
+        metrics.job_finished("done", None, latency)
     return statuses
 
 
@@ -182,4 +198,16 @@ def fail_job(job_id: str, *, code: str, message: str, settings: Settings) -> Non
         job.error_code = code
         job.error_message = message
         job.finished_at = utcnow()
+        latency = _latency(job)
     log.warning("job %s failed: %s: %s", job_id, code, message)
+    metrics.job_finished("failed", code, latency)
+
+
+def _latency(job: ClassificationJob) -> float | None:
+    """Seconds from upload to result (SQLite hands back naive UTC timestamps)."""
+    if job.created_at is None or job.finished_at is None:
+        return None
+    created, finished = (
+        t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (job.created_at, job.finished_at)
+    )
+    return (finished - created).total_seconds()

@@ -21,6 +21,7 @@ from sqlalchemy import not_, or_, select, update
 from catalog.db import get_sessionmaker
 from catalog.embeddings import encode_embedding
 from catalog.models import Product, utcnow
+from worker import metrics
 from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import FashionError
@@ -109,4 +110,39 @@ def classify_products(
             )
     with sessions.begin() as session:
         session.execute(update(Product), updates)
+    metrics.batch("bulk", len(good))
+    metrics.products_classified("done", len(good))
+    for item in loaded:
+        if isinstance(item, FashionError):
+            metrics.products_classified(item.code)
     return ChunkResult(len(good), len(rows) - len(good), skipped)
+
+
+def mark_poison(product_ids: Sequence[int], *, settings: Settings, deliveries: int) -> None:
+    """Record that these products' photos kept killing their workers: code ``poison``.
+
+    They count as done for this model (the skip rule), so no run queues them again
+    until a new model or an ``all`` run; ``fashion reclassify`` reports them failed.
+    """
+    version = get_classifier(settings).version
+    now = utcnow()
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        session.execute(
+            update(Product)
+            .where(Product.id.in_(list(product_ids)))
+            .values(
+                predicted_label=None,
+                predicted_confidence=None,
+                model_version=version,
+                embedding=None,
+                classified_at=now,
+                classification_error="poison",
+                updated_at=now,
+            )
+        )
+    metrics.products_classified("poison", len(product_ids))
+    log.error(
+        "products %s: delivered %d times without finishing; marked poison",
+        list(product_ids),
+        deliveries,
+    )

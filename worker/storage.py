@@ -131,9 +131,9 @@ def make_s3_client(settings: Settings, *, max_pool_connections: int | None = Non
         s3={"addressing_style": "path"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=30,
+        retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        connect_timeout=settings.s3_timeout,
+        read_timeout=settings.s3_timeout,
         # Sized to the bulk fetch threads, so none waits for a connection.
         max_pool_connections=max_pool_connections or settings.fetch_threads + 2,
     )

@@ -7,10 +7,19 @@ import logging
 
 import botocore.exceptions
 import sqlalchemy.exc
-from celery.signals import worker_process_init
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 from celery.utils.time import get_exponential_backoff_interval
 from celery_batches import Batches
 
+from worker import logs, metrics
 from worker.celery_app import (
     CLASSIFY_PRODUCTS_TASK,
     CLASSIFY_TASK,
@@ -24,17 +33,39 @@ from worker.classifier import get_classifier
 from worker.config import Settings, get_settings
 from worker.jobs import classify_jobs, fail_job, get_store
 from worker.products import classify_products as classify_product_chunk
+from worker.products import mark_poison
 from worker.reclassify import reclassify_if_model_changed, start_run
 from worker.sweeper import sweep
 
 log = logging.getLogger(__name__)
 
-#: Failures that may pass: storage or database unreachable, timed out or reset.
+#: Failures that may pass: storage or database unreachable, timed out or reset, or a
+#: task interrupted at its soft time limit (a hung connection, say).
 TRANSIENT_ERRORS = (
     botocore.exceptions.ConnectionError,
     botocore.exceptions.HTTPClientError,
     sqlalchemy.exc.OperationalError,
+    SoftTimeLimitExceeded,
 )
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _configure_logs(logger: logging.Logger, **_kwargs: object) -> None:
+    """Job ids on every record; JSON lines with ``FASHION_LOG_FORMAT=json``."""
+    logs.configure(logger, get_settings())
+
+
+@worker_init.connect
+def _enable_metrics(**_kwargs: object) -> None:
+    """Metrics (``FASHION_METRICS_PORT``) are set up before the pool forks..."""
+    metrics.enable(get_settings())
+
+
+@worker_ready.connect
+def _serve_metrics(**_kwargs: object) -> None:
+    """...and served by the main process once the pool is up."""
+    metrics.serve(get_settings())
 
 
 @worker_process_init.connect
@@ -54,11 +85,13 @@ def _record_failure(job_id: str, code: str, exc: BaseException, settings: Settin
         log.exception("could not record failure of job %s", job_id)
 
 
-def retry_delay(retry: int) -> float:
-    """Exponential backoff with full jitter, as Celery's ``retry_backoff`` computes it (≥ 1 s)."""
-    return max(
-        1, get_exponential_backoff_interval(factor=1, retries=retry, maximum=60, full_jitter=True)
+def retry_delay(retry: int, maximum: float) -> float:
+    """Exponential backoff with full jitter, as Celery's ``retry_backoff`` computes it
+    (at least 1 s, at most ``maximum``)."""
+    delay = get_exponential_backoff_interval(
+        factor=1, retries=retry, maximum=int(maximum), full_jitter=True
     )
+    return min(maximum, max(1.0, delay))
 
 
 def _retry_or_fail(
@@ -76,7 +109,7 @@ def _retry_or_fail(
             args=[job_id],
             kwargs={"retry": retry},
             queue=settings.interactive_queue,
-            countdown=retry_delay(retry),
+            countdown=retry_delay(retry, settings.retry_backoff_max),
         )
 
 
@@ -87,8 +120,13 @@ def classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settin
     is isolated by running the jobs one at a time, so only the job that causes
     it ends ``failed`` (``internal_error``).
     """
+    with logs.job_context(job_ids=job_ids):
+        _classify_batch(job_ids, retries, settings)
+
+
+def _classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settings) -> None:
     try:
-        classify_jobs(job_ids, settings=settings)
+        classify_jobs(job_ids, settings=settings, retries=retries)
     except TRANSIENT_ERRORS as exc:
         _retry_or_fail(job_ids, retries, exc, settings)
     except Exception as exc:  # noqa: BLE001 - a job must end failed, never vanish
@@ -104,7 +142,7 @@ def classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settin
 RETRY_POLICY = {
     "autoretry_for": TRANSIENT_ERRORS,
     "retry_backoff": True,
-    "retry_backoff_max": 60,
+    "retry_backoff_max": int(get_settings().retry_backoff_max),
     "retry_jitter": True,
     "max_retries": get_settings().task_max_retries,
     "ignore_result": True,
@@ -146,16 +184,57 @@ else:
     classify = app.task(name=CLASSIFY_TASK, acks_late=True, ignore_result=True)(classify_one)
 
 
-@app.task(name=CLASSIFY_PRODUCTS_TASK, **RETRY_POLICY)
-def classify_products(product_ids: list[int], not_before: str | None = None) -> dict[str, int]:
+def resend_redelivered_chunk(
+    product_ids: list[int], not_before: str | None, redeliveries: int, settings: Settings
+) -> None:
+    """A chunk came back unacknowledged: its worker died (or stopped) holding it.
+
+    It may hold a photo that kills workers, and Redis would hand it out for ever.
+    Send it on in halves, counting: a photo that keeps coming back is cornered in
+    about log2(chunk size) deliveries and, alone and delivered
+    ``FASHION_MAX_ATTEMPTS`` times, ends with code ``poison``. The others are
+    classified normally; a chunk that was only held by a stopping worker just
+    costs one split.
+    """
+    if len(product_ids) == 1 and redeliveries >= settings.max_attempts:
+        mark_poison(product_ids, settings=settings, deliveries=redeliveries)
+        return
+    middle = (len(product_ids) + 1) // 2
+    for part in (product_ids[:middle], product_ids[middle:]):
+        if part:
+            make_celery(settings).send_task(
+                CLASSIFY_PRODUCTS_TASK,
+                args=[part],
+                kwargs={"not_before": not_before, "redeliveries": redeliveries},
+                queue=settings.bulk_queue,
+            )
+
+
+@app.task(name=CLASSIFY_PRODUCTS_TASK, bind=True, **RETRY_POLICY)
+def classify_products(
+    self: Task, product_ids: list[int], not_before: str | None = None, redeliveries: int = 0
+) -> dict[str, int]:
     """Classify a chunk of catalog product photos (bulk queue); idempotent per model version.
 
     ``not_before`` (ISO 8601) is set by ``all`` runs: products this model classified
-    before it are done again.
+    before it are done again. ``redeliveries`` counts how often this chunk's
+    products came back from a worker that never acknowledged them.
     """
+    with logs.job_context(product_ids=product_ids):
+        return _classify_products(self, product_ids, not_before, redeliveries)
+
+
+def _classify_products(
+    self: Task, product_ids: list[int], not_before: str | None, redeliveries: int
+) -> dict[str, int]:
+    settings = get_settings()
+    if self.request.delivery_info.get("redelivered"):
+        log.warning("chunk of %d products was redelivered; splitting it", len(product_ids))
+        resend_redelivered_chunk(product_ids, not_before, redeliveries + 1, settings)
+        return {"classified": 0, "failed": 0, "skipped": 0}
     result = classify_product_chunk(
         product_ids,
-        settings=get_settings(),
+        settings=settings,
         not_before=dt.datetime.fromisoformat(not_before) if not_before else None,
     )
     return {"classified": result.classified, "failed": result.failed, "skipped": result.skipped}

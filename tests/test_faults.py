@@ -1,0 +1,245 @@
+"""Fault injection against real servers: nothing lost, nothing done twice.
+
+A worker killed mid bulk run, Redis restarted, the S3 server hung, PostgreSQL
+connections dropped, workers stopped with SIGTERM. Redis and the S3 server are
+each test's own (``tests/faults.py``); a database trigger keeps the ledger the
+counts come from. Each test prints submitted / done / failed / lost /
+duplicated, repeated at the end of the pytest run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from catalog.db import get_sessionmaker, upgrade
+from catalog.models import ClassificationJob, Product
+from tests.conftest import S3_CREDENTIALS, create_database, drop_database, png_bytes
+from tests.faults import (
+    RedisServer,
+    S3Server,
+    drop_connections,
+    install_ledger,
+    kill_hard,
+    report,
+    tally,
+)
+from worker import client
+from worker.benchmark import build_catalog, wait_until
+from worker.config import Settings
+from worker.reclassify import run_progress, start_run
+from worker.storage import make_store
+
+pytestmark = pytest.mark.timeout(420)
+
+
+@dataclass
+class Faults:
+    settings: Settings
+    redis: RedisServer
+    s3: S3Server
+
+
+@pytest.fixture()
+def faults(tmp_path: Path) -> Iterator[Faults]:
+    """Own Redis and S3 server, a fresh database with the ledger, short time limits.
+
+    The limits are the production ones scaled down so a test sees redelivery in
+    seconds: a message of a dead worker returns after 12 s (visibility timeout),
+    a hung request gives up after 1 s, retries wait at most 2 s.
+    """
+    redis_server = RedisServer(tmp_path / "redis")
+    s3_server = S3Server()
+    database_url = create_database()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        broker_url=redis_server.url,
+        storage_url="s3://faults/objects",
+        s3_endpoint_url=s3_server.url,
+        s3_timeout=1,
+        s3_max_attempts=1,
+        task_max_retries=30,
+        retry_backoff_max=2,
+        task_soft_time_limit=5,
+        task_time_limit=8,
+        visibility_timeout=12,
+        **S3_CREDENTIALS,
+    )
+    make_store(settings).ensure_bucket()
+    upgrade(database_url)
+    install_ledger(database_url)
+    try:
+        yield Faults(settings, redis_server, s3_server)
+    finally:
+        redis_server.stop()
+        s3_server.stop()
+        drop_database(database_url)
+
+
+def submit_uploads(settings: Settings, images, count: int) -> list[str]:
+    photos = [png_bytes(images[i % len(images)]) for i in range(count)]
+    with ThreadPoolExecutor(8) as pool:
+        return list(
+            pool.map(
+                lambda i: client.submit(photos[i], f"{i}.png", settings=settings), range(count)
+            )
+        )
+
+
+def count_jobs(settings: Settings, *statuses: str) -> int:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return session.scalar(select(func.count()).where(ClassificationJob.status.in_(statuses)))
+
+
+def settle(condition: Callable[[], bool], timeout: float = 180) -> bool:
+    """Wait for ``condition``; False after ``timeout``, so the test still reports its
+    counts (what is missing shows up as lost)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def all_jobs_finished(settings: Settings, total: int) -> Callable[[], bool]:
+    return lambda: count_jobs(settings, "done", "failed") >= total
+
+
+def count_classified(settings: Settings) -> int:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return session.scalar(select(func.count()).where(Product.classified_at.is_not(None)))
+
+
+def unacked(settings: Settings) -> int:
+    """Messages Redis handed to a consumer that has not acknowledged them yet."""
+    return redis.Redis.from_url(settings.resolved_broker_url).hlen("unacked")
+
+
+def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(faults, start_worker) -> None:
+    settings = faults.settings
+    ids = build_catalog(settings, 2000, log=lambda _message: None)
+    victim = start_worker(settings, queues="bulk")
+    start_worker(settings, queues="bulk")
+    run = start_run("stale", settings=settings, chunk_size=50)
+    wait_until(lambda: count_classified(settings) >= 300, 120, "the run to get going")
+
+    in_flight = unacked(settings)
+    kill_hard(victim)
+    classified_at_kill = count_classified(settings)
+    start_worker(settings, queues="bulk")  # ops restart it
+    settle(lambda: run_progress(settings, run.id).finished)
+
+    result = tally(settings.resolved_database_url, "product", [str(i) for i in ids])
+    report("SIGKILL a bulk worker mid-run (2000 products)", result)
+    assert in_flight >= 1 and classified_at_kill < len(ids), "the kill must land mid-run"
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
+
+
+def test_redis_restart_mid_run_loses_nothing(faults, start_worker, fashion_mnist) -> None:
+    settings = faults.settings
+    job_ids = submit_uploads(settings, fashion_mnist.test_images[:50], 1000)
+    start_worker(settings, queues="interactive", prefetch=16)
+    wait_until(lambda: count_jobs(settings, "done") >= 100, 120, "the first results")
+
+    faults.redis.stop()
+    done_at_restart = count_jobs(settings, "done")
+    time.sleep(3)
+    faults.redis.start()
+    settle(all_jobs_finished(settings, len(job_ids)))
+
+    result = tally(settings.resolved_database_url, "job", job_ids)
+    report("restart Redis mid-run (1000 uploads)", result)
+    assert done_at_restart < len(job_ids), "the restart must land mid-run"
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(job_ids), 0, 0, 0)
+
+
+def test_s3_server_hanging_for_a_while_is_retried(faults, start_worker, fashion_mnist) -> None:
+    settings = faults.settings
+    job_ids = submit_uploads(settings, fashion_mnist.test_images[:50], 400)
+    start_worker(settings, queues="interactive", prefetch=16)
+    wait_until(lambda: count_jobs(settings, "done") >= 20, 120, "the first results")
+
+    faults.s3.hang()
+    done_at_hang = count_jobs(settings, "done")
+    time.sleep(5)
+    done_during_hang = count_jobs(settings, "done") - done_at_hang
+    faults.s3.resume()
+    settle(all_jobs_finished(settings, len(job_ids)))
+
+    result = tally(settings.resolved_database_url, "job", job_ids)
+    report("S3 server hung for 5 s (400 uploads)", result)
+    assert done_at_hang < len(job_ids), "the outage must land mid-run"
+    assert done_during_hang <= 16, "nothing but an in-flight batch finishes while S3 hangs"
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(job_ids), 0, 0, 0)
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        assert session.scalar(select(func.max(ClassificationJob.attempts))) > 1, "none retried"
+
+
+def test_dropped_database_connections_are_retried(faults, start_worker, fashion_mnist) -> None:
+    settings = faults.settings
+    job_ids = submit_uploads(settings, fashion_mnist.test_images[:50], 400)
+    start_worker(settings, queues="interactive", prefetch=16)
+    wait_until(lambda: count_jobs(settings, "done") >= 20, 120, "the first results")
+
+    dropped = 0
+    done_at_first_drop = count_jobs(settings, "done")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        dropped += drop_connections(settings.resolved_database_url)
+        time.sleep(0.2)
+    settle(all_jobs_finished(settings, len(job_ids)))
+
+    result = tally(settings.resolved_database_url, "job", job_ids)
+    report(f"drop PostgreSQL connections for 5 s ({dropped} dropped, 400 uploads)", result)
+    assert done_at_first_drop < len(job_ids) and dropped > 0, "the drops must land mid-run"
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(job_ids), 0, 0, 0)
+
+
+@pytest.mark.parametrize("queue", ["bulk", "interactive"])
+def test_sigterm_finishes_or_returns_in_flight_work(
+    faults, start_worker, fashion_mnist, queue
+) -> None:
+    """Warm shutdown: the running task finishes, messages held but not started go back."""
+    settings = faults.settings
+    if queue == "bulk":
+        ids = [str(i) for i in build_catalog(settings, 1000, log=lambda _message: None)]
+        worker = start_worker(settings, queues="bulk")
+        run = start_run("stale", settings=settings, chunk_size=100)
+        progress = lambda: count_classified(settings)  # noqa: E731
+        finished = lambda: run_progress(settings, run.id).finished  # noqa: E731
+        kind = "product"
+    else:
+        ids = submit_uploads(settings, fashion_mnist.test_images[:50], 1000)
+        worker = start_worker(settings, queues="interactive", prefetch=16)
+        progress = lambda: count_jobs(settings, "done")  # noqa: E731
+        finished = all_jobs_finished(settings, len(ids))
+        kind = "job"
+    wait_until(lambda: progress() >= 100, 120, "the first results")
+
+    worker.terminate()
+    started = time.monotonic()
+    exit_code = worker.wait(60)
+    shutdown_s = time.monotonic() - started
+    done_at_exit = progress()
+    left_unacked = unacked(settings)
+    start_worker(settings, queues=queue, prefetch=16 if queue == "interactive" else 1)
+    settle(finished)
+
+    result = tally(settings.resolved_database_url, kind, ids)
+    report(
+        f"SIGTERM a {queue} worker mid-run ({len(ids)} items, stopped in {shutdown_s:.1f} s)",
+        result,
+    )
+    assert exit_code == 0
+    assert done_at_exit < len(ids), "the stop must land mid-run"
+    assert left_unacked == 0, "a stopped worker hands back what it held"
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
