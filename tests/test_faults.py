@@ -119,6 +119,12 @@ def count_classified(settings: Settings) -> int:
         return session.scalar(select(func.count()).where(Product.classified_at.is_not(None)))
 
 
+def retried(settings: Settings) -> int:
+    """Jobs that needed more than one delivery."""
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return session.scalar(select(func.count()).where(ClassificationJob.attempts > 1))
+
+
 def unacked(settings: Settings) -> int:
     """Messages Redis handed to a consumer that has not acknowledged them yet."""
     return redis.Redis.from_url(settings.resolved_broker_url).hlen("unacked")
@@ -176,12 +182,11 @@ def test_s3_server_hanging_for_a_while_is_retried(faults, start_worker, fashion_
     settle(all_jobs_finished(settings, len(job_ids)))
 
     result = tally(settings.resolved_database_url, "job", job_ids)
-    report("S3 server hung for 5 s (400 uploads)", result)
+    report(f"S3 server hung for 5 s (400 uploads, {retried(settings)} retried)", result)
     assert done_at_hang < len(job_ids), "the outage must land mid-run"
     assert done_during_hang <= 16, "nothing but an in-flight batch finishes while S3 hangs"
     assert (result.done, result.failed, result.lost, result.duplicated) == (len(job_ids), 0, 0, 0)
-    with get_sessionmaker(settings.resolved_database_url)() as session:
-        assert session.scalar(select(func.max(ClassificationJob.attempts))) > 1, "none retried"
+    assert retried(settings) > 0
 
 
 def test_dropped_database_connections_are_retried(faults, start_worker, fashion_mnist) -> None:
@@ -199,7 +204,11 @@ def test_dropped_database_connections_are_retried(faults, start_worker, fashion_
     settle(all_jobs_finished(settings, len(job_ids)))
 
     result = tally(settings.resolved_database_url, "job", job_ids)
-    report(f"drop PostgreSQL connections for 5 s ({dropped} dropped, 400 uploads)", result)
+    report(
+        f"drop PostgreSQL connections for 5 s (400 uploads, {dropped} connections dropped, "
+        f"{retried(settings)} retried)",
+        result,
+    )
     assert done_at_first_drop < len(job_ids) and dropped > 0, "the drops must land mid-run"
     assert (result.done, result.failed, result.lost, result.duplicated) == (len(job_ids), 0, 0, 0)
 
