@@ -245,7 +245,8 @@ def test_sigterm_finishes_or_returns_in_flight_work(
 
     result = tally(settings.resolved_database_url, kind, ids)
     report(
-        f"SIGTERM a {queue} worker mid-run ({len(ids)} items, stopped in {shutdown_s:.1f} s)",
+        f"SIGTERM a worker on the {queue} queue mid-run ({len(ids)} items, "
+        f"it stopped in {shutdown_s:.1f} s)",
         result,
     )
     assert exit_code == 0

@@ -59,8 +59,9 @@ def test_sweeper_requeues_only_jobs_stuck_past_the_deadline(service_settings) ->
     assert queue.llen(settings.interactive_queue) == 2
     # Queued again just now: not again on the next sweep, only after another deadline.
     assert sweep(settings, now=now + dt.timedelta(seconds=30)) == []
-    # A deadline later every unfinished job is stuck, the finished one never.
-    later = sweep(settings, now=now + dt.timedelta(seconds=61))
+    # Two deadlines later every unfinished job is stuck, the finished one never. (Not
+    # just one: the jobs were created after ``now``, seconds after on a loaded machine.)
+    later = sweep(settings, now=now + dt.timedelta(seconds=120))
     assert sorted(later) == sorted([lost_queued, dead_running, fresh_queued, busy_running])
 
 

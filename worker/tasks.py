@@ -8,6 +8,7 @@ import logging
 import botocore.exceptions
 import sqlalchemy.exc
 from celery import Task
+from celery.app.task import Context
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import (
     after_setup_logger,
@@ -221,14 +222,14 @@ def classify_products(
     products came back from a worker that never acknowledged them.
     """
     with logs.job_context(product_ids=product_ids):
-        return _classify_products(self, product_ids, not_before, redeliveries)
+        return _classify_products(self.request, product_ids, not_before, redeliveries)
 
 
 def _classify_products(
-    self: Task, product_ids: list[int], not_before: str | None, redeliveries: int
+    request: Context, product_ids: list[int], not_before: str | None, redeliveries: int
 ) -> dict[str, int]:
     settings = get_settings()
-    if self.request.delivery_info.get("redelivered"):
+    if (request.delivery_info or {}).get("redelivered"):
         log.warning("chunk of %d products was redelivered; splitting it", len(product_ids))
         resend_redelivered_chunk(product_ids, not_before, redeliveries + 1, settings)
         return {"classified": 0, "failed": 0, "skipped": 0}
