@@ -506,12 +506,36 @@ def ensemble(runs: tuple[str, ...], out_dir: str) -> None:
 @click.option(
     "--report", "report_dir", type=click.Path(file_okay=False), help="Write PNG plots here."
 )
-def evaluate(model_path: str | None, as_json: bool, report_dir: str | None) -> None:
+@click.option(
+    "--photos",
+    "photos_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Score real photos in DIR/<class>/<image> instead of the test split.",
+)
+@click.option(
+    "--mapping",
+    "mapping_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON: photo class → Fashion-MNIST class indices, null (not in the catalog) "
+    'or "skip" [default: the clothing-photos mapping].',
+)
+def evaluate(
+    model_path: str | None,
+    as_json: bool,
+    report_dir: str | None,
+    photos_dir: str | None,
+    mapping_path: str | None,
+) -> None:
     """Score a model on the Fashion-MNIST test split, as the worker runs it.
 
     Accuracy, per-class precision/recall/F1, confusion matrix and expected
     calibration error; with --report, PNGs of the confusion matrix, the
     reliability diagram and the most confident mistakes.
+
+    With --photos DIR: real photos through the worker's own pipeline; accuracy
+    on the classes the mapping scores (per class too), their confusion, the
+    share of out-of-catalog photos flagged uncertain, and with --report a PNG
+    grid of examples.
     """
     try:
         from training.data import DatasetNotFoundError
@@ -521,6 +545,15 @@ def evaluate(model_path: str | None, as_json: bool, report_dir: str | None) -> N
     from worker.classifier import model_path as default_model_path
 
     settings = get_settings()
+    if photos_dir is not None:
+        _evaluate_photos(
+            Path(model_path) if model_path else default_model_path(settings),
+            Path(photos_dir),
+            Path(mapping_path) if mapping_path else None,
+            Path(report_dir) if report_dir else None,
+            as_json,
+        )
+        return
     try:
         result = run_evaluation(
             Path(model_path) if model_path else default_model_path(settings),
@@ -543,6 +576,42 @@ def evaluate(model_path: str | None, as_json: bool, report_dir: str | None) -> N
         )
     for name, path in result.get("plots", {}).items():
         click.echo(f"  {name}: {path}")
+
+
+def _evaluate_photos(
+    model: Path, folder: Path, mapping_path: Path | None, report_dir: Path | None, as_json: bool
+) -> None:
+    from training.photos import PhotoFolderError, evaluate_photos, load_mapping
+    from worker.classifier import Classifier
+
+    try:
+        result = evaluate_photos(
+            folder, Classifier(model), mapping=load_mapping(mapping_path), report_dir=report_dir
+        )
+    except PhotoFolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"model {result['model_version']}: accuracy {result['accuracy']:.1%} on "
+        f"{result['scored_photos']} photos of mapped classes; uncertain: "
+        f"{_percent(result['uncertain_out_of_catalog'])} of {result['out_of_catalog_photos']} "
+        f"out-of-catalog photos, {_percent(result['uncertain_scored'])} of mapped ones"
+    )
+    for name, scores in result["per_class"].items():
+        click.echo(
+            f"  {name:<12} accuracy {scores['accuracy']:.1%}  uncertain "
+            f"{scores['uncertain']:.1%}  ({scores['photos']} photos)"
+        )
+    for path, code in result["unreadable"].items():
+        click.echo(f"  unreadable: {path}: {code}")
+    for name, path in result.get("plots", {}).items():
+        click.echo(f"  {name}: {path}")
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
 
 
 @main.command()

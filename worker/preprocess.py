@@ -15,6 +15,9 @@ grayscale. A customer's upload goes through the same steps:
    of an animation; transparency composited onto white; every mode (RGB, RGBA,
    P, CMYK, L, LA, I;16, I, F, 1) to 8-bit grayscale.
 3. **Background** (``estimate_background``): the median of the image's border.
+   When the border is not plain (a phone photo on a bed, a door, a floor), the
+   item is first cut out of its background and put on white
+   (``worker.foreground``, OpenCV GrabCut); product photos skip this step.
 4. **Trim** (``trim_box``): the bounding box of pixels that differ from the
    background by more than 5 % of full intensity.
 5. **Map to Fashion-MNIST's polarity** (``to_dark_background``): the
@@ -34,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from worker.errors import ImageError
+from worker.foreground import border_ring, cut_out, needs_cutout
 
 IMAGE_SIZE = 28
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"})
@@ -123,8 +127,8 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     return image
 
 
-def to_grayscale(image: Image.Image) -> Image.Image:
-    """Orient by EXIF, take the first frame, composite alpha on white, return mode ``L``."""
+def flatten(image: Image.Image) -> Image.Image:
+    """Orient by EXIF, take the first frame, composite alpha on white: mode RGB or L."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     image = ImageOps.exif_transpose(image)
@@ -139,23 +143,18 @@ def to_grayscale(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(canvas, rgba)
-    return image.convert("L")
+    return image if image.mode in {"RGB", "L"} else image.convert("RGB")
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """``flatten``, then 8-bit grayscale (mode ``L``)."""
+    return flatten(image).convert("L")
 
 
 def estimate_background(gray: np.ndarray) -> float:
     """The median intensity of a thin border ring: robust to noise and to an item
     that touches one edge."""
-    height, width = gray.shape
-    border = max(1, int(round(min(height, width) * BORDER_WIDTH_FRACTION)))
-    ring = np.concatenate(
-        [
-            gray[:border].ravel(),
-            gray[-border:].ravel(),
-            gray[:, :border].ravel(),
-            gray[:, -border:].ravel(),
-        ]
-    )
-    return float(np.median(ring))
+    return float(np.median(border_ring(gray, BORDER_WIDTH_FRACTION)))
 
 
 def trim_box(gray: np.ndarray, background: float) -> tuple[int, int, int, int] | None:
@@ -196,12 +195,18 @@ def to_dark_background(gray: np.ndarray, background: float) -> np.ndarray:
 
 def to_model_pixels(image: Image.Image) -> np.ndarray:
     """A decoded image → uint8 ``(28, 28)`` in Fashion-MNIST's style."""
-    gray_image = to_grayscale(image)
+    flat = flatten(image)
+    gray_image = flat.convert("L")
     gray = np.asarray(gray_image)
     background = estimate_background(gray)
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and background < 128:
         # Already a Fashion-MNIST tile: converting it again could only blur it.
         return gray.copy()
+    if needs_cutout(border_ring(gray, BORDER_WIDTH_FRACTION), TRIM_THRESHOLD):
+        # A photo on a busy background: keep only the item, on white.
+        gray = cut_out(flat, gray)
+        gray_image = Image.fromarray(gray)
+        background = estimate_background(gray)
     box = find_item(gray_image, background)
     if box is None:
         raise ImageError("blank", "the image is one uniform colour: there is no item to classify")

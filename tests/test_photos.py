@@ -1,0 +1,151 @@
+"""Customers' photos: the garment is cut out of a busy background, product photos are
+left alone, and ``fashion evaluate --photos`` scores a folder of real photos."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from training.shop_photos import make_shop_photo
+from worker.cli import main
+from worker.foreground import border_ring, needs_cutout
+from worker.preprocess import (
+    BORDER_WIDTH_FRACTION,
+    TRIM_THRESHOLD,
+    decode,
+    preprocess,
+    to_grayscale,
+)
+
+SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clothing-photos"
+LIMITS = {"max_bytes": 50_000_000, "max_pixels": 50_000_000}
+
+
+def trousers_on_a_rug(seed: int = 0) -> bytes:
+    """Dark trousers photographed on a striped, noisy rug: a busy border all round."""
+    rng = np.random.default_rng(seed)
+    width, height = 400, 600
+    stripes = (np.arange(height)[:, None] // 12 % 2) * 70 + 150
+    rug = np.repeat(stripes, width, axis=1)[..., None] * np.array([1.0, 0.7, 0.5])
+    rug = np.clip(rug + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
+    photo = Image.fromarray(rug)
+    draw = ImageDraw.Draw(photo)
+    colour = (25, 30, 60)
+    draw.rectangle((130, 90, 270, 180), fill=colour)  # waist
+    draw.polygon([(130, 180), (195, 180), (165, 520), (100, 520)], fill=colour)  # left leg
+    draw.polygon([(205, 180), (270, 180), (300, 520), (235, 520)], fill=colour)  # right leg
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def ring_needs_cutout(data: bytes) -> bool:
+    gray = np.asarray(to_grayscale(decode(data, **LIMITS)))
+    return needs_cutout(border_ring(gray, BORDER_WIDTH_FRACTION), TRIM_THRESHOLD)
+
+
+def test_a_garment_on_a_busy_background_is_cut_out(bundled_model) -> None:
+    photo = trousers_on_a_rug()
+    assert ring_needs_cutout(photo)
+
+    pixels = preprocess(photo, **LIMITS)
+
+    # Only the trousers are left, bright on black, filling the frame's height
+    # (the rug would otherwise have been kept as part of the "item").
+    rows = np.flatnonzero((pixels > 40).any(axis=1))
+    assert rows[-1] - rows[0] >= 24
+    assert pixels[:, :3].max() < 40 and pixels[:, -3:].max() < 40  # beside the legs: empty
+    assert pixels[20:, 12:16].mean() < 0.5 * pixels[20:, 8:12].mean()  # the gap between the legs
+    from worker.classifier import BUNDLED_MODEL, Classifier
+    from worker.preprocess import normalize
+
+    probabilities = Classifier(BUNDLED_MODEL).predict_proba(normalize(pixels[None]))[0]
+    assert int(probabilities.argmax()) == 1  # Trouser
+    assert np.array_equal(pixels, preprocess(photo, **LIMITS)), "the same photo, the same pixels"
+
+
+def test_product_photos_on_a_plain_background_are_not_cut_out(fashion_mnist) -> None:
+    rng = np.random.default_rng(3)
+    photos = [make_shop_photo(tile, rng) for tile in fashion_mnist.train_images[:60]]
+    assert not any(ring_needs_cutout(photo) for photo in photos)
+
+
+def write_photo_folder(root: Path, fashion_mnist) -> None:
+    """pants/ (trousers), shoes/ (a sandal, a sneaker, an ankle boot), hat/ (out of the
+    catalog: two bags), longsleeve/ (not scored) and one damaged file."""
+    rng = np.random.default_rng(5)
+    images, labels = fashion_mnist.train_images, fashion_mnist.train_labels
+
+    def first(label: int, count: int) -> list[np.ndarray]:
+        return [images[i] for i in np.flatnonzero(labels == label)[:count]]
+
+    layout = {
+        "pants": first(1, 3),
+        "shoes": first(5, 1) + first(7, 1) + first(9, 1),
+        "hat": first(8, 2),
+        "longsleeve": first(2, 2),
+    }
+    for name, tiles in layout.items():
+        (root / name).mkdir(parents=True)
+        for index, tile in enumerate(tiles):
+            (root / name / f"{index}.jpg").write_bytes(make_shop_photo(tile, rng))
+    (root / "pants" / "damaged.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+
+
+def test_evaluate_photos_scores_a_folder_with_the_mapping(
+    tmp_path: Path, fashion_mnist, bundled_model
+) -> None:
+    write_photo_folder(tmp_path / "photos", fashion_mnist)
+    report = tmp_path / "report"
+    result = CliRunner().invoke(
+        main, ["evaluate", "--photos", str(tmp_path / "photos"), "--json", "--report", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+
+    assert scores["model_version"] == bundled_model[0]
+    assert (scores["photos"], scores["scored_photos"], scores["out_of_catalog_photos"]) == (8, 6, 2)
+    assert set(scores["per_class"]) == {"pants", "shoes"}  # longsleeve is not scored
+    assert scores["per_class"]["pants"] == {"accuracy": 1.0, "uncertain": 0.0, "photos": 3}
+    # Any of the three shoe classes counts for a shoe photo.
+    assert scores["per_class"]["shoes"]["accuracy"] == 1.0
+    assert sum(scores["confusion"]["rows"]["shoes"][i] for i in (5, 7, 9)) == 3
+    assert scores["accuracy"] == 1.0 and scores["min_class_accuracy"] == 1.0
+    assert 0.0 <= scores["uncertain_out_of_catalog"] <= 1.0
+    assert list(scores["unreadable"].values()) == ["corrupt"]
+    assert Path(scores["plots"]["examples"]).stat().st_size > 10_000
+
+
+def test_evaluate_photos_refuses_a_bad_mapping_with_the_reason(
+    tmp_path: Path, fashion_mnist
+) -> None:
+    write_photo_folder(tmp_path / "photos", fashion_mnist)
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"pants": [11]}))
+    result = CliRunner().invoke(
+        main, ["evaluate", "--photos", str(tmp_path / "photos"), "--mapping", str(mapping)]
+    )
+    assert result.exit_code != 0
+    assert "'pants' maps to [11]" in result.output
+
+
+@pytest.mark.skipif(
+    not (SHARED_PHOTOS / "validation").is_dir(),
+    reason=f"real photos not here: {SHARED_PHOTOS / 'validation'} is absent on this machine",
+)
+def test_evaluate_photos_on_the_real_validation_photos() -> None:
+    result = CliRunner().invoke(
+        main, ["evaluate", "--photos", str(SHARED_PHOTOS / "validation"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    longsleeves = len(list((SHARED_PHOTOS / "validation" / "longsleeve").iterdir()))
+    total = sum(1 for _ in (SHARED_PHOTOS / "validation").glob("*/*"))
+    assert scores["photos"] + len(scores["unreadable"]) == total - longsleeves
+    assert set(scores["per_class"]) == {"t-shirt", "pants", "dress", "outwear", "shirt", "shoes"}

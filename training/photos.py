@@ -1,0 +1,213 @@
+"""Score a model on real photos laid out as ``<folder>/<class>/<image>``.
+
+Each photo goes through the worker's own pipeline (``worker.preprocess`` then
+``worker.classifier``), so the figures are what a customer gets. Photo classes
+are mapped onto Fashion-MNIST classes (``DEFAULT_MAPPING``, matching
+``../shared/data/clothing-photos``; another folder brings a JSON mapping file):
+
+- a class mapped to one or more Fashion-MNIST classes is scored: a photo is
+  right when the summed probability of its classes beats every other class
+  (so a shoe photo may be any of Sandal, Sneaker, Ankle boot);
+- a class mapped to ``null`` is not in the catalog: the photo should come back
+  ``uncertain`` (calibrated confidence below the model card's threshold);
+- a class mapped to ``"skip"``, or missing from the mapping, is not scored.
+
+Reports accuracy over the scored photos, per class, the confusion of scored
+classes against predicted Fashion-MNIST classes, the share of out-of-catalog
+photos flagged ``uncertain`` and of scored photos flagged ``uncertain``; with a
+report folder, a PNG grid of examples (the photo, what the model saw, the label).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
+
+from training.data import CLASS_NAMES
+from worker.classifier import Classifier
+from worker.errors import ImageError
+from worker.preprocess import normalize, preprocess
+
+#: Photo class → Fashion-MNIST class indices; None: out of catalog; "skip": not scored.
+DEFAULT_MAPPING: dict[str, list[int] | str | None] = {
+    "t-shirt": [0],
+    "pants": [1],
+    "dress": [3],
+    "outwear": [4],
+    "shirt": [6],
+    "shoes": [5, 7, 9],
+    "longsleeve": "skip",
+    "hat": None,
+    "shorts": None,
+    "skirt": None,
+}
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+MAX_BYTES = 50 * 1024 * 1024
+MAX_PIXELS = 100_000_000
+GRID_PER_CLASS = 3
+
+
+class PhotoFolderError(ValueError):
+    """The folder or the mapping is not usable; the message says why."""
+
+
+def load_mapping(path: Path | None) -> dict[str, list[int] | str | None]:
+    if path is None:
+        return dict(DEFAULT_MAPPING)
+    try:
+        mapping = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PhotoFolderError(f"cannot read the mapping {path}: {exc}") from exc
+    if not isinstance(mapping, dict):
+        raise PhotoFolderError(f"{path}: expected a JSON object of class → classes")
+    for name, target in mapping.items():
+        valid = (
+            target is None
+            or target == "skip"
+            or (
+                isinstance(target, list)
+                and target
+                and all(isinstance(i, int) and 0 <= i < len(CLASS_NAMES) for i in target)
+            )
+        )
+        if not valid:
+            raise PhotoFolderError(
+                f"{path}: {name!r} maps to {target!r}; use a list of class indices "
+                f'0-{len(CLASS_NAMES) - 1}, null (not in the catalog) or "skip"'
+            )
+    return mapping
+
+
+def photo_files(folder: Path) -> dict[str, list[Path]]:
+    """Class name → its image files (sorted), from ``folder/<class>/<image>``."""
+    if not folder.is_dir():
+        raise PhotoFolderError(f"{folder} is not a folder")
+    classes = {
+        child.name: sorted(
+            f for f in child.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+        )
+        for child in sorted(folder.iterdir())
+        if child.is_dir()
+    }
+    classes = {name: files for name, files in classes.items() if files}
+    if not classes:
+        raise PhotoFolderError(f"{folder} has no <class>/<image> files")
+    return classes
+
+
+def evaluate_photos(
+    folder: Path,
+    classifier: Classifier,
+    *,
+    mapping: Mapping[str, list[int] | str | None] | None = None,
+    report_dir: Path | None = None,
+) -> dict[str, Any]:
+    mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
+    files = photo_files(folder)
+    rows: list[dict[str, Any]] = []
+    unreadable: dict[str, str] = {}
+    for name, paths in files.items():
+        target = mapping.get(name, "skip")
+        if target == "skip":
+            continue
+        for path in paths:
+            try:
+                pixels = preprocess(path.read_bytes(), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+            except ImageError as exc:
+                unreadable[str(path)] = exc.code
+                continue
+            rows.append({"class": name, "path": path, "pixels": pixels})
+    if not rows:
+        raise PhotoFolderError(f"{folder}: no photo of a scored or out-of-catalog class")
+    probabilities = classifier.predict_proba(normalize(np.stack([r["pixels"] for r in rows])))
+    threshold = classifier.uncertain_threshold
+    for row, p in zip(rows, probabilities, strict=True):
+        row["probabilities"] = p
+        row["uncertain"] = bool(p.max() < threshold)
+        target = mapping[row["class"]]
+        if target is not None:
+            inside = p[target].sum()
+            outside = np.delete(p, target).max()
+            row["correct"] = bool(inside > outside)
+
+    scored = [r for r in rows if mapping[r["class"]] is not None]
+    out_of_catalog = [r for r in rows if mapping[r["class"]] is None]
+    scored_classes = sorted({r["class"] for r in scored})
+    per_class = {
+        name: {
+            "accuracy": _share([r["correct"] for r in scored if r["class"] == name]),
+            "uncertain": _share([r["uncertain"] for r in scored if r["class"] == name]),
+            "photos": sum(1 for r in scored if r["class"] == name),
+        }
+        for name in scored_classes
+    }
+    confusion = {
+        name: np.bincount(
+            [int(r["probabilities"].argmax()) for r in scored if r["class"] == name],
+            minlength=len(CLASS_NAMES),
+        ).tolist()
+        for name in scored_classes
+    }
+    result: dict[str, Any] = {
+        "model_version": classifier.version,
+        "folder": str(folder),
+        "photos": len(rows),
+        "scored_photos": len(scored),
+        "accuracy": _share([r["correct"] for r in scored]),
+        "per_class": per_class,
+        "min_class_accuracy": min((c["accuracy"] for c in per_class.values()), default=None),
+        "confusion": {"columns": list(CLASS_NAMES), "rows": confusion},
+        "uncertain_threshold": threshold,
+        "uncertain_scored": _share([r["uncertain"] for r in scored]),
+        "out_of_catalog_photos": len(out_of_catalog),
+        "uncertain_out_of_catalog": _share([r["uncertain"] for r in out_of_catalog]),
+        "unreadable": unreadable,
+        "mapping": mapping,
+    }
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        result["plots"] = {"examples": str(plot_examples(rows, report_dir / "photo-examples.png"))}
+    return result
+
+
+def _share(flags: list[bool]) -> float | None:
+    return round(float(np.mean(flags)), 4) if flags else None
+
+
+def plot_examples(rows: list[dict[str, Any]], path: Path) -> Path:
+    """A grid of examples per class: the photo, what the model saw, its answer."""
+    classes = sorted({r["class"] for r in rows})
+    picked = [
+        example
+        for name in classes
+        for example in [r for r in rows if r["class"] == name][:GRID_PER_CLASS]
+    ]
+    columns = 2 * GRID_PER_CLASS
+    figure_rows = len(classes)
+    figure = Figure(figsize=(columns * 1.6, figure_rows * 1.9))
+    axes = np.atleast_2d(figure.subplots(figure_rows, columns))
+    for axis in axes.ravel():
+        axis.axis("off")
+    for row_index, name in enumerate(classes):
+        examples = [r for r in picked if r["class"] == name]
+        for k, example in enumerate(examples):
+            with Image.open(example["path"]) as photo:
+                shown = ImageOps.exif_transpose(photo).convert("RGB")
+                shown.thumbnail((160, 160))
+                axes[row_index, 2 * k].imshow(np.asarray(shown))
+            axes[row_index, 2 * k].set_title(name, fontsize=7)
+            said = CLASS_NAMES[int(example["probabilities"].argmax())]
+            flag = " ?" if example["uncertain"] else ""
+            mark = {True: "right", False: "wrong"}.get(example.get("correct"), "")
+            axes[row_index, 2 * k + 1].imshow(example["pixels"], cmap="gray")
+            axes[row_index, 2 * k + 1].set_title(f"{said}{flag} {mark}".strip(), fontsize=7)
+    figure.suptitle("Photo → what the model saw → its answer (? = uncertain)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
