@@ -149,3 +149,15 @@ def test_evaluate_photos_on_the_real_validation_photos() -> None:
     total = sum(1 for _ in (SHARED_PHOTOS / "validation").glob("*/*"))
     assert scores["photos"] + len(scores["unreadable"]) == total - longsleeves
     assert set(scores["per_class"]) == {"t-shirt", "pants", "dress", "outwear", "shirt", "shoes"}
+
+
+def test_bench_photos_times_both_pipelines_on_every_photo(tmp_path: Path) -> None:
+    (tmp_path / "pants").mkdir()
+    for seed in range(3):
+        (tmp_path / "pants" / f"{seed}.jpg").write_bytes(trousers_on_a_rug(seed))
+    result = CliRunner().invoke(main, ["bench-photos", str(tmp_path), "--json", "--rounds", "2"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert (figures["photos"], figures["median_size"]) == (3, [400, 600])
+    assert figures["with_cutout"]["n"] == figures["without_cutout"]["n"] == 6
+    assert set(figures["throughput_per_core"]) == {"with_cutout", "without_cutout"}

@@ -610,6 +610,39 @@ def _evaluate_photos(
         click.echo(f"  {name}: {path}")
 
 
+@main.command("bench-photos")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--rounds", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", type=click.IntRange(min=1), help="Use only the first N photos.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_photos(folder: str, rounds: int, limit: int | None, as_json: bool) -> None:
+    """Latency of preprocessing + inference per photo on one core, with and without the
+    foreground cut-out (FOLDER/<class>/<image>, e.g. the development photos)."""
+    from worker.classifier import get_classifier
+    from worker.photo_bench import run_photo_bench
+
+    try:
+        result = run_photo_bench(
+            Path(folder), get_classifier(get_settings()), rounds=rounds, limit=limit
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(result)
+        return
+    click.echo(
+        f"{result['photos']} photos (median {result['median_size'][0]}×"
+        f"{result['median_size'][1]}) × {rounds}, one core, batch of one:"
+    )
+    for name in ("with_cutout", "without_cutout"):
+        figures = result[name]
+        click.echo(
+            f"  {name.replace('_', ' '):<15} p50 {figures['p50']} ms  p95 {figures['p95']} ms  "
+            f"{result['throughput_per_core'][name]} photos/s"
+        )
+    click.echo(f"  p95 ratio with/without: {result['p95_ratio']}×")
+
+
 def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{share:.1%}"
 

@@ -193,8 +193,10 @@ def to_dark_background(gray: np.ndarray, background: float) -> np.ndarray:
     return np.clip(mapped, 0, 255).astype(np.uint8)
 
 
-def to_model_pixels(image: Image.Image) -> np.ndarray:
-    """A decoded image → uint8 ``(28, 28)`` in Fashion-MNIST's style."""
+def to_model_pixels(image: Image.Image, *, cutout: bool = True) -> np.ndarray:
+    """A decoded image → uint8 ``(28, 28)`` in Fashion-MNIST's style.
+
+    ``cutout=False`` skips the foreground step (for comparisons only)."""
     flat = flatten(image)
     gray_image = flat.convert("L")
     gray = np.asarray(gray_image)
@@ -202,7 +204,7 @@ def to_model_pixels(image: Image.Image) -> np.ndarray:
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and background < 128:
         # Already a Fashion-MNIST tile: converting it again could only blur it.
         return gray.copy()
-    if needs_cutout(border_ring(gray, BORDER_WIDTH_FRACTION), TRIM_THRESHOLD):
+    if cutout and needs_cutout(border_ring(gray, BORDER_WIDTH_FRACTION), TRIM_THRESHOLD):
         # A photo on a busy background: keep only the item, on white.
         gray = cut_out(flat, gray)
         gray_image = Image.fromarray(gray)
@@ -221,6 +223,6 @@ def to_model_pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(canvas, dtype=np.uint8)
 
 
-def preprocess(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
+def preprocess(data: bytes, *, max_bytes: int, max_pixels: int, cutout: bool = True) -> np.ndarray:
     """Bytes of one upload → uint8 ``(28, 28)``, or an ``ImageError`` with a stable code."""
-    return to_model_pixels(decode(data, max_bytes=max_bytes, max_pixels=max_pixels))
+    return to_model_pixels(decode(data, max_bytes=max_bytes, max_pixels=max_pixels), cutout=cutout)
