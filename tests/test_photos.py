@@ -121,6 +121,15 @@ def test_evaluate_photos_scores_a_folder_with_the_mapping(
     assert list(scores["unreadable"].values()) == ["corrupt"]
     assert Path(scores["plots"]["examples"]).stat().st_size > 10_000
 
+    # Product photos on a plain background: the cut-out changes nothing.
+    plain = CliRunner().invoke(
+        main, ["evaluate", "--photos", str(tmp_path / "photos"), "--json", "--no-cutout"]
+    )
+    without = json.loads(plain.stdout)
+    assert (scores["cutout"], without["cutout"]) == (True, False)
+    assert without["confusion"] == scores["confusion"]
+    assert without["uncertain_out_of_catalog"] == scores["uncertain_out_of_catalog"]
+
 
 def test_evaluate_photos_refuses_a_bad_mapping_with_the_reason(
     tmp_path: Path, fashion_mnist

@@ -107,6 +107,7 @@ def evaluate_photos(
     *,
     mapping: Mapping[str, list[int] | str | None] | None = None,
     report_dir: Path | None = None,
+    cutout: bool = True,
 ) -> dict[str, Any]:
     mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
     files = photo_files(folder)
@@ -118,7 +119,9 @@ def evaluate_photos(
             continue
         for path in paths:
             try:
-                pixels = preprocess(path.read_bytes(), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+                pixels = preprocess(
+                    path.read_bytes(), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, cutout=cutout
+                )
             except ImageError as exc:
                 unreadable[str(path)] = exc.code
                 continue
@@ -157,6 +160,7 @@ def evaluate_photos(
     result: dict[str, Any] = {
         "model_version": classifier.version,
         "folder": str(folder),
+        "cutout": cutout,
         "photos": len(rows),
         "scored_photos": len(scored),
         "accuracy": _share([r["correct"] for r in scored]),

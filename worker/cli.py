@@ -519,12 +519,18 @@ def ensemble(runs: tuple[str, ...], out_dir: str) -> None:
     help="JSON: photo class → Fashion-MNIST class indices, null (not in the catalog) "
     'or "skip" [default: the clothing-photos mapping].',
 )
+@click.option(
+    "--no-cutout",
+    is_flag=True,
+    help="With --photos: skip the foreground cut-out, to measure what it brings.",
+)
 def evaluate(
     model_path: str | None,
     as_json: bool,
     report_dir: str | None,
     photos_dir: str | None,
     mapping_path: str | None,
+    no_cutout: bool,
 ) -> None:
     """Score a model on the Fashion-MNIST test split, as the worker runs it.
 
@@ -552,6 +558,7 @@ def evaluate(
             Path(mapping_path) if mapping_path else None,
             Path(report_dir) if report_dir else None,
             as_json,
+            cutout=not no_cutout,
         )
         return
     try:
@@ -579,14 +586,24 @@ def evaluate(
 
 
 def _evaluate_photos(
-    model: Path, folder: Path, mapping_path: Path | None, report_dir: Path | None, as_json: bool
+    model: Path,
+    folder: Path,
+    mapping_path: Path | None,
+    report_dir: Path | None,
+    as_json: bool,
+    *,
+    cutout: bool,
 ) -> None:
     from training.photos import PhotoFolderError, evaluate_photos, load_mapping
     from worker.classifier import Classifier
 
     try:
         result = evaluate_photos(
-            folder, Classifier(model), mapping=load_mapping(mapping_path), report_dir=report_dir
+            folder,
+            Classifier(model),
+            mapping=load_mapping(mapping_path),
+            report_dir=report_dir,
+            cutout=cutout,
         )
     except PhotoFolderError as exc:
         raise click.ClickException(str(exc)) from exc
