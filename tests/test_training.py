@@ -85,3 +85,43 @@ def test_unknown_architecture_is_a_value_error(tmp_path: Path) -> None:
         make_model("resnet-9000")
     with pytest.raises(ValueError, match="unknown architecture"):
         train(arch="resnet-9000", out_dir=tmp_path)
+
+
+def test_finetune_on_photos_writes_a_run_that_ensembles(smoke_run, tmp_path, fashion_mnist) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_photos import write_photo_folder
+    from worker.cli import main
+
+    write_photo_folder(tmp_path / "photos", fashion_mnist)
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(
+        main,
+        ["finetune-photos", str(smoke_run), "--photos", str(tmp_path / "photos"), "--out",
+         str(out), "--epochs", "1", "--limit", "256"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model_card.json").read_text())
+    original = json.loads((smoke_run / "model_card.json").read_text())
+    assert card["version"] == original["version"] + "-photos"
+    # 3 pants, 3 shoes, 2 hats and 2 longsleeves; the damaged file is skipped.
+    assert card["photo_finetune"]["photos"] == 10
+    assert "test_accuracy" not in card
+    assert 0.0 <= card["validation_accuracy"] <= 1.0
+    assert (out / "model.keras").stat().st_size > 0
+
+
+def test_the_set_loss_is_cross_entropy_for_one_class_and_rewards_any_class_of_a_set() -> None:
+    import tensorflow as tf
+
+    from training.photo_finetune import set_loss
+
+    logits = tf.constant([[2.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]])
+    one_hot = tf.one_hot([0], 10)
+    expected = tf.keras.losses.CategoricalCrossentropy(from_logits=True)(one_hot, logits)
+    assert abs(float(set_loss(one_hot, logits)[0]) - float(expected)) < 1e-5
+    shoes = tf.constant([[0, 0, 0, 0, 0, 1, 0, 1, 0, 1]], tf.float32)
+    p = tf.nn.softmax(logits)[0]
+    assert abs(float(set_loss(shoes, logits)[0]) + float(tf.math.log(p[5] + p[7] + p[9]))) < 1e-5
+    uniform = tf.ones((1, 10))
+    assert abs(float(set_loss(uniform, logits)[0]) + float(tf.reduce_mean(tf.math.log(p)))) < 1e-5

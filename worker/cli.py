@@ -627,6 +627,61 @@ def _evaluate_photos(
         click.echo(f"  {name}: {path}")
 
 
+@main.command("finetune-photos")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--photos",
+    "photos_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Training photos in DIR/<class>/<image> (never the folder you report on).",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--learning-rate", default=3e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option(
+    "--photo-repeat",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Times each photo appears per epoch, beside the run's Fashion-MNIST images.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only N Fashion-MNIST images.")
+def finetune_photos(
+    run_dir: str,
+    photos_dir: str,
+    out_dir: str,
+    epochs: int,
+    learning_rate: float,
+    photo_repeat: int,
+    limit: int | None,
+) -> None:
+    """Fine-tune a trained run (fashion train's --out) on real photos mixed with its
+    Fashion-MNIST training images; writes a run folder for `fashion ensemble`."""
+    try:
+        from training.photo_finetune import finetune_on_photos
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+    try:
+        card = finetune_on_photos(
+            Path(run_dir),
+            Path(photos_dir),
+            out_dir=Path(out_dir),
+            epochs=epochs,
+            learning_rate=learning_rate,
+            photo_repeat=photo_repeat,
+            limit=limit,
+            data_dir=get_settings().mnist_dir,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{card['version']}: Fashion-MNIST validation {card['validation_accuracy']:.2%} "
+        f"after {card['photo_finetune']['seconds']:.0f} s on "
+        f"{card['photo_finetune']['photos']} photos; written to {out_dir}"
+    )
+
+
 @main.command("bench-photos")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--rounds", default=1, show_default=True, type=click.IntRange(min=1))

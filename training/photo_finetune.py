@@ -1,0 +1,154 @@
+"""Fine-tune a trained run on real photos, keeping Fashion-MNIST in the mix.
+
+``fashion finetune-photos RUN --photos DIR/train --out DIR`` loads ``RUN``'s
+``model.keras``, and trains it further on its own Fashion-MNIST training images
+(the run's validation images stay out) plus the photos of ``DIR/<class>/``,
+turned into 28×28 by the worker's own pipeline (``worker.preprocess``, cut-out
+included) and repeated ``photo_repeat`` times per epoch. Photos carry a *set*
+of acceptable classes (``PHOTO_TARGETS``): the loss is −log of the summed
+probability of the set, so a shoe photo may be any of the three shoe classes;
+out-of-catalog photos (hat, shorts, skirt) are pulled towards the uniform
+distribution, which teaches the ``uncertain`` flag. The augmentation is the
+training recipe's. The result is a run folder like ``fashion train``'s (its
+card records the fine-tuning), to be combined with ``fashion ensemble``.
+
+Nothing here reads the Fashion-MNIST test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.data import NUM_CLASSES, load_fashion_mnist, validation_indices
+from training.export import CARD_FILENAME, features_model
+from training.photos import photo_files
+from training.train import make_augmenter
+from worker.errors import ImageError
+from worker.preprocess import normalize, preprocess
+
+#: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform target).
+PHOTO_TARGETS: dict[str, list[int] | None] = {
+    "t-shirt": [0],
+    "pants": [1],
+    "dress": [3],
+    "outwear": [4],
+    "shirt": [6],
+    "shoes": [5, 7, 9],
+    "longsleeve": [0, 2, 4, 6],
+    "hat": None,
+    "shorts": None,
+    "skirt": None,
+}
+LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
+
+
+def load_photos(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """28×28 pixels and target masks (n × 10) of every readable photo of a known class."""
+    pixels, targets = [], []
+    for name, paths in photo_files(folder).items():
+        if name not in PHOTO_TARGETS:
+            continue
+        mask = np.zeros(NUM_CLASSES, np.float32)
+        classes = PHOTO_TARGETS[name]
+        mask[classes if classes is not None else slice(None)] = 1.0
+        for path in paths:
+            try:
+                pixels.append(preprocess(path.read_bytes(), **LIMITS))
+            except ImageError:
+                continue
+            targets.append(mask)
+    if not pixels:
+        raise ValueError(f"{folder}: no readable photo of the classes {sorted(PHOTO_TARGETS)}")
+    return np.stack(pixels), np.stack(targets)
+
+
+def set_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """−log Σ p over the target set; an all-ones target (out of catalog): cross-entropy
+    to the uniform distribution. A one-hot target is plain cross-entropy."""
+    log_p = tf.nn.log_softmax(logits)
+    uniform = tf.cast(tf.reduce_sum(targets, axis=1) > NUM_CLASSES - 0.5, log_p.dtype)
+    in_set = -tf.reduce_logsumexp(log_p + tf.math.log(targets + 1e-12), axis=1)
+    to_uniform = -tf.reduce_mean(log_p, axis=1)
+    return uniform * to_uniform + (1.0 - uniform) * in_set
+
+
+def finetune_on_photos(
+    run_dir: Path,
+    photos_dir: Path,
+    *,
+    out_dir: Path,
+    epochs: int = 3,
+    learning_rate: float = 3e-4,
+    photo_repeat: int = 5,
+    batch_size: int = 128,
+    limit: int | None = None,
+    data_dir: Path | None = None,
+) -> dict[str, Any]:
+    card = json.loads((run_dir / CARD_FILENAME).read_text())
+    seed = int(card["seed"])
+    keras.utils.set_random_seed(seed)
+    dataset = load_fashion_mnist(data_dir)
+    held_out = validation_indices(
+        len(dataset.train_images),
+        validation_size=card["recipe"]["validation_size"],
+        seed=card.get("split_seed", seed),
+    )
+    train_index = np.setdiff1d(np.arange(len(dataset.train_images)), held_out)[:limit]
+    photo_pixels, photo_targets = load_photos(photos_dir)
+    images = np.concatenate([dataset.train_images[train_index], *[photo_pixels] * photo_repeat])
+    targets = np.concatenate(
+        [
+            keras.utils.to_categorical(dataset.train_labels[train_index], NUM_CLASSES),
+            *[photo_targets] * photo_repeat,
+        ]
+    )
+    augmenter = make_augmenter(seed)
+    batches = (
+        tf.data.Dataset.from_tensor_slices((normalize(images), targets))
+        .shuffle(len(images), seed=seed)
+        .batch(batch_size)
+        .map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    member = keras.models.load_model(run_dir / "model.keras", compile=False)
+    model = keras.Model(member.inputs, member.get_layer("logits").output)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * len(batches))
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=card["recipe"]["weight_decay"])
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(optimizer=optimizer, loss=set_loss)
+    started = time.perf_counter()
+    history = model.fit(batches, epochs=epochs, verbose=2)
+    seconds = time.perf_counter() - started
+
+    logits = features_model(member).predict(
+        normalize(dataset.train_images[held_out]), batch_size=1024, verbose=0
+    )[0]
+    validation_accuracy = float((logits.argmax(1) == dataset.train_labels[held_out]).mean())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    member.save(out_dir / "model.keras")
+    finetuned = {
+        **card,
+        "version": f"{card['version']}-photos",
+        "validation_accuracy": round(validation_accuracy, 4),
+        "training_seconds": round(card["training_seconds"] + seconds, 1),
+        "photo_finetune": {
+            "from": card["version"],
+            "photos": int(len(photo_pixels)),
+            "photo_repeat": photo_repeat,
+            "epochs": epochs,
+            "learning_rate": learning_rate,
+            "seconds": round(seconds, 1),
+            "loss": [round(float(v), 4) for v in history.history["loss"]],
+        },
+    }
+    # The test accuracy on the card was the run's before fine-tuning: not carried over.
+    finetuned.pop("test_accuracy", None)
+    (out_dir / CARD_FILENAME).write_text(json.dumps(finetuned, indent=2) + "\n")
+    return finetuned
