@@ -114,6 +114,14 @@ def all_jobs_finished(settings: Settings, total: int) -> Callable[[], bool]:
     return lambda: count_jobs(settings, "done", "failed") >= total
 
 
+def start_upload_run(faults: Faults, start_worker, images, count: int, first: int) -> list[str]:
+    """Submit ``count`` uploads, start an interactive worker, wait for ``first`` results."""
+    job_ids = submit_uploads(faults.settings, images, count)
+    start_worker(faults.settings, queues="interactive", prefetch=16)
+    wait_until(lambda: count_jobs(faults.settings, "done") >= first, 120, "the first results")
+    return job_ids
+
+
 def count_classified(settings: Settings) -> int:
     with get_sessionmaker(settings.resolved_database_url)() as session:
         return session.scalar(select(func.count()).where(Product.classified_at.is_not(None)))
@@ -152,9 +160,7 @@ def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(faults, start_work
 
 def test_redis_restart_mid_run_loses_nothing(faults, start_worker, fashion_mnist) -> None:
     settings = faults.settings
-    job_ids = submit_uploads(settings, fashion_mnist.test_images[:50], 1000)
-    start_worker(settings, queues="interactive", prefetch=16)
-    wait_until(lambda: count_jobs(settings, "done") >= 100, 120, "the first results")
+    job_ids = start_upload_run(faults, start_worker, fashion_mnist.test_images[:50], 1000, 100)
 
     faults.redis.stop()
     done_at_restart = count_jobs(settings, "done")
@@ -170,9 +176,7 @@ def test_redis_restart_mid_run_loses_nothing(faults, start_worker, fashion_mnist
 
 def test_s3_server_hanging_for_a_while_is_retried(faults, start_worker, fashion_mnist) -> None:
     settings = faults.settings
-    job_ids = submit_uploads(settings, fashion_mnist.test_images[:50], 400)
-    start_worker(settings, queues="interactive", prefetch=16)
-    wait_until(lambda: count_jobs(settings, "done") >= 20, 120, "the first results")
+    job_ids = start_upload_run(faults, start_worker, fashion_mnist.test_images[:50], 400, 20)
 
     faults.s3.hang()
     done_at_hang = count_jobs(settings, "done")
@@ -191,9 +195,7 @@ def test_s3_server_hanging_for_a_while_is_retried(faults, start_worker, fashion_
 
 def test_dropped_database_connections_are_retried(faults, start_worker, fashion_mnist) -> None:
     settings = faults.settings
-    job_ids = submit_uploads(settings, fashion_mnist.test_images[:50], 400)
-    start_worker(settings, queues="interactive", prefetch=16)
-    wait_until(lambda: count_jobs(settings, "done") >= 20, 120, "the first results")
+    job_ids = start_upload_run(faults, start_worker, fashion_mnist.test_images[:50], 400, 20)
 
     dropped = 0
     done_at_first_drop = count_jobs(settings, "done")

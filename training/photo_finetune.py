@@ -28,23 +28,17 @@ import tensorflow as tf
 
 from training.data import NUM_CLASSES, load_fashion_mnist, validation_indices
 from training.export import CARD_FILENAME, features_model
-from training.photos import photo_files
+from training.photos import DEFAULT_MAPPING, photo_files
 from training.train import make_augmenter
 from worker.errors import ImageError
 from worker.preprocess import normalize, preprocess
 
-#: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform target).
+#: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform
+#: target). The scoring mapping, plus longsleeve: not scored (ambiguous) but still a
+#: top of one of four kinds, which is worth learning.
 PHOTO_TARGETS: dict[str, list[int] | None] = {
-    "t-shirt": [0],
-    "pants": [1],
-    "dress": [3],
-    "outwear": [4],
-    "shirt": [6],
-    "shoes": [5, 7, 9],
+    **{name: target for name, target in DEFAULT_MAPPING.items() if target != "skip"},
     "longsleeve": [0, 2, 4, 6],
-    "hat": None,
-    "shorts": None,
-    "skirt": None,
 }
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 

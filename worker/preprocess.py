@@ -200,11 +200,12 @@ def to_model_pixels(image: Image.Image, *, cutout: bool = True) -> np.ndarray:
     flat = flatten(image)
     gray_image = flat.convert("L")
     gray = np.asarray(gray_image)
-    background = estimate_background(gray)
+    ring = border_ring(gray, BORDER_WIDTH_FRACTION)
+    background = float(np.median(ring))  # estimate_background, from the ring at hand
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and background < 128:
         # Already a Fashion-MNIST tile: converting it again could only blur it.
         return gray.copy()
-    if cutout and needs_cutout(border_ring(gray, BORDER_WIDTH_FRACTION), TRIM_THRESHOLD):
+    if cutout and needs_cutout(ring, TRIM_THRESHOLD):
         # A photo on a busy background: keep only the item, on white.
         gray = cut_out(flat, gray)
         gray_image = Image.fromarray(gray)
