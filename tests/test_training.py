@@ -125,3 +125,33 @@ def test_the_set_loss_is_cross_entropy_for_one_class_and_rewards_any_class_of_a_
     assert abs(float(set_loss(shoes, logits)[0]) + float(tf.math.log(p[5] + p[7] + p[9]))) < 1e-5
     uniform = tf.ones((1, 10))
     assert abs(float(set_loss(uniform, logits)[0]) + float(tf.reduce_mean(tf.math.log(p)))) < 1e-5
+
+
+def test_the_max_set_loss_scores_the_likeliest_class_of_the_set() -> None:
+    import tensorflow as tf
+
+    from training.photo_finetune import set_loss
+
+    # Of the three shoe classes, 7 is the likeliest: the loss is -log p[7] alone, so it
+    # exceeds the summed variant's and is lowered only by making class 7 likelier.
+    logits = tf.constant([[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 2.5, 0.0, 0.5]])
+    p = tf.nn.softmax(logits)[0]
+    shoes = tf.constant([[0, 0, 0, 0, 0, 1, 0, 1, 0, 1]], tf.float32)
+    loss = float(set_loss(shoes, logits, reduce="max")[0])
+    assert abs(loss + float(tf.math.log(p[7]))) < 1e-5
+    assert loss > float(set_loss(shoes, logits, reduce="sum")[0])
+    one_hot = tf.one_hot([3], 10)
+    assert (
+        abs(float(set_loss(one_hot, logits, reduce="max")[0]) - float(set_loss(one_hot, logits)[0]))
+        < 1e-5
+    )
+    uniform = tf.ones((1, 10))
+    assert (
+        abs(
+            float(set_loss(uniform, logits, reduce="max")[0])
+            + float(tf.reduce_mean(tf.math.log(p)))
+        )
+        < 1e-5
+    )
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        set_loss(shoes, logits, reduce="mean")

@@ -6,7 +6,8 @@
 turned into 28×28 by the worker's own pipeline (``worker.preprocess``, cut-out
 included) and repeated ``photo_repeat`` times per epoch. Photos carry a *set*
 of acceptable classes (``PHOTO_TARGETS``): the loss is −log of the summed
-probability of the set, so a shoe photo may be any of the three shoe classes;
+(``--set-loss sum``) or of the largest (``max``) probability in the set, so a
+shoe photo may be any of the three shoe classes;
 out-of-catalog photos (hat, shorts, skirt) are pulled towards the uniform
 distribution, which teaches the ``uncertain`` flag. The augmentation is the
 training recipe's. The result is a run folder like ``fashion train``'s (its
@@ -17,6 +18,7 @@ Nothing here reads the Fashion-MNIST test split.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -63,12 +65,29 @@ def load_photos(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(pixels), np.stack(targets)
 
 
-def set_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """−log Σ p over the target set; an all-ones target (out of catalog): cross-entropy
-    to the uniform distribution. A one-hot target is plain cross-entropy."""
+#: How a photo with several acceptable classes is scored (``--set-loss``).
+SET_LOSSES = ("sum", "max")
+
+
+def set_loss(targets: tf.Tensor, logits: tf.Tensor, *, reduce: str = "sum") -> tf.Tensor:
+    """Loss of a photo whose target is a *set* of classes (``targets``: 0/1 mask).
+
+    ``reduce="sum"``: −log Σ p over the set, so the probability may spread over
+    the set's classes; ``"max"``: −log max p over the set, so the network commits
+    to whichever class of the set it already favours and its confidence is not
+    split (a split confidence reads as ``uncertain``). An all-ones target (out of
+    catalog): cross-entropy to the uniform distribution. A one-hot target is plain
+    cross-entropy either way.
+    """
+    if reduce not in SET_LOSSES:
+        raise ValueError(f"reduce must be one of {SET_LOSSES}, not {reduce!r}")
     log_p = tf.nn.log_softmax(logits)
     uniform = tf.cast(tf.reduce_sum(targets, axis=1) > NUM_CLASSES - 0.5, log_p.dtype)
-    in_set = -tf.reduce_logsumexp(log_p + tf.math.log(targets + 1e-12), axis=1)
+    masked = log_p + tf.math.log(targets + 1e-12)
+    if reduce == "sum":
+        in_set = -tf.reduce_logsumexp(masked, axis=1)
+    else:
+        in_set = -tf.reduce_max(masked, axis=1)
     to_uniform = -tf.reduce_mean(log_p, axis=1)
     return uniform * to_uniform + (1.0 - uniform) * in_set
 
@@ -81,6 +100,7 @@ def finetune_on_photos(
     epochs: int = 3,
     learning_rate: float = 3e-4,
     photo_repeat: int = 5,
+    loss: str = "sum",
     batch_size: int = 128,
     limit: int | None = None,
     data_dir: Path | None = None,
@@ -116,7 +136,9 @@ def finetune_on_photos(
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * len(batches))
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=card["recipe"]["weight_decay"])
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    model.compile(optimizer=optimizer, loss=set_loss)
+    if loss not in SET_LOSSES:
+        raise ValueError(f"unknown set loss {loss!r}; choose one of {', '.join(SET_LOSSES)}")
+    model.compile(optimizer=optimizer, loss=functools.partial(set_loss, reduce=loss))
     started = time.perf_counter()
     history = model.fit(batches, epochs=epochs, verbose=2)
     seconds = time.perf_counter() - started
@@ -138,6 +160,7 @@ def finetune_on_photos(
             "photo_repeat": photo_repeat,
             "epochs": epochs,
             "learning_rate": learning_rate,
+            "set_loss": loss,
             "seconds": round(seconds, 1),
             "loss": [round(float(v), 4) for v in history.history["loss"]],
         },

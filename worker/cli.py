@@ -646,6 +646,16 @@ def _evaluate_photos(
     type=click.IntRange(min=1),
     help="Times each photo appears per epoch, beside the run's Fashion-MNIST images.",
 )
+@click.option(
+    "--set-loss",
+    "set_loss",
+    type=click.Choice(["sum", "max"]),
+    default="sum",
+    show_default=True,
+    help="For a photo that may be any of several classes (shoes): -log of their summed "
+    "probability (sum; the probability may spread over them) or of the largest one (max; "
+    "the model commits to one, so its confidence is not split).",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Use only N Fashion-MNIST images.")
 def finetune_photos(
     run_dir: str,
@@ -654,6 +664,7 @@ def finetune_photos(
     epochs: int,
     learning_rate: float,
     photo_repeat: int,
+    set_loss: str,
     limit: int | None,
 ) -> None:
     """Fine-tune a trained run (fashion train's --out) on real photos mixed with its
@@ -670,6 +681,7 @@ def finetune_photos(
             epochs=epochs,
             learning_rate=learning_rate,
             photo_repeat=photo_repeat,
+            loss=set_loss,
             limit=limit,
             data_dir=get_settings().mnist_dir,
         )
