@@ -100,7 +100,7 @@ def finetune_on_photos(
     epochs: int = 3,
     learning_rate: float = 3e-4,
     photo_repeat: int = 5,
-    loss: str = "sum",
+    loss: str = "max",
     batch_size: int = 128,
     limit: int | None = None,
     data_dir: Path | None = None,

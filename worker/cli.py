@@ -650,7 +650,7 @@ def _evaluate_photos(
     "--set-loss",
     "set_loss",
     type=click.Choice(["sum", "max"]),
-    default="sum",
+    default="max",
     show_default=True,
     help="For a photo that may be any of several classes (shoes): -log of their summed "
     "probability (sum; the probability may spread over them) or of the largest one (max; "
