@@ -105,6 +105,8 @@ def finetune_on_photos(
     limit: int | None = None,
     data_dir: Path | None = None,
 ) -> dict[str, Any]:
+    if loss not in SET_LOSSES:  # before minutes of loading photos, not at the first batch
+        raise ValueError(f"unknown set loss {loss!r}; choose one of {', '.join(SET_LOSSES)}")
     card = json.loads((run_dir / CARD_FILENAME).read_text())
     seed = int(card["seed"])
     keras.utils.set_random_seed(seed)
@@ -136,8 +138,6 @@ def finetune_on_photos(
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * len(batches))
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=card["recipe"]["weight_decay"])
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    if loss not in SET_LOSSES:
-        raise ValueError(f"unknown set loss {loss!r}; choose one of {', '.join(SET_LOSSES)}")
     model.compile(optimizer=optimizer, loss=functools.partial(set_loss, reduce=loss))
     started = time.perf_counter()
     history = model.fit(batches, epochs=epochs, verbose=2)
