@@ -9,7 +9,7 @@ import pytest
 
 from catalog.models import CATEGORIES
 from worker.classifier import BUNDLED_MODEL, Classifier, ModelError
-from worker.preprocess import normalize
+from worker.preprocess import ModelInput, normalize
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,51 @@ def test_model_that_does_not_match_its_card_is_refused(tmp_path: Path) -> None:
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         Classifier(tmp_path / "absent.tflite")
+
+
+def test_photos_on_a_busy_background_are_judged_with_the_photo_threshold(
+    fashion_mnist,
+) -> None:
+    strict_on_photos = Classifier(
+        BUNDLED_MODEL, uncertain_threshold=0.0, photo_uncertain_threshold=1.0
+    )
+    pixels = fashion_mnist.test_images[:2]
+    predictions = strict_on_photos.predict(normalize(pixels), busy_background=[False, True])
+    assert [p.uncertain for p in predictions] == [False, True]
+    assert [p.uncertain for p in strict_on_photos.predict(normalize(pixels))] == [False, False]
+    prepared = [ModelInput(pixels[0], busy_background=True), ModelInput(pixels[1], False)]
+    assert [p.uncertain for p in strict_on_photos.classify(prepared)] == [True, False]
+    assert strict_on_photos.classify([]) == []
+    with pytest.raises(ValueError, match="1 busy_background flags for 2 images"):
+        strict_on_photos.predict(normalize(pixels), busy_background=[True])
+
+
+def test_a_card_without_a_photo_threshold_uses_its_one_threshold_for_photos(
+    tmp_path: Path,
+) -> None:
+    copy = tmp_path / "model.tflite"
+    shutil.copy(BUNDLED_MODEL, copy)
+    card = json.loads(BUNDLED_MODEL.with_name("model_card.json").read_text())
+    card.pop("photo_uncertain_threshold", None)
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    older = Classifier(copy)
+    assert (
+        older.photo_uncertain_threshold == older.uncertain_threshold == card["uncertain_threshold"]
+    )
+
+    card["photo_uncertain_threshold"] = 1.5
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="photo_uncertain_threshold outside"):
+        Classifier(copy)
+
+
+def test_settings_override_each_threshold() -> None:
+    from worker.classifier import get_classifier
+    from worker.config import Settings
+
+    card = Classifier(BUNDLED_MODEL).card
+    default = get_classifier(Settings())
+    assert default.uncertain_threshold == card["uncertain_threshold"]
+    assert default.photo_uncertain_threshold == card["photo_uncertain_threshold"]
+    overridden = get_classifier(Settings(uncertain_threshold=0.2, photo_uncertain_threshold=0.9))
+    assert (overridden.uncertain_threshold, overridden.photo_uncertain_threshold) == (0.2, 0.9)

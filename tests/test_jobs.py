@@ -94,3 +94,25 @@ def test_duplicate_delivery_does_not_run_the_job_twice(local_settings, fashion_m
 def test_unknown_job_id_raises(local_settings) -> None:
     with pytest.raises(JobNotFoundError):
         classify_job(str(uuid.uuid4()), settings=local_settings)
+
+
+def test_a_photo_on_a_busy_background_is_flagged_by_the_photo_threshold(
+    settings, fashion_mnist
+) -> None:
+    from tests.test_photos import trousers_on_a_rug
+
+    # Nothing is uncertain on a plain background, everything on a busy one.
+    strict = settings.model_copy(
+        update={"uncertain_threshold": 0.0, "photo_uncertain_threshold": 1.0}
+    )
+    tile = enqueue_by_hand(strict, png_bytes(fashion_mnist.test_images[0]))
+    photo = enqueue_by_hand(strict, trousers_on_a_rug())
+
+    assert classify_job(tile, settings=strict) == classify_job(photo, settings=strict) == "done"
+
+    with get_sessionmaker(strict.resolved_database_url)() as session:
+        flags = {
+            job_id: get_job(session=session, job_id=job_id).uncertain for job_id in (tile, photo)
+        }
+        assert (flags[tile], flags[photo]) == (False, True)
+        assert get_job(session=session, job_id=photo).label == 1  # Trouser, flag or not

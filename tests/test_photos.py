@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,18 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
+from tests.conftest import png_bytes
+from training.photo_threshold import fit_threshold
 from training.shop_photos import make_shop_photo
+from worker.classifier import Classifier
 from worker.cli import main
 from worker.foreground import border_ring, needs_cutout
 from worker.preprocess import (
     BORDER_WIDTH_FRACTION,
     TRIM_THRESHOLD,
     decode,
+    normalize,
+    prepare,
     preprocess,
     to_grayscale,
 )
@@ -27,22 +33,41 @@ SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cloth
 LIMITS = {"max_bytes": 50_000_000, "max_pixels": 50_000_000}
 
 
-def trousers_on_a_rug(seed: int = 0) -> bytes:
-    """Dark trousers photographed on a striped, noisy rug: a busy border all round."""
+def a_rug(seed: int) -> Image.Image:
+    """A striped, noisy rug, 400×600: a busy border all round."""
     rng = np.random.default_rng(seed)
     width, height = 400, 600
     stripes = (np.arange(height)[:, None] // 12 % 2) * 70 + 150
     rug = np.repeat(stripes, width, axis=1)[..., None] * np.array([1.0, 0.7, 0.5])
-    rug = np.clip(rug + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
-    photo = Image.fromarray(rug)
+    return Image.fromarray(
+        np.clip(rug + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
+    )
+
+
+def jpeg(photo: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def trousers_on_a_rug(seed: int = 0) -> bytes:
+    """Dark trousers photographed on a striped, noisy rug."""
+    photo = a_rug(seed)
     draw = ImageDraw.Draw(photo)
     colour = (25, 30, 60)
     draw.rectangle((130, 90, 270, 180), fill=colour)  # waist
     draw.polygon([(130, 180), (195, 180), (165, 520), (100, 520)], fill=colour)  # left leg
     draw.polygon([(205, 180), (270, 180), (300, 520), (235, 520)], fill=colour)  # right leg
-    buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    return jpeg(photo)
+
+
+def hat_on_a_rug(seed: int = 0) -> bytes:
+    """A dark brimmed hat (not in the catalog) on the same rug."""
+    photo = a_rug(seed)
+    draw = ImageDraw.Draw(photo)
+    draw.ellipse((60, 330, 340, 400), fill=(40, 20, 20))  # brim
+    draw.ellipse((120, 200, 280, 380), fill=(40, 20, 20))  # crown
+    return jpeg(photo)
 
 
 def ring_needs_cutout(data: bytes) -> bool:
@@ -158,6 +183,10 @@ def test_evaluate_photos_on_the_real_validation_photos() -> None:
     total = sum(1 for _ in (SHARED_PHOTOS / "validation").glob("*/*"))
     assert scores["photos"] + len(scores["unreadable"]) == total - longsleeves
     assert set(scores["per_class"]) == {"t-shirt", "pants", "dress", "outwear", "shirt", "shoes"}
+    # The shipped model meets the issue's targets on photos it was not tuned on.
+    assert scores["accuracy"] >= 0.70 and scores["min_class_accuracy"] >= 0.50
+    assert scores["uncertain_out_of_catalog"] >= 0.50
+    assert scores["uncertain_scored"] <= 0.15
 
 
 def test_bench_photos_times_both_pipelines_on_every_photo(tmp_path: Path) -> None:
@@ -170,3 +199,78 @@ def test_bench_photos_times_both_pipelines_on_every_photo(tmp_path: Path) -> Non
     assert (figures["photos"], figures["median_size"]) == (3, [400, 600])
     assert figures["with_cutout"]["n"] == figures["without_cutout"]["n"] == 6
     assert set(figures["throughput_per_core"]) == {"with_cutout", "without_cutout"}
+
+
+def test_prepare_says_which_uploads_had_a_busy_background(fashion_mnist) -> None:
+    rug = prepare(trousers_on_a_rug(), **LIMITS)
+    shop = prepare(
+        make_shop_photo(fashion_mnist.train_images[0], np.random.default_rng(1)), **LIMITS
+    )
+    tile = prepare(png_bytes(fashion_mnist.train_images[0]), **LIMITS)
+    assert (rug.busy_background, shop.busy_background, tile.busy_background) == (True, False, False)
+    assert np.array_equal(rug.pixels, preprocess(trousers_on_a_rug(), **LIMITS))
+    # Without the cut-out (a comparison mode) the background is still reported.
+    assert prepare(trousers_on_a_rug(), cutout=False, **LIMITS).busy_background
+
+
+def test_fit_photo_threshold_writes_the_card_and_evaluate_then_uses_it(
+    tmp_path: Path, bundled_model
+) -> None:
+    from worker.classifier import BUNDLED_MODEL, CARD_FILENAME
+
+    photos = tmp_path / "photos"
+    for name, make in (("pants", trousers_on_a_rug), ("hat", hat_on_a_rug)):
+        (photos / name).mkdir(parents=True)
+        for seed in range(4):
+            (photos / name / f"{seed}.jpg").write_bytes(make(seed))
+    model = tmp_path / "model" / "model.tflite"
+    model.parent.mkdir()
+    shutil.copy(BUNDLED_MODEL, model)
+    shutil.copy(BUNDLED_MODEL.with_name(CARD_FILENAME), model.with_name(CARD_FILENAME))
+    bundled_card = BUNDLED_MODEL.with_name(CARD_FILENAME).read_text()
+
+    dry = CliRunner().invoke(
+        main, ["fit-photo-threshold", str(photos), "--model", str(model), "--repeats", "5"]
+    )
+    assert dry.exit_code == 0, dry.output
+    assert "not written (add --write)" in dry.output
+    assert model.with_name(CARD_FILENAME).read_text() == bundled_card
+
+    result = CliRunner().invoke(
+        main,
+        ["fit-photo-threshold", str(photos), "--model", str(model), "--write", "--json"]
+        + ["--max-flagged", "0.1", "--repeats", "5"],
+    )
+    assert result.exit_code == 0, result.output
+    fitted = json.loads(result.stdout)
+    confidences = Classifier(model).predict_proba(
+        normalize(np.stack([preprocess(p.read_bytes(), **LIMITS) for p in photos.glob("*/*")]))
+    )
+    pants = np.array([p.parent.name == "pants" for p in photos.glob("*/*")])
+    expected = fit_threshold(confidences[pants].max(axis=1), 0.1)
+    assert fitted["photo_uncertain_threshold"] == expected
+    assert (fitted["fit"]["mapped_photos"], fitted["fit"]["out_of_catalog_photos"]) == (4, 4)
+    assert fitted["fit"]["cross_fit"]["repeats"] == 5
+    card = json.loads(model.with_name(CARD_FILENAME).read_text())
+    assert card["photo_uncertain_threshold"] == expected
+    assert card["photo_threshold_fit"]["max_flagged"] == 0.1
+    assert BUNDLED_MODEL.with_name(CARD_FILENAME).read_text() == bundled_card
+
+    scores = CliRunner().invoke(
+        main, ["evaluate", "--photos", str(photos), "--model", str(model), "--json"]
+    )
+    evaluated = json.loads(scores.stdout)
+    assert evaluated["photo_uncertain_threshold"] == expected
+    assert evaluated["busy_background"] == 1.0
+    assert evaluated["uncertain_scored"] <= 0.1
+    confidence_of = dict(zip(photos.glob("*/*"), confidences.max(axis=1), strict=True))
+    hats_below = np.mean([confidence_of[p] < expected for p in photos.glob("hat/*")])
+    assert evaluated["uncertain_out_of_catalog"] == hats_below
+
+
+def test_fit_photo_threshold_refuses_a_folder_without_in_catalog_photos(tmp_path: Path) -> None:
+    (tmp_path / "hat").mkdir()
+    (tmp_path / "hat" / "0.jpg").write_bytes(hat_on_a_rug())
+    result = CliRunner().invoke(main, ["fit-photo-threshold", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "no photo of a mapped class on a busy background" in result.output

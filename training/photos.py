@@ -9,7 +9,8 @@ are mapped onto Fashion-MNIST classes (``DEFAULT_MAPPING``, matching
   right when the summed probability of its classes beats every other class
   (so a shoe photo may be any of Sandal, Sneaker, Ankle boot);
 - a class mapped to ``null`` is not in the catalog: the photo should come back
-  ``uncertain`` (calibrated confidence below the model card's threshold);
+  ``uncertain`` (calibrated confidence below the model card's threshold: its
+  photo threshold for a photo on a busy background, as in the worker);
 - a class mapped to ``"skip"``, or missing from the mapping, is not scored.
 
 Reports accuracy over the scored photos, per class, the confusion of scored
@@ -32,7 +33,7 @@ from PIL import Image, ImageOps
 from training.data import CLASS_NAMES
 from worker.classifier import Classifier
 from worker.errors import ImageError
-from worker.preprocess import normalize, preprocess
+from worker.preprocess import normalize, prepare
 
 #: Photo class → Fashion-MNIST class indices; None: out of catalog; "skip": not scored.
 DEFAULT_MAPPING: dict[str, list[int] | str | None] = {
@@ -101,15 +102,19 @@ def photo_files(folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def evaluate_photos(
+def score_photos(
     folder: Path,
     classifier: Classifier,
+    mapping: Mapping[str, list[int] | str | None],
     *,
-    mapping: Mapping[str, list[int] | str | None] | None = None,
-    report_dir: Path | None = None,
     cutout: bool = True,
-) -> dict[str, Any]:
-    mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Each scored or out-of-catalog photo through the worker's pipeline.
+
+    Returns rows (``class``, ``path``, ``pixels``, ``busy_background``,
+    ``probabilities``, ``uncertain`` and, for a mapped class, ``correct``) and
+    the unreadable files (path → error code).
+    """
     files = photo_files(folder)
     rows: list[dict[str, Any]] = []
     unreadable: dict[str, str] = {}
@@ -119,18 +124,25 @@ def evaluate_photos(
             continue
         for path in paths:
             try:
-                pixels = preprocess(
+                prepared = prepare(
                     path.read_bytes(), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, cutout=cutout
                 )
             except ImageError as exc:
                 unreadable[str(path)] = exc.code
                 continue
-            rows.append({"class": name, "path": path, "pixels": pixels})
+            rows.append(
+                {
+                    "class": name,
+                    "path": path,
+                    "pixels": prepared.pixels,
+                    "busy_background": prepared.busy_background,
+                }
+            )
     if not rows:
         raise PhotoFolderError(f"{folder}: no photo of a scored or out-of-catalog class")
     probabilities = classifier.predict_proba(normalize(np.stack([r["pixels"] for r in rows])))
-    threshold = classifier.uncertain_threshold
-    for row, p in zip(rows, probabilities, strict=True):
+    thresholds = classifier.thresholds([r["busy_background"] for r in rows])
+    for row, p, threshold in zip(rows, probabilities, thresholds, strict=True):
         row["probabilities"] = p
         row["uncertain"] = bool(p.max() < threshold)
         target = mapping[row["class"]]
@@ -138,6 +150,19 @@ def evaluate_photos(
             inside = p[target].sum()
             outside = np.delete(p, target).max()
             row["correct"] = bool(inside > outside)
+    return rows, unreadable
+
+
+def evaluate_photos(
+    folder: Path,
+    classifier: Classifier,
+    *,
+    mapping: Mapping[str, list[int] | str | None] | None = None,
+    report_dir: Path | None = None,
+    cutout: bool = True,
+) -> dict[str, Any]:
+    mapping = dict(DEFAULT_MAPPING if mapping is None else mapping)
+    rows, unreadable = score_photos(folder, classifier, mapping, cutout=cutout)
 
     scored = [r for r in rows if mapping[r["class"]] is not None]
     out_of_catalog = [r for r in rows if mapping[r["class"]] is None]
@@ -167,7 +192,9 @@ def evaluate_photos(
         "per_class": per_class,
         "min_class_accuracy": min((c["accuracy"] for c in per_class.values()), default=None),
         "confusion": {"columns": list(CLASS_NAMES), "rows": confusion},
-        "uncertain_threshold": threshold,
+        "uncertain_threshold": classifier.uncertain_threshold,
+        "photo_uncertain_threshold": classifier.photo_uncertain_threshold,
+        "busy_background": _share([r["busy_background"] for r in rows]),
         "uncertain_scored": _share([r["uncertain"] for r in scored]),
         "out_of_catalog_photos": len(out_of_catalog),
         "uncertain_out_of_catalog": _share([r["uncertain"] for r in out_of_catalog]),

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from catalog.models import CATEGORIES
 from worker.config import Settings
+from worker.preprocess import ModelInput, normalize
 
 BUNDLED_MODEL = Path(__file__).parent / "model" / "model.tflite"
 CARD_FILENAME = "model_card.json"
@@ -56,6 +58,12 @@ class Classifier:
     (already temperature-calibrated) and ``embedding`` (L2-normalised). One
     interpreter is not thread-safe, so calls are serialised with a lock; run one
     ``Classifier`` per process (or per thread) for parallelism.
+
+    A result is ``uncertain`` below one of two confidence thresholds from the
+    card: ``uncertain_threshold`` for product-style images (fitted on
+    Fashion-MNIST validation images) and ``photo_uncertain_threshold`` for
+    photos on a busy background (fitted on real photos; a card without it uses
+    the first for both).
     """
 
     def __init__(
@@ -64,6 +72,7 @@ class Classifier:
         *,
         num_threads: int = 1,
         uncertain_threshold: float | None = None,
+        photo_uncertain_threshold: float | None = None,
     ) -> None:
         card_path = model_path.with_name(CARD_FILENAME)
         if not model_path.is_file():
@@ -89,6 +98,13 @@ class Classifier:
         self.uncertain_threshold = float(
             self.card["uncertain_threshold"] if uncertain_threshold is None else uncertain_threshold
         )
+        card_photo_threshold = self.card.get("photo_uncertain_threshold", self.uncertain_threshold)
+        if not 0 <= card_photo_threshold <= 1:
+            raise ModelError(f"{card_path} has a photo_uncertain_threshold outside [0, 1]")
+        #: The same for photos on a busy background (FASHION_PHOTO_UNCERTAIN_THRESHOLD overrides).
+        self.photo_uncertain_threshold = float(
+            card_photo_threshold if photo_uncertain_threshold is None else photo_uncertain_threshold
+        )
         self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
         signatures = self._interpreter.get_signature_list()
         expected = {"inputs": ["image"], "outputs": ["embedding", "probabilities"]}
@@ -108,18 +124,45 @@ class Classifier:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return self.run(images).probabilities
 
-    def predict(self, images: np.ndarray) -> list[Prediction]:
+    def thresholds(self, busy_background: Sequence[bool] | np.ndarray) -> np.ndarray:
+        """Each image's ``uncertain`` threshold: the photo one where the background was busy."""
+        return np.where(
+            np.asarray(busy_background, dtype=bool),
+            self.photo_uncertain_threshold,
+            self.uncertain_threshold,
+        )
+
+    def predict(
+        self, images: np.ndarray, *, busy_background: Sequence[bool] | np.ndarray | None = None
+    ) -> list[Prediction]:
+        """Predictions for a batch; ``busy_background`` (one flag per image, default
+        all False) picks each image's ``uncertain`` threshold."""
         outputs = self.run(images)
+        flags = np.zeros(len(images), bool) if busy_background is None else busy_background
+        thresholds = self.thresholds(flags)
+        if len(thresholds) != len(images):
+            raise ValueError(f"{len(thresholds)} busy_background flags for {len(images)} images")
         return [
             Prediction(
                 label=int(row.argmax()),
                 confidence=float(row.max()),
-                uncertain=bool(row.max() < self.uncertain_threshold),
+                uncertain=bool(row.max() < threshold),
                 probabilities=[float(p) for p in row],
                 embedding=embedding,
             )
-            for row, embedding in zip(outputs.probabilities, outputs.embeddings, strict=True)
+            for row, embedding, threshold in zip(
+                outputs.probabilities, outputs.embeddings, thresholds, strict=True
+            )
         ]
+
+    def classify(self, inputs: Sequence[ModelInput]) -> list[Prediction]:
+        """``predict`` for prepared uploads (``worker.preprocess.prepare``)."""
+        if not inputs:
+            return []
+        return self.predict(
+            normalize(np.stack([item.pixels for item in inputs])),
+            busy_background=[item.busy_background for item in inputs],
+        )
 
 
 def model_path(settings: Settings) -> Path:
@@ -137,9 +180,18 @@ def model_version(settings: Settings) -> str:
 
 @cache
 def _classifier_for(
-    path: Path, num_threads: int, uncertain_threshold: float | None, pid: int
+    path: Path,
+    num_threads: int,
+    uncertain_threshold: float | None,
+    photo_uncertain_threshold: float | None,
+    pid: int,
 ) -> Classifier:
-    return Classifier(path, num_threads=num_threads, uncertain_threshold=uncertain_threshold)
+    return Classifier(
+        path,
+        num_threads=num_threads,
+        uncertain_threshold=uncertain_threshold,
+        photo_uncertain_threshold=photo_uncertain_threshold,
+    )
 
 
 def get_classifier(settings: Settings) -> Classifier:
@@ -148,5 +200,6 @@ def get_classifier(settings: Settings) -> Classifier:
         model_path(settings),
         settings.inference_threads,
         settings.uncertain_threshold,
+        settings.photo_uncertain_threshold,
         os.getpid(),
     )

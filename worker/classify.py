@@ -6,13 +6,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from catalog.models import CATEGORIES
 from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import ImageError
-from worker.preprocess import normalize, preprocess
+from worker.preprocess import prepare
 
 
 def classify_files(paths: Iterable[Path], settings: Settings) -> Iterator[dict[str, Any]]:
@@ -26,13 +24,13 @@ def classify_files(paths: Iterable[Path], settings: Settings) -> Iterator[dict[s
             yield {"file": str(path), "error": {"code": error.code, "message": error.message}}
             continue
         try:
-            pixels = preprocess(
+            prepared = prepare(
                 data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
             )
         except ImageError as exc:
             yield {"file": str(path), "error": {"code": exc.code, "message": exc.message}}
             continue
-        prediction = classifier.predict(normalize(pixels[np.newaxis]))[0]
+        (prediction,) = classifier.classify([prepared])
         yield {
             "file": str(path),
             "label": prediction.label,

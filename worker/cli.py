@@ -694,6 +694,100 @@ def finetune_photos(
     )
 
 
+@main.command("fit-photo-threshold")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A .tflite with model_card.json beside it [default: the model the worker uses].",
+)
+@click.option(
+    "--mapping",
+    "mapping_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON: photo class → Fashion-MNIST class indices, null (not in the catalog) "
+    'or "skip" [default: the clothing-photos mapping].',
+)
+@click.option(
+    "--max-flagged",
+    default=0.12,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Flag budget: the largest share of in-catalog photos to flag uncertain.",
+)
+@click.option(
+    "--repeats",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Random half-splits for the estimate on photos the threshold was not fitted on.",
+)
+@click.option("--write", is_flag=True, help="Store the threshold in the model card.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fit_photo_threshold(
+    folder: str,
+    model_path: str | None,
+    mapping_path: str | None,
+    max_flagged: float,
+    repeats: int,
+    write: bool,
+    as_json: bool,
+) -> None:
+    """Fit the confidence threshold below which a photo on a busy background is
+    flagged uncertain (FOLDER/<class>/<image>, mapped as for `fashion evaluate
+    --photos`): the highest one flagging at most --max-flagged of the in-catalog
+    photos. Prints what it flags on FOLDER and, by repeated half-splits, on photos
+    it was not fitted on; --write stores it in the model card."""
+    from worker.classifier import model_path as default_model_path
+
+    try:
+        from training.photo_threshold import fit_photo_threshold as fit
+        from training.photos import PhotoFolderError, load_mapping
+    except ImportError as exc:
+        raise _training_import_error(exc) from exc
+    try:
+        result = fit(
+            Path(folder),
+            Path(model_path) if model_path else default_model_path(get_settings()),
+            mapping=load_mapping(Path(mapping_path) if mapping_path else None),
+            max_flagged=max_flagged,
+            repeats=repeats,
+            write=write,
+        )
+    except (PhotoFolderError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(result)
+        return
+    fit_figures, cross = result["fit"], result["fit"]["cross_fit"]
+    previous = result["previous_photo_uncertain_threshold"]
+    click.echo(
+        f"model {result['model_version']}: photo threshold {result['photo_uncertain_threshold']} "
+        f"(was {'not set' if previous is None else previous}; product-image threshold "
+        f"{result['uncertain_threshold']})"
+    )
+    click.echo(
+        f"  on {fit_figures['photos']} photos of {folder}: flags "
+        f"{_percent(fit_figures['mapped_flagged'])} of {fit_figures['mapped_photos']} in-catalog, "
+        f"{_percent(fit_figures['out_of_catalog_flagged'])} of "
+        f"{fit_figures['out_of_catalog_photos']} out-of-catalog; answers kept "
+        f"{_percent(fit_figures['accuracy_kept'])} right"
+    )
+    click.echo(
+        f"  on unseen halves ({cross['repeats']} splits, median [p10, p90]): in-catalog flagged "
+        f"{_spread(cross['mapped_flagged'])}, out-of-catalog flagged "
+        f"{_spread(cross['out_of_catalog_flagged'])}"
+    )
+    click.echo(f"  written to {result['written']}" if write else "  not written (add --write)")
+
+
+def _spread(figures: dict[str, float] | None) -> str:
+    if figures is None:
+        return "n/a"
+    return f"{_percent(figures['median'])} [{_percent(figures['p10'])}, {_percent(figures['p90'])}]"
+
+
 @main.command("bench-photos")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--rounds", default=1, show_default=True, type=click.IntRange(min=1))

@@ -54,7 +54,19 @@ class Settings(BaseSettings):
         None,
         ge=0,
         le=1,
-        description="Confidence below which a result is uncertain; default: the model card's.",
+        description=(
+            "Confidence below which a result on a product-style image (plain background) "
+            "is uncertain; default: the model card's."
+        ),
+    )
+    photo_uncertain_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "Confidence below which a result on a photo with a busy background is "
+            "uncertain; default: the model card's photo threshold."
+        ),
     )
     mnist_dir: Path | None = Field(
         None, description="Folder with the four Fashion-MNIST IDX .gz files (training only)."

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -28,7 +27,7 @@ from worker import metrics
 from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
-from worker.preprocess import normalize, preprocess
+from worker.preprocess import ModelInput, prepare
 from worker.storage import ObjectStore, make_store
 
 log = logging.getLogger(__name__)
@@ -111,10 +110,10 @@ def _claim(
     return claimed, settled
 
 
-def _fetch_and_preprocess(settings: Settings, image_key: str) -> np.ndarray | FashionError:
+def _fetch_and_preprocess(settings: Settings, image_key: str) -> ModelInput | FashionError:
     try:
         data = get_store(settings).get(image_key)
-        return preprocess(
+        return prepare(
             data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )
     except FashionError as exc:
@@ -156,7 +155,7 @@ def classify_jobs(
         return statuses
 
     classifier = get_classifier(settings)
-    predictions = classifier.predict(normalize(np.stack([pixels for _, pixels in good])))
+    predictions = classifier.classify([item for _, item in good])
     metrics.batch("interactive", len(good))
     latencies = []
     with sessions.begin() as session:

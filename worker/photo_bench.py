@@ -22,7 +22,7 @@ from PIL import Image
 from worker.benchmark import percentiles
 from worker.classifier import Classifier
 from worker.errors import ImageError
-from worker.preprocess import normalize, preprocess
+from worker.preprocess import prepare
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 
@@ -66,8 +66,8 @@ def run_photo_bench(
 
 def _classify(data: bytes, classifier: Classifier, cutout: bool) -> bool:
     try:
-        pixels = preprocess(data, cutout=cutout, **LIMITS)
+        prepared = prepare(data, cutout=cutout, **LIMITS)
     except ImageError:
         return False
-    classifier.predict(normalize(pixels[None]))
+    classifier.classify([prepared])
     return True

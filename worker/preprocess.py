@@ -18,6 +18,9 @@ grayscale. A customer's upload goes through the same steps:
    When the border is not plain (a phone photo on a bed, a door, a floor), the
    item is first cut out of its background and put on white
    (``worker.foreground``, OpenCV GrabCut); product photos skip this step.
+   ``prepare`` reports which it was (``ModelInput.busy_background``): the
+   classifier judges "uncertain" on such photos with the model card's photo
+   threshold, fitted on real photos (``fashion fit-photo-threshold``).
 4. **Trim** (``trim_box``): the bounding box of pixels that differ from the
    background by more than 5 % of full intensity.
 5. **Map to Fashion-MNIST's polarity** (``to_dark_background``): the
@@ -32,6 +35,7 @@ grayscale. A customer's upload goes through the same steps:
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -65,6 +69,17 @@ _SIGNATURES = (
     b"MM\x00*",
     b"BM",
 )
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One upload, ready for the model."""
+
+    #: uint8 ``(28, 28)``, Fashion-MNIST style.
+    pixels: np.ndarray
+    #: The upload's border was not plain (a phone photo on a bed, a door, a
+    #: floor), so the item was cut out of its background first.
+    busy_background: bool
 
 
 def _looks_like_allowed_image(data: bytes) -> bool:
@@ -193,10 +208,11 @@ def to_dark_background(gray: np.ndarray, background: float) -> np.ndarray:
     return np.clip(mapped, 0, 255).astype(np.uint8)
 
 
-def to_model_pixels(image: Image.Image, *, cutout: bool = True) -> np.ndarray:
+def to_model_input(image: Image.Image, *, cutout: bool = True) -> ModelInput:
     """A decoded image → uint8 ``(28, 28)`` in Fashion-MNIST's style.
 
-    ``cutout=False`` skips the foreground step (for comparisons only)."""
+    ``cutout=False`` skips the foreground step (for comparisons only); the
+    background is still reported as busy or plain."""
     flat = flatten(image)
     gray_image = flat.convert("L")
     gray = np.asarray(gray_image)
@@ -204,8 +220,9 @@ def to_model_pixels(image: Image.Image, *, cutout: bool = True) -> np.ndarray:
     background = float(np.median(ring))  # estimate_background, from the ring at hand
     if gray.shape == (IMAGE_SIZE, IMAGE_SIZE) and background < 128:
         # Already a Fashion-MNIST tile: converting it again could only blur it.
-        return gray.copy()
-    if cutout and needs_cutout(ring, TRIM_THRESHOLD):
+        return ModelInput(gray.copy(), busy_background=False)
+    busy = needs_cutout(ring, TRIM_THRESHOLD)
+    if cutout and busy:
         # A photo on a busy background: keep only the item, on white.
         gray = cut_out(flat, gray)
         gray_image = Image.fromarray(gray)
@@ -221,9 +238,14 @@ def to_model_pixels(image: Image.Image, *, cutout: bool = True) -> np.ndarray:
         item = item.filter(SHARPEN)
     canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
     canvas.paste(item, ((IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2))
-    return np.asarray(canvas, dtype=np.uint8)
+    return ModelInput(np.asarray(canvas, dtype=np.uint8), busy_background=busy)
+
+
+def prepare(data: bytes, *, max_bytes: int, max_pixels: int, cutout: bool = True) -> ModelInput:
+    """Bytes of one upload → its ``ModelInput``, or an ``ImageError`` with a stable code."""
+    return to_model_input(decode(data, max_bytes=max_bytes, max_pixels=max_pixels), cutout=cutout)
 
 
 def preprocess(data: bytes, *, max_bytes: int, max_pixels: int, cutout: bool = True) -> np.ndarray:
-    """Bytes of one upload → uint8 ``(28, 28)``, or an ``ImageError`` with a stable code."""
-    return to_model_pixels(decode(data, max_bytes=max_bytes, max_pixels=max_pixels), cutout=cutout)
+    """Bytes of one upload → uint8 ``(28, 28)`` (``prepare``'s pixels), or an ``ImageError``."""
+    return prepare(data, max_bytes=max_bytes, max_pixels=max_pixels, cutout=cutout).pixels

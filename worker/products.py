@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 from sqlalchemy import not_, or_, select, update
 
 from catalog.db import get_sessionmaker
@@ -26,7 +25,7 @@ from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import FashionError
 from worker.jobs import get_store
-from worker.preprocess import normalize, preprocess
+from worker.preprocess import ModelInput, prepare
 from worker.reclassify import already_done
 
 log = logging.getLogger(__name__)
@@ -39,12 +38,12 @@ class ChunkResult:
     skipped: int
 
 
-def _load(settings: Settings, image_key: str | None) -> np.ndarray | FashionError:
+def _load(settings: Settings, image_key: str | None) -> ModelInput | FashionError:
     if image_key is None:
         return FashionError("no_photo", "the product has no photo")
     try:
         data = get_store(settings).get(image_key)
-        return preprocess(
+        return prepare(
             data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )
     except FashionError as exc:
@@ -76,8 +75,8 @@ def classify_products(
         return ChunkResult(0, 0, skipped)
     with ThreadPoolExecutor(settings.fetch_threads) as pool:
         loaded = list(pool.map(lambda row: _load(settings, row.image_key), rows))
-    good = [i for i, item in enumerate(loaded) if isinstance(item, np.ndarray)]
-    predictions = classifier.predict(normalize(np.stack([loaded[i] for i in good]))) if good else []
+    good = [i for i, item in enumerate(loaded) if isinstance(item, ModelInput)]
+    predictions = classifier.classify([loaded[i] for i in good])
     now = utcnow()
     updates = []
     for i, prediction in zip(good, predictions, strict=True):
