@@ -243,10 +243,11 @@ def test_fit_photo_threshold_writes_the_card_and_evaluate_then_uses_it(
     )
     assert result.exit_code == 0, result.output
     fitted = json.loads(result.stdout)
+    files = sorted(photos.glob("*/*"))
     confidences = Classifier(model).predict_proba(
-        normalize(np.stack([preprocess(p.read_bytes(), **LIMITS) for p in photos.glob("*/*")]))
+        normalize(np.stack([preprocess(p.read_bytes(), **LIMITS) for p in files]))
     )
-    pants = np.array([p.parent.name == "pants" for p in photos.glob("*/*")])
+    pants = np.array([p.parent.name == "pants" for p in files])
     expected = fit_threshold(confidences[pants].max(axis=1), 0.1)
     assert fitted["photo_uncertain_threshold"] == expected
     assert (fitted["fit"]["mapped_photos"], fitted["fit"]["out_of_catalog_photos"]) == (4, 4)
@@ -263,7 +264,7 @@ def test_fit_photo_threshold_writes_the_card_and_evaluate_then_uses_it(
     assert evaluated["photo_uncertain_threshold"] == expected
     assert evaluated["busy_background"] == 1.0
     assert evaluated["uncertain_scored"] <= 0.1
-    confidence_of = dict(zip(photos.glob("*/*"), confidences.max(axis=1), strict=True))
+    confidence_of = dict(zip(files, confidences.max(axis=1), strict=True))
     hats_below = np.mean([confidence_of[p] < expected for p in photos.glob("hat/*")])
     assert evaluated["uncertain_out_of_catalog"] == hats_below
 

@@ -104,11 +104,10 @@ def fit_photo_threshold(
     classifier = Classifier(model)
     rows, unreadable = score_photos(folder, classifier, mapping)
     busy = [row for row in rows if row["busy_background"]]
-    mapped_rows = [row for row in busy if mapping[row["class"]] is not None]
-    if not mapped_rows:
-        raise PhotoFolderError(f"{folder}: no photo of a mapped class on a busy background")
     classes = np.array([row["class"] for row in busy])
-    mapped = np.array([mapping[row["class"]] is not None for row in busy])
+    mapped = np.array([mapping[row["class"]] is not None for row in busy], dtype=bool)
+    if not mapped.any():
+        raise PhotoFolderError(f"{folder}: no photo of a mapped class on a busy background")
     confidences = np.array([float(row["probabilities"].max()) for row in busy])
     correct = np.array([bool(row.get("correct", False)) for row in busy])
     threshold = fit_threshold(confidences[mapped], max_flagged)

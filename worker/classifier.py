@@ -137,11 +137,11 @@ class Classifier:
     ) -> list[Prediction]:
         """Predictions for a batch; ``busy_background`` (one flag per image, default
         all False) picks each image's ``uncertain`` threshold."""
-        outputs = self.run(images)
         flags = np.zeros(len(images), bool) if busy_background is None else busy_background
         thresholds = self.thresholds(flags)
         if len(thresholds) != len(images):
             raise ValueError(f"{len(thresholds)} busy_background flags for {len(images)} images")
+        outputs = self.run(images)
         return [
             Prediction(
                 label=int(row.argmax()),

@@ -416,6 +416,21 @@ def bench(
     click.echo(text)
 
 
+_model_option = click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A .tflite with model_card.json beside it [default: the model the worker uses].",
+)
+_mapping_option = click.option(
+    "--mapping",
+    "mapping_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON: photo class → Fashion-MNIST class indices, null (not in the catalog) "
+    'or "skip" [default: the clothing-photos mapping].',
+)
+
+
 def _training_import_error(exc: ImportError) -> click.ClickException:
     return click.ClickException(
         f"this command needs the training extra: pip install '.[train]' ({exc})"
@@ -496,12 +511,7 @@ def ensemble(runs: tuple[str, ...], out_dir: str) -> None:
 
 
 @main.command()
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="A .tflite with model_card.json beside it [default: the model the worker uses].",
-)
+@_model_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option(
     "--report", "report_dir", type=click.Path(file_okay=False), help="Write PNG plots here."
@@ -512,13 +522,7 @@ def ensemble(runs: tuple[str, ...], out_dir: str) -> None:
     type=click.Path(exists=True, file_okay=False),
     help="Score real photos in DIR/<class>/<image> instead of the test split.",
 )
-@click.option(
-    "--mapping",
-    "mapping_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="JSON: photo class → Fashion-MNIST class indices, null (not in the catalog) "
-    'or "skip" [default: the clothing-photos mapping].',
-)
+@_mapping_option
 @click.option(
     "--no-cutout",
     is_flag=True,
@@ -696,19 +700,8 @@ def finetune_photos(
 
 @main.command("fit-photo-threshold")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="A .tflite with model_card.json beside it [default: the model the worker uses].",
-)
-@click.option(
-    "--mapping",
-    "mapping_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="JSON: photo class → Fashion-MNIST class indices, null (not in the catalog) "
-    'or "skip" [default: the clothing-photos mapping].',
-)
+@_model_option
+@_mapping_option
 @click.option(
     "--max-flagged",
     default=0.12,
