@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from catalog.models import CATEGORIES
+from catalog.codes import CATEGORIES
 
 REQUIRED = ("sku", "name", "category", "price", "stock_quantity")
 

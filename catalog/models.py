@@ -28,19 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-CATEGORIES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-JOB_STATUSES = ("queued", "running", "done", "failed")
+from catalog.codes import CATEGORIES, JobStatus, ReclassifyMode
+
+JOB_STATUSES = tuple(status.value for status in JobStatus)
+RECLASSIFY_MODES = tuple(mode.value for mode in ReclassifyMode)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -54,6 +45,12 @@ class Base(DeclarativeBase):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as an aware UTC time: SQLite hands back naive datetimes, and every
+    time stored here is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class Product(Base):
@@ -103,7 +100,7 @@ class ClassificationJob(Base):
     image_key: Mapped[str] = mapped_column(String(512))
     filename: Mapped[str | None] = mapped_column(String(255))
     content_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
     label: Mapped[int | None] = mapped_column(Integer)
     confidence: Mapped[float | None]
     uncertain: Mapped[bool | None]
@@ -139,7 +136,7 @@ class ClassificationJob(Base):
             "model_version": self.model_version,
             "error": (
                 {"code": self.error_code, "message": self.error_message}
-                if self.status == "failed"
+                if self.status == JobStatus.FAILED
                 else None
             ),
             "attempts": self.attempts,
@@ -162,9 +159,6 @@ class SimilarItem(Base):
 
     job: Mapped[ClassificationJob] = relationship(back_populates="similar_items")
     product: Mapped[Product] = relationship()
-
-
-RECLASSIFY_MODES = ("all", "stale")
 
 
 class ReclassifyRun(Base):

@@ -36,25 +36,6 @@ def as_uuid(job_id: str | uuid.UUID) -> uuid.UUID | None:
         return None
 
 
-def create_job(
-    *,
-    session: Session,
-    job_id: uuid.UUID,
-    image_key: str,
-    filename: str | None,
-    content_sha256: str,
-) -> ClassificationJob:
-    job = ClassificationJob(
-        id=job_id,
-        image_key=image_key,
-        filename=filename,
-        content_sha256=content_sha256,
-        status="queued",
-    )
-    session.add(job)
-    return job
-
-
 def get_job(*, session: Session, job_id: str | uuid.UUID) -> ClassificationJob | None:
     parsed = as_uuid(job_id)
     return session.get(ClassificationJob, parsed) if parsed else None

@@ -11,10 +11,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from catalog.db import get_engine, get_sessionmaker
+from catalog.lifecycle import create_job
 from catalog.models import CATEGORIES, SimilarItem
 from catalog.queries import (
     audit_mismatches,
-    create_job,
     get_job,
     get_product,
     similar_for_job,

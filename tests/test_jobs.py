@@ -8,7 +8,8 @@ import uuid
 import pytest
 
 from catalog.db import get_sessionmaker
-from catalog.queries import create_job, get_job, similar_for_job
+from catalog.lifecycle import create_job
+from catalog.queries import get_job, similar_for_job
 from tests.conftest import make_product, png_bytes, random_embedding
 from worker.config import Settings
 from worker.errors import JobNotFoundError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catalog.models import CATEGORIES
+from catalog.codes import CATEGORIES
 
 CLASS_NAMES = CATEGORIES
 NUM_CLASSES = len(CLASS_NAMES)

@@ -45,6 +45,7 @@ from PIL import Image
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import make_url
 
+from catalog.codes import JobStatus
 from catalog.db import get_engine, get_sessionmaker, upgrade
 from catalog.models import CATEGORIES, ClassificationJob, Product
 from worker import client
@@ -389,7 +390,7 @@ def measure_interactive(
             )
         time.sleep(gap)
     results = client.wait(job_ids, timeout=120, settings=settings)
-    if not all(job and job.status == "done" for job in results.values()):
+    if not all(job and job.status == JobStatus.DONE for job in results.values()):
         raise RuntimeError("an interactive benchmark job did not end 'done'")
     with get_sessionmaker(settings.resolved_database_url)() as session:
         rows = session.execute(

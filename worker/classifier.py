@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from catalog.models import CATEGORIES
+from catalog.codes import CATEGORIES
 from worker.config import Settings
 from worker.preprocess import ModelInput, normalize
 

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from catalog.models import CATEGORIES
+from catalog.codes import CATEGORIES
 from worker.classifier import get_classifier
 from worker.config import Settings
-from worker.errors import ImageError
+from worker.errors import ErrorCode, ImageError
 from worker.preprocess import prepare
 
 
@@ -20,7 +20,7 @@ def classify_files(paths: Iterable[Path], settings: Settings) -> Iterator[dict[s
         try:
             data = path.read_bytes()
         except OSError as exc:
-            error = ImageError("unreadable", f"cannot read the file: {exc.strerror or exc}")
+            error = ImageError(ErrorCode.UNREADABLE, f"cannot read the file: {exc.strerror or exc}")
             yield {"file": str(path), "error": {"code": error.code, "message": error.message}}
             continue
         try:

@@ -126,13 +126,15 @@ def result(job_id: str, as_json: bool) -> None:
 
 
 def _describe(job: object) -> str:
+    from catalog.codes import JobStatus
+
     if job is None:
         return "unknown job"
-    if job.status == "done":
+    if job.status == JobStatus.DONE:
         skus = ", ".join(item["sku"] for item in job.similar) or "none in stock"
         flag = ", uncertain" if job.uncertain else ""
         return f"{job.name} ({job.confidence:.1%}{flag}); similar: {skus}"
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         return f"failed: {job.error['code']}: {job.error['message']}"
     return job.status
 
@@ -281,7 +283,7 @@ def status(as_json: bool, ping_timeout: float) -> None:
     run = snapshot["reclassify"]
     if run:
         eta = (
-            "done"
+            "finished"
             if run["finished"]
             else (
                 f"ETA {run['eta_s']:.0f} s"

@@ -21,11 +21,13 @@ from typing import Any
 
 import kombu.exceptions
 
+from catalog.codes import TERMINAL_STATUSES, ErrorCode
 from catalog.db import get_sessionmaker
-from catalog.queries import create_job, get_job, similar_for_job
+from catalog.lifecycle import create_job
+from catalog.queries import get_job, similar_for_job
 from worker.celery_app import CLASSIFY_PRODUCTS_TASK, CLASSIFY_TASK, make_celery
 from worker.config import Settings, get_settings
-from worker.jobs import TERMINAL_STATUSES, fail_job, get_store
+from worker.jobs import fail_job, get_store
 
 
 class SubmitError(RuntimeError):
@@ -84,7 +86,7 @@ def submit(
             CLASSIFY_TASK, args=[str(job_id)], queue=queue or settings.interactive_queue
         )
     except kombu.exceptions.OperationalError as exc:
-        fail_job(str(job_id), code="enqueue_failed", message=str(exc), settings=settings)
+        fail_job(str(job_id), code=ErrorCode.ENQUEUE_FAILED, message=str(exc), settings=settings)
         raise SubmitError(f"could not queue job {job_id}: {exc}") from exc
     return str(job_id)
 

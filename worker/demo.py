@@ -18,6 +18,7 @@ from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import func, select
 
+from catalog.codes import JobStatus
 from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product
 from worker import client
@@ -125,12 +126,12 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
         if job is None or not job.finished:
             unfinished += 1
             table.add_row(path.name, job.status if job else "unknown", "", "", "")
-        elif job.status == "failed":
-            table.add_row(path.name, "failed", job.error["code"], "", job.error["message"])
+        elif job.status == JobStatus.FAILED:
+            table.add_row(path.name, JobStatus.FAILED, job.error["code"], "", job.error["message"])
         else:
             skus = ", ".join(item["sku"] for item in job.similar) or "none in stock"
             confidence = f"{job.confidence:.1%}" + (" uncertain" if job.uncertain else "")
-            table.add_row(path.name, "done", job.name, confidence, skus)
+            table.add_row(path.name, JobStatus.DONE, job.name, confidence, skus)
     console.print(table)
     elapsed = time.perf_counter() - started
     if unfinished:

@@ -8,20 +8,16 @@ unreachable) propagate so the caller can retry.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
+from catalog import lifecycle
+from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
-from catalog.models import ClassificationJob, utcnow
-from catalog.queries import as_uuid
+from catalog.lifecycle import claim_jobs, complete_job
 from catalog.similar import rank_similar, replace_similar_items
 from worker import metrics
 from worker.classifier import get_classifier
@@ -31,8 +27,6 @@ from worker.preprocess import ModelInput, prepare
 from worker.storage import ObjectStore, make_store
 
 log = logging.getLogger(__name__)
-
-TERMINAL_STATUSES = frozenset({"done", "failed"})
 
 
 @cache
@@ -57,60 +51,13 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
     return status
 
 
-def _claim(
-    session: Session, job_ids: Sequence[str], max_attempts: int, retries: Mapping[str, int]
-) -> tuple[dict[str, str], dict[str, str | None]]:
-    """Mark the jobs ``running`` (one attempt more); past ``max_attempts``, ``poison``.
+def fetch_and_prepare(settings: Settings, image_key: str | None) -> ModelInput | FashionError:
+    """One photo from storage as the model's input, or the error it ends with.
 
-    Deliveries that our own retry path sent after a transient error (``retries``,
-    carried in the message) are not counted against ``max_attempts``: those runs
-    ended cleanly. What is left are deliveries whose worker never came back.
-
-    Returns the claimed jobs (id → image key) and the settled ones: id → status
-    for jobs already terminal (a duplicate delivery), ``None`` for unknown ids.
+    Shared by uploads and catalog photos, so both are judged by the same limits.
     """
-    wanted = {job_id: as_uuid(job_id) for job_id in job_ids}
-    jobs = {
-        str(job.id): job
-        for job in session.scalars(
-            select(ClassificationJob)
-            .where(ClassificationJob.id.in_([u for u in wanted.values() if u is not None]))
-            .with_for_update()
-        )
-    }
-    claimed: dict[str, str] = {}
-    settled: dict[str, str | None] = {}
-    now = utcnow()
-    for job_id, parsed in wanted.items():
-        job = jobs.get(str(parsed)) if parsed else None
-        if job is None:
-            settled[job_id] = None
-        elif job.status in TERMINAL_STATUSES:
-            log.info("job %s is already %s; skipping duplicate delivery", job_id, job.status)
-            settled[job_id] = job.status
-        elif job.attempts - retries.get(job_id, 0) >= max_attempts:
-            # Redis has no dead-letter queue: a job that keeps killing or stalling
-            # its worker would be redelivered for ever. Stop it here.
-            job.status = "failed"
-            job.error_code = "poison"
-            job.error_message = (
-                f"delivered {job.attempts - retries.get(job_id, 0) + 1} times without "
-                f"finishing (limit {max_attempts})"
-            )
-            job.finished_at = now
-            log.error("job %s: %s", job_id, job.error_message)
-            metrics.job_finished("failed", "poison", _latency(job))
-            settled[job_id] = "failed"
-        else:
-            job.status = "running"
-            job.attempts += 1
-            job.started_at = now
-            job.requeued_at = None
-            claimed[job_id] = job.image_key
-    return claimed, settled
-
-
-def _fetch_and_preprocess(settings: Settings, image_key: str) -> ModelInput | FashionError:
+    if image_key is None:
+        return FashionError(ErrorCode.NO_PHOTO, "the product has no photo")
     try:
         data = get_store(settings).get(image_key)
         return prepare(
@@ -118,6 +65,16 @@ def _fetch_and_preprocess(settings: Settings, image_key: str) -> ModelInput | Fa
         )
     except FashionError as exc:
         return exc
+
+
+def fetch_and_prepare_all(
+    settings: Settings, image_keys: Sequence[str | None]
+) -> list[ModelInput | FashionError]:
+    """``fetch_and_prepare`` for each key, up to ``FASHION_FETCH_THREADS`` at a time."""
+    if len(image_keys) == 1:
+        return [fetch_and_prepare(settings, image_keys[0])]
+    with ThreadPoolExecutor(min(len(image_keys), settings.fetch_threads)) as pool:
+        return list(pool.map(lambda key: fetch_and_prepare(settings, key), image_keys))
 
 
 def classify_jobs(
@@ -133,19 +90,20 @@ def classify_jobs(
     """
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
-        work, statuses = _claim(session, job_ids, settings.max_attempts, retries or {})
+        claim = claim_jobs(
+            session=session, job_ids=job_ids, max_attempts=settings.max_attempts, retries=retries
+        )
+    metrics.jobs_finished(claim.finished)
+    statuses = dict(claim.settled)
+    work = claim.claimed
     if not work:
         return statuses
 
-    if len(work) == 1:
-        loaded = [_fetch_and_preprocess(settings, next(iter(work.values())))]
-    else:
-        with ThreadPoolExecutor(min(len(work), settings.fetch_threads)) as pool:
-            loaded = list(pool.map(lambda key: _fetch_and_preprocess(settings, key), work.values()))
+    loaded = fetch_and_prepare_all(settings, list(work.values()))
     for job_id, item in zip(work, loaded, strict=True):
         if isinstance(item, FashionError):
             fail_job(job_id, code=item.code, message=item.message, settings=settings)
-            statuses[job_id] = "failed"
+            statuses[job_id] = JobStatus.FAILED
     good = [
         (job_id, item)
         for job_id, item in zip(work, loaded, strict=True)
@@ -157,10 +115,9 @@ def classify_jobs(
     classifier = get_classifier(settings)
     predictions = classifier.classify([item for _, item in good])
     metrics.batch("interactive", len(good))
-    latencies = []
+    finished = []
     with sessions.begin() as session:
         for (job_id, _), prediction in zip(good, predictions, strict=True):
-            job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
             ranked = rank_similar(
                 session=session,
                 probabilities=prediction.probabilities,
@@ -170,43 +127,27 @@ def classify_jobs(
                 top_k=settings.similar_top_k,
                 cache_seconds=settings.similar_cache_seconds,
             )
-            job.status = "done"
-            job.label = prediction.label
-            job.confidence = prediction.confidence
-            job.uncertain = prediction.uncertain
-            job.probabilities = prediction.probabilities
-            job.model_version = classifier.version
-            job.error_code = job.error_message = None
-            job.finished_at = utcnow()
+            job, done = complete_job(
+                session=session,
+                job_id=job_id,
+                label=prediction.label,
+                confidence=prediction.confidence,
+                uncertain=prediction.uncertain,
+                probabilities=prediction.probabilities,
+                model_version=classifier.version,
+            )
             replace_similar_items(session=session, job=job, ranked=ranked)
-            statuses[job_id] = "done"
-            latencies.append(_latency(job))
-    for latency in latencies:
-        metrics.job_finished("done", None, latency)
+            statuses[job_id] = JobStatus.DONE
+            finished.append(done)
+    metrics.jobs_finished(finished)
     return statuses
 
 
-def fail_job(job_id: str, *, code: str, message: str, settings: Settings) -> None:
-    """Record a terminal failure with its stable code and human message."""
+def fail_job(job_id: str, *, code: ErrorCode, message: str, settings: Settings) -> None:
+    """Record a terminal failure with its stable code and human message (own transaction)."""
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
-        job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
-        if job is None or job.status == "done":
-            return
-        job.status = "failed"
-        job.error_code = code
-        job.error_message = message
-        job.finished_at = utcnow()
-        latency = _latency(job)
-    log.warning("job %s failed: %s: %s", job_id, code, message)
-    metrics.job_finished("failed", code, latency)
-
-
-def _latency(job: ClassificationJob) -> float | None:
-    """Seconds from upload to result (SQLite hands back naive UTC timestamps)."""
-    if job.created_at is None or job.finished_at is None:
-        return None
-    created, finished = (
-        t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (job.created_at, job.finished_at)
-    )
-    return (finished - created).total_seconds()
+        finished = lifecycle.fail_job(session=session, job_id=job_id, code=code, message=message)
+    if finished is not None:
+        log.warning("job %s failed: %s: %s", job_id, code, message)
+        metrics.jobs_finished([finished])

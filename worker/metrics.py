@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from catalog.lifecycle import Finished
 from worker.config import Settings
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,14 @@ def serve(settings: Settings) -> None:
     log.info("metrics on http://%s:%d/metrics", settings.metrics_bind, settings.metrics_port)
 
 
-def job_finished(status: str, code: str | None, latency_s: float | None) -> None:
+def jobs_finished(finished: Iterable[Finished]) -> None:
+    """Count jobs that reached a terminal state, and their upload → result latency."""
     if not _metrics:
         return
-    _metrics["jobs"].labels(status=status, code=code or "").inc()
-    if latency_s is not None:
-        _metrics["latency"].observe(latency_s)
+    for job in finished:
+        _metrics["jobs"].labels(status=job.status.value, code=job.code or "").inc()
+        if job.latency_s is not None:
+            _metrics["latency"].observe(job.latency_s)
 
 
 def batch(queue: str, size: int) -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from worker.errors import ImageError
+from worker.errors import ErrorCode, ImageError
 from worker.foreground import border_ring, cut_out, needs_cutout
 
 IMAGE_SIZE = 28
@@ -97,10 +97,10 @@ def normalize(images: np.ndarray) -> np.ndarray:
 def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Open ``data`` as an image, refusing what we cannot or will not decode."""
     if not data:
-        raise ImageError("empty", "the upload is empty (0 bytes)")
+        raise ImageError(ErrorCode.EMPTY, "the upload is empty (0 bytes)")
     if len(data) > max_bytes:
         raise ImageError(
-            "too_large", f"the upload is {len(data)} bytes; the limit is {max_bytes} bytes"
+            ErrorCode.TOO_LARGE, f"the upload is {len(data)} bytes; the limit is {max_bytes} bytes"
         )
     try:
         # Image.open reads the header only; pixels are decoded by load() below,
@@ -108,26 +108,32 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         if _looks_like_allowed_image(data):
-            raise ImageError("corrupt", "the image is damaged: its header is invalid") from exc
-        raise ImageError("unsupported_format", "the upload is not a recognised image") from exc
+            raise ImageError(
+                ErrorCode.CORRUPT, "the image is damaged: its header is invalid"
+            ) from exc
+        raise ImageError(
+            ErrorCode.UNSUPPORTED_FORMAT, "the upload is not a recognised image"
+        ) from exc
     except Image.DecompressionBombError as exc:
-        raise ImageError("too_many_pixels", f"the image is too large to decode: {exc}") from exc
+        raise ImageError(
+            ErrorCode.TOO_MANY_PIXELS, f"the image is too large to decode: {exc}"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError("corrupt", f"the image header could not be read: {exc}") from exc
+        raise ImageError(ErrorCode.CORRUPT, f"the image header could not be read: {exc}") from exc
     if image.format not in ALLOWED_FORMATS:
         raise ImageError(
-            "unsupported_format",
+            ErrorCode.UNSUPPORTED_FORMAT,
             f"{image.format} images are not accepted; use one of {sorted(ALLOWED_FORMATS)}",
         )
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
-            "too_many_pixels",
+            ErrorCode.TOO_MANY_PIXELS,
             f"the image is {width}×{height} pixels; the limit is {max_pixels} pixels",
         )
     if min(width, height) < MIN_SIDE:
         raise ImageError(
-            "too_small",
+            ErrorCode.TOO_SMALL,
             f"the image is {width}×{height} pixels; each side must be at least {MIN_SIDE}",
         )
     if image.format == "JPEG":
@@ -138,7 +144,7 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError("corrupt", f"the image could not be decoded: {exc}") from exc
+        raise ImageError(ErrorCode.CORRUPT, f"the image could not be decoded: {exc}") from exc
     return image
 
 
@@ -229,7 +235,9 @@ def to_model_input(image: Image.Image, *, cutout: bool = True) -> ModelInput:
         background = estimate_background(gray)
     box = find_item(gray_image, background)
     if box is None:
-        raise ImageError("blank", "the image is one uniform colour: there is no item to classify")
+        raise ImageError(
+            ErrorCode.BLANK, "the image is one uniform colour: there is no item to classify"
+        )
     item = Image.fromarray(to_dark_background(gray, background)).crop(box)
     scale = IMAGE_SIZE / max(item.size)
     size = (max(1, round(item.width * scale)), max(1, round(item.height * scale)))

@@ -12,21 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import not_, or_, select, update
+from sqlalchemy import not_, or_, select
 
+from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
-from catalog.embeddings import encode_embedding
-from catalog.models import Product, utcnow
+from catalog.lifecycle import ProductOutcome, already_done, mark_products_poison, record_predictions
+from catalog.models import Product
 from worker import metrics
 from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import FashionError
-from worker.jobs import get_store
-from worker.preprocess import ModelInput, prepare
-from worker.reclassify import already_done
+from worker.jobs import fetch_and_prepare_all
+from worker.preprocess import ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +35,6 @@ class ChunkResult:
     classified: int
     failed: int
     skipped: int
-
-
-def _load(settings: Settings, image_key: str | None) -> ModelInput | FashionError:
-    if image_key is None:
-        return FashionError("no_photo", "the product has no photo")
-    try:
-        data = get_store(settings).get(image_key)
-        return prepare(
-            data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
-        )
-    except FashionError as exc:
-        return exc
 
 
 def classify_products(
@@ -73,44 +60,26 @@ def classify_products(
     skipped = len(product_ids) - len(rows)
     if not rows:
         return ChunkResult(0, 0, skipped)
-    with ThreadPoolExecutor(settings.fetch_threads) as pool:
-        loaded = list(pool.map(lambda row: _load(settings, row.image_key), rows))
+    loaded = fetch_and_prepare_all(settings, [row.image_key for row in rows])
     good = [i for i, item in enumerate(loaded) if isinstance(item, ModelInput)]
     predictions = classifier.classify([loaded[i] for i in good])
-    now = utcnow()
-    updates = []
-    for i, prediction in zip(good, predictions, strict=True):
-        updates.append(
-            {
-                "id": rows[i].id,
-                "predicted_label": prediction.label,
-                "predicted_confidence": prediction.confidence,
-                "model_version": classifier.version,
-                "embedding": encode_embedding(prediction.embedding),
-                "classified_at": now,
-                "classification_error": None,
-                "updated_at": now,
-            }
+    outcomes = [
+        ProductOutcome(
+            rows[i].id,
+            label=prediction.label,
+            confidence=prediction.confidence,
+            embedding=prediction.embedding,
         )
-    for i, item in enumerate(loaded):
+        for i, prediction in zip(good, predictions, strict=True)
+    ]
+    for row, item in zip(rows, loaded, strict=True):
         if isinstance(item, FashionError):
-            log.warning("product %s: %s: %s", rows[i].id, item.code, item.message)
-            updates.append(
-                {
-                    "id": rows[i].id,
-                    "predicted_label": None,
-                    "predicted_confidence": None,
-                    "model_version": classifier.version,
-                    "embedding": None,
-                    "classified_at": now,
-                    "classification_error": item.code,
-                    "updated_at": now,
-                }
-            )
+            log.warning("product %s: %s: %s", row.id, item.code, item.message)
+            outcomes.append(ProductOutcome(row.id, error=item.code))
     with sessions.begin() as session:
-        session.execute(update(Product), updates)
+        record_predictions(session=session, model_version=classifier.version, outcomes=outcomes)
     metrics.batch("bulk", len(good))
-    metrics.products_classified("done", len(good))
+    metrics.products_classified(JobStatus.DONE, len(good))
     for item in loaded:
         if isinstance(item, FashionError):
             metrics.products_classified(item.code)
@@ -124,22 +93,9 @@ def mark_poison(product_ids: Sequence[int], *, settings: Settings, deliveries: i
     until a new model or an ``all`` run; ``fashion reclassify`` reports them failed.
     """
     version = get_classifier(settings).version
-    now = utcnow()
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        session.execute(
-            update(Product)
-            .where(Product.id.in_(list(product_ids)))
-            .values(
-                predicted_label=None,
-                predicted_confidence=None,
-                model_version=version,
-                embedding=None,
-                classified_at=now,
-                classification_error="poison",
-                updated_at=now,
-            )
-        )
-    metrics.products_classified("poison", len(product_ids))
+        mark_products_poison(session=session, product_ids=product_ids, model_version=version)
+    metrics.products_classified(ErrorCode.POISON, len(product_ids))
     log.error(
         "products %s: delivered %d times without finishing; marked poison",
         list(product_ids),

@@ -18,11 +18,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select
+from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from catalog.codes import ReclassifyMode
 from catalog.db import get_sessionmaker
-from catalog.models import Product, ReclassifyRun, utcnow
+from catalog.lifecycle import already_done
+from catalog.models import Product, ReclassifyRun, as_utc, utcnow
 from worker.celery_app import CLASSIFY_PRODUCTS_TASK, make_celery
 from worker.classifier import model_version
 from worker.config import Settings
@@ -31,14 +33,6 @@ log = logging.getLogger(__name__)
 
 #: Progress rate is measured over this trailing window.
 RATE_WINDOW = dt.timedelta(seconds=60)
-
-
-def already_done(version: str, not_before: dt.datetime | None) -> ColumnElement[bool]:
-    """SQL condition: the product needs nothing more from a run with this skip rule."""
-    condition = Product.model_version == version
-    if not_before is not None:
-        condition = and_(condition, Product.classified_at >= not_before)
-    return condition
 
 
 @dataclass(frozen=True)
@@ -74,15 +68,12 @@ class Progress:
         }
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; every time stored here is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _unfinished_all_run(session: Session, version: str) -> ReclassifyRun | None:
     run = session.scalars(
         select(ReclassifyRun)
-        .where(ReclassifyRun.mode == "all", ReclassifyRun.model_version == version)
+        .where(
+            ReclassifyRun.mode == ReclassifyMode.ALL.value, ReclassifyRun.model_version == version
+        )
         .order_by(ReclassifyRun.id.desc())
         .limit(1)
     ).first()
@@ -105,8 +96,9 @@ def start_run(
     visible at once; if the broker fails half-way, the exception propagates and
     running the same command again queues what is still missing.
     """
-    if mode not in ("all", "stale"):
+    if mode not in tuple(ReclassifyMode):
         raise ValueError(f"mode must be 'all' or 'stale', not {mode!r}")
+    mode = ReclassifyMode(mode)
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     version = version or model_version(settings)
@@ -114,7 +106,7 @@ def start_run(
     with sessions.begin() as session:
         now = utcnow()
         not_before: dt.datetime | None = None
-        if mode == "all":
+        if mode == ReclassifyMode.ALL:
             resumed = _unfinished_all_run(session, version)
             not_before = resumed.not_before if resumed else now
             if resumed:
@@ -130,7 +122,7 @@ def start_run(
             )
         )
         run = ReclassifyRun(
-            mode=mode,
+            mode=mode.value,
             model_version=version,
             not_before=not_before,
             total=len(product_ids),
@@ -159,7 +151,7 @@ def progress_of(
 ) -> Progress:
     """How far ``run`` has got, its rate over the last minute and its ETA."""
     now = now or utcnow()
-    started = _aware(run.started_at)
+    started = as_utc(run.started_at)
     touched = and_(Product.model_version == run.model_version, Product.classified_at >= started)
     done, failed, recent = session.execute(
         select(
@@ -214,5 +206,9 @@ def reclassify_if_model_changed(settings: Settings, *, chunk_size: int = 64) -> 
         return None
     log.info("model %s has no run yet: re-classifying stale products", version)
     return start_run(
-        "stale", settings=settings, chunk_size=chunk_size, trigger="model-change", version=version
+        ReclassifyMode.STALE,
+        settings=settings,
+        chunk_size=chunk_size,
+        trigger="model-change",
+        version=version,
     ).id

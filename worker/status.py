@@ -13,8 +13,9 @@ from typing import Any
 from kombu.exceptions import ChannelError
 from sqlalchemy import func, select
 
+from catalog.codes import JobStatus
 from catalog.db import get_sessionmaker
-from catalog.models import JOB_STATUSES, ClassificationJob, utcnow
+from catalog.models import ClassificationJob, utcnow
 from worker.celery_app import make_celery
 from worker.config import Settings
 from worker.reclassify import run_progress
@@ -47,7 +48,7 @@ def job_counts(settings: Settings) -> tuple[dict[str, int], float]:
     """Jobs by state, and jobs finished per second over the last minute."""
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
-        counts = dict.fromkeys(JOB_STATUSES, 0)
+        counts = {status.value: 0 for status in JobStatus}
         counts.update(
             session.execute(
                 select(ClassificationJob.status, func.count()).group_by(ClassificationJob.status)

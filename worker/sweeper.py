@@ -14,10 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import and_, func, or_, select
-
 from catalog.db import get_sessionmaker
-from catalog.models import ClassificationJob, utcnow
+from catalog.lifecycle import requeue_stuck
 from worker.celery_app import CLASSIFY_TASK, make_celery
 from worker.config import Settings
 
@@ -29,25 +27,14 @@ SWEEP_LIMIT = 1000
 
 def sweep(settings: Settings, *, now: dt.datetime | None = None) -> list[str]:
     """Queue stuck jobs again; returns their ids."""
-    now = now or utcnow()
-    cutoff = now - dt.timedelta(seconds=settings.stuck_after_seconds)
-    job = ClassificationJob
-    stuck = or_(
-        and_(job.status == "queued", func.coalesce(job.requeued_at, job.created_at) < cutoff),
-        and_(job.status == "running", func.coalesce(job.requeued_at, job.started_at) < cutoff),
-    )
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
-        jobs = session.scalars(
-            select(job)
-            .where(stuck)
-            .order_by(job.created_at)
-            .limit(SWEEP_LIMIT)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for row in jobs:
-            row.requeued_at = now
-        job_ids = [str(row.id) for row in jobs]
+        job_ids = requeue_stuck(
+            session=session,
+            stuck_after=dt.timedelta(seconds=settings.stuck_after_seconds),
+            limit=SWEEP_LIMIT,
+            now=now,
+        )
     app = make_celery(settings)
     for job_id in job_ids:
         app.send_task(CLASSIFY_TASK, args=[job_id], queue=settings.interactive_queue)

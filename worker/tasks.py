@@ -20,6 +20,7 @@ from celery.signals import (
 from celery.utils.time import get_exponential_backoff_interval
 from celery_batches import Batches
 
+from catalog.codes import ErrorCode
 from worker import logs, metrics
 from worker.celery_app import (
     CLASSIFY_PRODUCTS_TASK,
@@ -77,7 +78,7 @@ def _load_per_process(**_kwargs: object) -> None:
     get_store(settings)
 
 
-def _record_failure(job_id: str, code: str, exc: BaseException, settings: Settings) -> None:
+def _record_failure(job_id: str, code: ErrorCode, exc: BaseException, settings: Settings) -> None:
     try:
         fail_job(
             job_id, code=code, message=f"{type(exc).__name__}: {exc}"[:2000], settings=settings
@@ -102,7 +103,7 @@ def _retry_or_fail(
     for job_id in job_ids:
         retry = retries.get(job_id, 0) + 1
         if retry > settings.task_max_retries:
-            _record_failure(job_id, "retries_exhausted", exc, settings)
+            _record_failure(job_id, ErrorCode.RETRIES_EXHAUSTED, exc, settings)
             continue
         log.warning("job %s: %s; retry %d in a moment", job_id, exc, retry)
         make_celery(settings).send_task(
@@ -136,7 +137,7 @@ def _classify_batch(job_ids: list[str], retries: dict[str, int], settings: Setti
                 classify_batch([job_id], retries, settings)
             return
         log.exception("job %s failed unexpectedly", job_ids[0])
-        _record_failure(job_ids[0], "internal_error", exc, settings)
+        _record_failure(job_ids[0], ErrorCode.INTERNAL_ERROR, exc, settings)
 
 
 #: Transient failures are retried with exponential backoff and jitter; nobody reads results.

@@ -1,0 +1,86 @@
+"""The vocabulary every part of the system shares: categories, job states, error codes.
+
+One place, so that the database's CHECK constraints, the worker, the client, the
+CLI, the README's error table and ``worker/errors.py`` cannot drift apart (tests
+hold them to it). Plain ``StrEnum`` values: they compare equal to, and are stored
+as, the strings the database, the JSON output and a non-Python backend see, so
+these names can change but the values never may.
+
+This module imports nothing, so the light client and the image pipeline can use it
+without loading SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum, unique
+
+#: The ten Fashion-MNIST classes; a label is an index into this tuple.
+CATEGORIES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+@unique
+class JobStatus(StrEnum):
+    """Where an upload's job is: ``queued`` → ``running`` → ``done`` | ``failed``.
+
+    ``running`` may go back to ``running`` (a redelivery, a retry); the sweeper
+    sends a ``queued`` or ``running`` job again without changing its state. Only
+    the two terminal states are final.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED})
+
+
+@unique
+class ErrorCode(StrEnum):
+    """Every code a failed job, a catalog product or ``fashion classify`` can carry.
+
+    Part of the public contract (the web backend may branch on them): never rename one.
+    """
+
+    # The upload itself is bad: permanent, never retried.
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    TOO_SMALL = "too_small"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    CORRUPT = "corrupt"
+    BLANK = "blank"
+    UNREADABLE = "unreadable"
+    # Storage and catalog.
+    OBJECT_MISSING = "object_missing"
+    NO_PHOTO = "no_photo"
+    JOB_NOT_FOUND = "job_not_found"
+    # The system gave up.
+    ENQUEUE_FAILED = "enqueue_failed"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    INTERNAL_ERROR = "internal_error"
+    POISON = "poison"
+
+
+@unique
+class ReclassifyMode(StrEnum):
+    """What a bulk run re-classifies: every photo, or those the current model has not done."""
+
+    ALL = "all"
+    STALE = "stale"

@@ -1,0 +1,274 @@
+"""The job and product lifecycle: every state change the system makes, in one place.
+
+An upload's job goes ``queued`` → ``running`` → ``done`` | ``failed``
+(``catalog.codes.JobStatus``); a catalog product's photo gets a prediction or an
+error code (``catalog.codes.ErrorCode``) per model version. Each change is a
+keyword-only function with an explicit ``session``: the caller owns the
+transaction, so a change and whatever goes with it (similar items, a batch's
+other jobs) commit together or not at all. Nothing here knows Celery, storage or
+the model; the worker calls these functions and reports metrics from what they
+return.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from catalog.codes import TERMINAL_STATUSES, ErrorCode, JobStatus
+from catalog.embeddings import encode_embedding
+from catalog.models import ClassificationJob, Product, as_utc, utcnow
+from catalog.queries import as_uuid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job that reached a terminal state, for the caller's metrics and logs."""
+
+    job_id: str
+    status: JobStatus
+    code: ErrorCode | None
+    latency_s: float | None
+
+
+@dataclass
+class Claim:
+    """What ``claim_jobs`` did with each id it was given.
+
+    ``claimed``: now ``running``, id → image key. ``settled``: not to be worked on,
+    id → its terminal status, or ``None`` for an unknown id. ``finished``: those
+    this claim ended (``poison``).
+    """
+
+    claimed: dict[str, str] = field(default_factory=dict)
+    settled: dict[str, JobStatus | None] = field(default_factory=dict)
+    finished: list[Finished] = field(default_factory=list)
+
+
+def job_latency(job: ClassificationJob) -> float | None:
+    """Seconds from upload to result."""
+    if job.created_at is None or job.finished_at is None:
+        return None
+    return (as_utc(job.finished_at) - as_utc(job.created_at)).total_seconds()
+
+
+def create_job(
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    image_key: str,
+    filename: str | None,
+    content_sha256: str,
+) -> ClassificationJob:
+    """A new upload's job, ``queued``."""
+    job = ClassificationJob(
+        id=job_id,
+        image_key=image_key,
+        filename=filename,
+        content_sha256=content_sha256,
+        status=JobStatus.QUEUED.value,
+    )
+    session.add(job)
+    return job
+
+
+def claim_jobs(
+    *,
+    session: Session,
+    job_ids: Sequence[str],
+    max_attempts: int,
+    retries: Mapping[str, int] | None = None,
+) -> Claim:
+    """Mark the jobs ``running`` (one attempt more); past ``max_attempts``, ``poison``.
+
+    Deliveries that the retry path sent after a transient error (``retries``,
+    carried in the message) are not counted against ``max_attempts``: those runs
+    ended cleanly. What is left are deliveries whose worker never came back.
+    Jobs already terminal (a duplicate delivery) are left alone.
+    """
+    retries = retries or {}
+    wanted = {job_id: as_uuid(job_id) for job_id in job_ids}
+    jobs = {
+        str(job.id): job
+        for job in session.scalars(
+            select(ClassificationJob)
+            .where(ClassificationJob.id.in_([u for u in wanted.values() if u is not None]))
+            .with_for_update()
+        )
+    }
+    claim = Claim()
+    now = utcnow()
+    for job_id, parsed in wanted.items():
+        job = jobs.get(str(parsed)) if parsed else None
+        if job is None:
+            claim.settled[job_id] = None
+        elif job.status in TERMINAL_STATUSES:
+            log.info("job %s is already %s; skipping duplicate delivery", job_id, job.status)
+            claim.settled[job_id] = JobStatus(job.status)
+        elif job.attempts - retries.get(job_id, 0) >= max_attempts:
+            # Redis has no dead-letter queue: a job that keeps killing or stalling
+            # its worker would be redelivered for ever. Stop it here.
+            deliveries = job.attempts - retries.get(job_id, 0) + 1
+            _finish_failed(
+                job,
+                ErrorCode.POISON,
+                f"delivered {deliveries} times without finishing (limit {max_attempts})",
+                now,
+            )
+            log.error("job %s: %s", job_id, job.error_message)
+            claim.settled[job_id] = JobStatus.FAILED
+            claim.finished.append(
+                Finished(job_id, JobStatus.FAILED, ErrorCode.POISON, job_latency(job))
+            )
+        else:
+            job.status = JobStatus.RUNNING.value
+            job.attempts += 1
+            job.started_at = now
+            job.requeued_at = None
+            claim.claimed[job_id] = job.image_key
+    return claim
+
+
+def complete_job(
+    *,
+    session: Session,
+    job_id: str,
+    label: int,
+    confidence: float,
+    uncertain: bool,
+    probabilities: list[float],
+    model_version: str,
+) -> tuple[ClassificationJob, Finished]:
+    """Record a job's result: ``done``. The caller adds its similar items in the same
+    transaction (``catalog.similar.replace_similar_items``)."""
+    job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
+    job.status = JobStatus.DONE.value
+    job.label = label
+    job.confidence = confidence
+    job.uncertain = uncertain
+    job.probabilities = probabilities
+    job.model_version = model_version
+    job.error_code = job.error_message = None
+    job.finished_at = utcnow()
+    return job, Finished(job_id, JobStatus.DONE, None, job_latency(job))
+
+
+def fail_job(*, session: Session, job_id: str, code: ErrorCode, message: str) -> Finished | None:
+    """Record a terminal failure with its stable code and human message.
+
+    A job already ``done`` keeps its result (``None`` is returned), as does an unknown id.
+    """
+    job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
+    if job is None or job.status == JobStatus.DONE:
+        return None
+    _finish_failed(job, ErrorCode(code), message, utcnow())
+    return Finished(job_id, JobStatus.FAILED, ErrorCode(code), job_latency(job))
+
+
+def _finish_failed(job: ClassificationJob, code: ErrorCode, message: str, now: dt.datetime) -> None:
+    job.status = JobStatus.FAILED.value
+    job.error_code = code.value
+    job.error_message = message
+    job.finished_at = now
+
+
+def requeue_stuck(
+    *, session: Session, stuck_after: dt.timedelta, limit: int, now: dt.datetime | None = None
+) -> list[str]:
+    """Jobs ``queued`` or ``running`` for ``stuck_after`` without news, oldest first, at
+    most ``limit``: stamped ``requeued_at`` (so the next sweep waits again) and returned,
+    for the caller to send again. Their state does not change."""
+    now = now or utcnow()
+    cutoff = now - stuck_after
+    job = ClassificationJob
+    stuck = or_(
+        and_(
+            job.status == JobStatus.QUEUED.value,
+            func.coalesce(job.requeued_at, job.created_at) < cutoff,
+        ),
+        and_(
+            job.status == JobStatus.RUNNING.value,
+            func.coalesce(job.requeued_at, job.started_at) < cutoff,
+        ),
+    )
+    jobs = session.scalars(
+        select(job)
+        .where(stuck)
+        .order_by(job.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for row in jobs:
+        row.requeued_at = now
+    return [str(row.id) for row in jobs]
+
+
+def already_done(version: str, not_before: dt.datetime | None) -> ColumnElement[bool]:
+    """SQL condition: the product needs nothing more from a run with this skip rule
+    (classified by ``version``, at or after ``not_before`` when that is set)."""
+    condition = Product.model_version == version
+    if not_before is not None:
+        condition = and_(condition, Product.classified_at >= not_before)
+    return condition
+
+
+@dataclass(frozen=True)
+class ProductOutcome:
+    """One product photo's result: a prediction, or the error code it ended with."""
+
+    product_id: int
+    label: int | None = None
+    confidence: float | None = None
+    embedding: Any = None
+    error: ErrorCode | None = None
+
+
+def record_predictions(
+    *, session: Session, model_version: str, outcomes: Sequence[ProductOutcome]
+) -> None:
+    """Write each product's prediction or error for ``model_version``, in one bulk UPDATE.
+
+    A product with an error counts as done for this model (the skip rule), so no
+    run queues it again until a new model or an ``all`` run.
+    """
+    if not outcomes:
+        return
+    now = utcnow()
+    session.execute(
+        update(Product),
+        [
+            {
+                "id": outcome.product_id,
+                "predicted_label": outcome.label,
+                "predicted_confidence": outcome.confidence,
+                "model_version": model_version,
+                "embedding": (
+                    None if outcome.embedding is None else encode_embedding(outcome.embedding)
+                ),
+                "classified_at": now,
+                "classification_error": None if outcome.error is None else outcome.error.value,
+                "updated_at": now,
+            }
+            for outcome in outcomes
+        ],
+    )
+
+
+def mark_products_poison(
+    *, session: Session, product_ids: Sequence[int], model_version: str
+) -> None:
+    """These products' photos kept killing their workers: code ``poison``."""
+    record_predictions(
+        session=session,
+        model_version=model_version,
+        outcomes=[ProductOutcome(product_id, error=ErrorCode.POISON) for product_id in product_ids],
+    )
