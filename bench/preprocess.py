@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.test_bad_inputs import png_bomb  # noqa: E402
 from worker.errors import ImageError  # noqa: E402
-from worker.preprocess import preprocess  # noqa: E402
+from worker.pipeline.preprocess import preprocess  # noqa: E402
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 40_000_000}
 
@@ -73,7 +73,7 @@ def peak_mb():
 
 sys.path.insert(0, {root!r})
 from worker.errors import ImageError
-from worker.preprocess import preprocess
+from worker.pipeline.preprocess import preprocess
 data = open({path!r}, "rb").read()
 before = peak_mb()
 try:

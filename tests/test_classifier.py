@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from catalog.models import CATEGORIES
-from worker.classifier import BUNDLED_MODEL, Classifier, ModelError
-from worker.preprocess import ModelInput, normalize
+from worker.pipeline.classifier import BUNDLED_MODEL, Classifier, ModelError
+from worker.pipeline.preprocess import ModelInput, normalize
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def test_more_interpreter_threads_give_the_same_outputs(classifier, fashion_mnis
 
 
 def test_model_version_is_read_from_the_card_without_loading_the_model(tmp_path) -> None:
-    from worker.classifier import model_version
     from worker.config import Settings
+    from worker.pipeline.classifier import model_version
 
     assert model_version(Settings()) == Classifier(BUNDLED_MODEL).version
     shutil.copy(BUNDLED_MODEL, tmp_path / "model.tflite")
@@ -107,8 +107,8 @@ def test_a_card_without_a_photo_threshold_uses_its_one_threshold_for_photos(
 
 
 def test_settings_override_each_threshold() -> None:
-    from worker.classifier import get_classifier
     from worker.config import Settings
+    from worker.pipeline.classifier import get_classifier
 
     card = Classifier(BUNDLED_MODEL).card
     default = get_classifier(Settings())

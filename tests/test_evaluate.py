@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from training.evaluate import evaluate, predict_in_batches
-from worker.classifier import BUNDLED_MODEL, Classifier
 from worker.cli import main
-from worker.preprocess import normalize
+from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
+from worker.pipeline.preprocess import normalize
 
 
 @pytest.fixture(scope="module")

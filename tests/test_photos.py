@@ -16,10 +16,10 @@ from PIL import Image, ImageDraw
 from tests.conftest import png_bytes
 from training.photo_threshold import fit_threshold
 from training.shop_photos import make_shop_photo
-from worker.classifier import Classifier
 from worker.cli import main
-from worker.foreground import border_ring, needs_cutout
-from worker.preprocess import (
+from worker.pipeline.classifier import Classifier
+from worker.pipeline.foreground import border_ring, needs_cutout
+from worker.pipeline.preprocess import (
     BORDER_WIDTH_FRACTION,
     TRIM_THRESHOLD,
     decode,
@@ -87,8 +87,8 @@ def test_a_garment_on_a_busy_background_is_cut_out(bundled_model) -> None:
     assert rows[-1] - rows[0] >= 24
     assert pixels[:, :3].max() < 40 and pixels[:, -3:].max() < 40  # beside the legs: empty
     assert pixels[20:, 12:16].mean() < 0.5 * pixels[20:, 8:12].mean()  # the gap between the legs
-    from worker.classifier import BUNDLED_MODEL, Classifier
-    from worker.preprocess import normalize
+    from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
+    from worker.pipeline.preprocess import normalize
 
     probabilities = Classifier(BUNDLED_MODEL).predict_proba(normalize(pixels[None]))[0]
     assert int(probabilities.argmax()) == 1  # Trouser
@@ -216,7 +216,7 @@ def test_prepare_says_which_uploads_had_a_busy_background(fashion_mnist) -> None
 def test_fit_photo_threshold_writes_the_card_and_evaluate_then_uses_it(
     tmp_path: Path, bundled_model
 ) -> None:
-    from worker.classifier import BUNDLED_MODEL, CARD_FILENAME
+    from worker.pipeline.classifier import BUNDLED_MODEL, CARD_FILENAME
 
     photos = tmp_path / "photos"
     for name, make in (("pants", trousers_on_a_rug), ("hat", hat_on_a_rug)):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.conftest import png_bytes
 from worker.errors import ImageError
-from worker.preprocess import decode, normalize, preprocess
+from worker.pipeline.preprocess import decode, normalize, preprocess
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000}
 

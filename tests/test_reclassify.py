@@ -16,10 +16,10 @@ from catalog.models import CATEGORIES, Product, ReclassifyRun
 from catalog.queries import upsert_product
 from tests.conftest import png_bytes
 from worker.celery_app import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
-from worker.classifier import model_version
 from worker.cli import main
 from worker.config import Settings, get_settings
 from worker.jobs import get_store
+from worker.pipeline.classifier import model_version
 from worker.products import classify_products
 from worker.reclassify import reclassify_if_model_changed, run_progress, start_run
 from worker.status import collect

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from training.shop_photos import compare, make_shop_photo
-from worker.classifier import BUNDLED_MODEL, Classifier
+from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 
 
 def test_shop_photo_is_a_light_background_rgb_jpeg(fashion_mnist) -> None:

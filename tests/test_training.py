@@ -13,8 +13,8 @@ from training.architectures import ARCHITECTURES, RECIPES, make_model
 from training.ensemble import build_ensemble
 from training.export import MODEL_FILENAME, SERVING_FILENAME, serving_model, sha256_of
 from training.train import train
-from worker.classifier import Classifier
-from worker.preprocess import normalize
+from worker.pipeline.classifier import Classifier
+from worker.pipeline.preprocess import normalize
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Model factories and their training recipes, one per ``--arch`` name.
 
 Every model takes ``(28, 28, 1)`` float32 inputs scaled to ``[0, 1]`` by
-``worker.preprocess.normalize``. Each ends the same way so export and
+``worker.pipeline.preprocess.normalize``. Each ends the same way so export and
 calibration can treat them alike: a penultimate layer named ``embedding``, a
 ``Dense(10)`` named ``logits`` and a softmax named ``probabilities``
 (mathematically the same as ``Dense(10, activation="softmax")``).

@@ -36,7 +36,7 @@ from training.export import (
     serving_model,
     write_model_card,
 )
-from worker.preprocess import normalize
+from worker.pipeline.preprocess import normalize
 
 
 def build_ensemble(

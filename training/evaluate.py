@@ -1,6 +1,6 @@
 """Evaluate a model artifact on the Fashion-MNIST test split, exactly as the worker runs it.
 
-The ``.tflite`` goes through ``worker.classifier.Classifier`` -- the code path
+The ``.tflite`` goes through ``worker.pipeline.classifier.Classifier`` -- the code path
 that serves customers -- so what is reported is what ships. Reports accuracy,
 per-class precision/recall/F1, the confusion matrix, expected calibration error,
 and with ``report_dir`` three PNGs: the confusion matrix, a reliability diagram
@@ -18,8 +18,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from training.calibrate import expected_calibration_error, reliability_bins
 from training.data import CLASS_NAMES, load_fashion_mnist
-from worker.classifier import Classifier
-from worker.preprocess import normalize
+from worker.pipeline.classifier import Classifier
+from worker.pipeline.preprocess import normalize
 
 BATCH_SIZE = 1024
 GALLERY_SIZE = 24

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from training.data import CLASS_NAMES
-from worker.preprocess import IMAGE_SIZE
+from worker.pipeline.preprocess import IMAGE_SIZE
 
 MODEL_FILENAME = "model.tflite"
 CARD_FILENAME = "model_card.json"

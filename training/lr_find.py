@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from training.architectures import RECIPES, make_model
 from training.data import NUM_CLASSES, load_fashion_mnist
-from worker.preprocess import normalize
+from worker.pipeline.preprocess import normalize
 
 SMOOTHING = 0.9
 DIVERGENCE_FACTOR = 4.0

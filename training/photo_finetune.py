@@ -3,7 +3,7 @@
 ``fashion finetune-photos RUN --photos DIR/train --out DIR`` loads ``RUN``'s
 ``model.keras``, and trains it further on its own Fashion-MNIST training images
 (the run's validation images stay out) plus the photos of ``DIR/<class>/``,
-turned into 28×28 by the worker's own pipeline (``worker.preprocess``, cut-out
+turned into 28×28 by the worker's own pipeline (``worker.pipeline.preprocess``, cut-out
 included) and repeated ``photo_repeat`` times per epoch. Photos carry a *set*
 of acceptable classes (``PHOTO_TARGETS``): the loss is −log of the summed
 (``--set-loss sum``) or of the largest (``max``) probability in the set, so a
@@ -33,7 +33,7 @@ from training.export import CARD_FILENAME, features_model
 from training.photos import DEFAULT_MAPPING, photo_files
 from training.train import make_augmenter
 from worker.errors import ImageError
-from worker.preprocess import normalize, preprocess
+from worker.pipeline.preprocess import normalize, preprocess
 
 #: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform
 #: target). The scoring mapping, plus longsleeve: not scored (ambiguous) but still a

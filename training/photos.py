@@ -1,7 +1,7 @@
 """Score a model on real photos laid out as ``<folder>/<class>/<image>``.
 
-Each photo goes through the worker's own pipeline (``worker.preprocess`` then
-``worker.classifier``), so the figures are what a customer gets. Photo classes
+Each photo goes through the worker's own pipeline (``worker.pipeline.preprocess`` then
+``worker.pipeline.classifier``), so the figures are what a customer gets. Photo classes
 are mapped onto Fashion-MNIST classes (``DEFAULT_MAPPING``, matching
 ``../shared/data/clothing-photos``; another folder brings a JSON mapping file):
 
@@ -31,9 +31,9 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
 from training.data import CLASS_NAMES
-from worker.classifier import Classifier
 from worker.errors import ImageError
-from worker.preprocess import normalize, prepare
+from worker.pipeline.classifier import Classifier
+from worker.pipeline.preprocess import normalize, prepare
 
 #: Photo class → Fashion-MNIST class indices; None: out of catalog; "skip": not scored.
 DEFAULT_MAPPING: dict[str, list[int] | str | None] = {

@@ -3,7 +3,7 @@
 Each 28×28 tile is turned into what a product photo looks like: negated to a
 dark item on a light background, upscaled ×8–16, placed off-centre on a larger,
 slightly tinted canvas, in RGB, mildly blurred and noisy, saved as JPEG at
-quality 75–92. ``worker.preprocess`` must undo all that: the same model's
+quality 75–92. ``worker.pipeline.preprocess`` must undo all that: the same model's
 accuracy on these photos should be within 2 points of its accuracy on the raw
 tiles.
 
@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training.data import load_fashion_mnist, train_validation_split
-from worker.classifier import BUNDLED_MODEL, Classifier
 from worker.config import get_settings
-from worker.preprocess import normalize, preprocess
+from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
+from worker.pipeline.preprocess import normalize, preprocess
 
 VALIDATION_SIZE = 5_000
 SEED = 7

@@ -29,7 +29,7 @@ from training.calibrate import (
 )
 from training.data import NUM_CLASSES, dataset_sha256, load_fashion_mnist, train_validation_split
 from training.export import MODEL_FILENAME, export_tflite, logits_model, write_model_card
-from worker.preprocess import normalize
+from worker.pipeline.preprocess import normalize
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from keras import layers
 
 from training.architectures import INPUT_SHAPE, NUM_CLASSES
 from training.data import load_fashion_mnist, train_validation_split
-from worker.preprocess import normalize
+from worker.pipeline.preprocess import normalize
 
 VALIDATION_SIZE = 5_000
 

@@ -50,11 +50,11 @@ from catalog.db import get_engine, get_sessionmaker, upgrade
 from catalog.models import CATEGORIES, ClassificationJob, Product
 from worker import client
 from worker.celery_app import make_celery, worker_command, worker_environment
-from worker.classifier import Classifier, model_path
 from worker.config import Settings
 from worker.jobs import get_store
 from worker.naive import NAIVE_TASK, NAIVE_VERSION
-from worker.preprocess import normalize, preprocess
+from worker.pipeline.classifier import Classifier, model_path
+from worker.pipeline.preprocess import normalize, preprocess
 from worker.reclassify import run_progress, start_run
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -148,7 +148,7 @@ def classify(files: tuple[str, ...], as_json: bool) -> None:
     Prints one line per file: the label (0-9), its name and the confidence, or
     an error with a stable code. Exits 0 when every file got a line.
     """
-    from worker.classify import classify_files
+    from worker.pipeline.classify import classify_files
 
     for line in classify_files([Path(name) for name in files], get_settings()):
         if as_json:
@@ -554,7 +554,7 @@ def evaluate(
         from training.evaluate import evaluate as run_evaluation
     except ImportError as exc:
         raise _training_import_error(exc) from exc
-    from worker.classifier import model_path as default_model_path
+    from worker.pipeline.classifier import model_path as default_model_path
 
     settings = get_settings()
     if photos_dir is not None:
@@ -601,7 +601,7 @@ def _evaluate_photos(
     cutout: bool,
 ) -> None:
     from training.photos import PhotoFolderError, evaluate_photos, load_mapping
-    from worker.classifier import Classifier
+    from worker.pipeline.classifier import Classifier
 
     try:
         result = evaluate_photos(
@@ -734,7 +734,7 @@ def fit_photo_threshold(
     --photos`): the highest one flagging at most --max-flagged of the in-catalog
     photos. Prints what it flags on FOLDER and, by repeated half-splits, on photos
     it was not fitted on; --write stores it in the model card."""
-    from worker.classifier import model_path as default_model_path
+    from worker.pipeline.classifier import model_path as default_model_path
 
     try:
         from training.photo_threshold import fit_photo_threshold as fit
@@ -791,8 +791,8 @@ def _spread(figures: dict[str, float] | None) -> str:
 def bench_photos(folder: str, rounds: int, limit: int | None, as_json: bool) -> None:
     """Latency of preprocessing + inference per photo on one core, with and without the
     foreground cut-out (FOLDER/<class>/<image>, e.g. the development photos)."""
-    from worker.classifier import get_classifier
     from worker.photo_bench import run_photo_bench
+    from worker.pipeline.classifier import get_classifier
 
     try:
         result = run_photo_bench(
@@ -1125,7 +1125,7 @@ def _draw_similar(settings, job, similar, keys, path: Path) -> None:  # type: ig
     from worker.errors import FashionError
     from worker.jobs import get_store
     from worker.picture import draw_similar, fetch_photos
-    from worker.preprocess import preprocess
+    from worker.pipeline.preprocess import preprocess
 
     store = get_store(settings)
     upload = store.get(job.image_key)

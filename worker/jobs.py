@@ -20,10 +20,10 @@ from catalog.db import get_sessionmaker
 from catalog.lifecycle import claim_jobs, complete_job
 from catalog.similar import rank_similar, replace_similar_items
 from worker import metrics
-from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
-from worker.preprocess import ModelInput, prepare
+from worker.pipeline.classifier import get_classifier
+from worker.pipeline.preprocess import ModelInput, prepare
 from worker.storage import ObjectStore, make_store
 
 log = logging.getLogger(__name__)

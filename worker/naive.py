@@ -19,10 +19,10 @@ from celery.signals import worker_process_init
 from catalog.db import get_sessionmaker
 from catalog.embeddings import encode_embedding
 from catalog.models import Product, utcnow
-from worker.classifier import BUNDLED_MODEL
 from worker.config import get_settings
 from worker.jobs import get_store
-from worker.preprocess import normalize, preprocess
+from worker.pipeline.classifier import BUNDLED_MODEL
+from worker.pipeline.preprocess import normalize, preprocess
 
 NAIVE_TASK = "fashion.bench.naive_classify"
 NAIVE_VERSION = "naive-keras-baseline"

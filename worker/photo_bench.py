@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from worker.benchmark import percentiles
-from worker.classifier import Classifier
 from worker.errors import ImageError
-from worker.preprocess import prepare
+from worker.pipeline.classifier import Classifier
+from worker.pipeline.preprocess import prepare
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 

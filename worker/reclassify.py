@@ -26,8 +26,8 @@ from catalog.db import get_sessionmaker
 from catalog.lifecycle import already_done
 from catalog.models import Product, ReclassifyRun, as_utc, utcnow
 from worker.celery_app import CLASSIFY_PRODUCTS_TASK, make_celery
-from worker.classifier import model_version
 from worker.config import Settings
+from worker.pipeline.classifier import model_version
 
 log = logging.getLogger(__name__)
 

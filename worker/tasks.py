@@ -31,9 +31,9 @@ from worker.celery_app import (
     app,
     make_celery,
 )
-from worker.classifier import get_classifier
 from worker.config import Settings, get_settings
 from worker.jobs import classify_jobs, fail_job, get_store
+from worker.pipeline.classifier import get_classifier
 from worker.products import classify_products as classify_product_chunk
 from worker.products import mark_poison
 from worker.reclassify import reclassify_if_model_changed, start_run

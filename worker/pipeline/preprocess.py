@@ -17,7 +17,7 @@ grayscale. A customer's upload goes through the same steps:
 3. **Background** (``estimate_background``): the median of the image's border.
    When the border is not plain (a phone photo on a bed, a door, a floor), the
    item is first cut out of its background and put on white
-   (``worker.foreground``, OpenCV GrabCut); product photos skip this step.
+   (``worker.pipeline.foreground``, OpenCV GrabCut); product photos skip this step.
    ``prepare`` reports which it was (``ModelInput.busy_background``): the
    classifier judges "uncertain" on such photos with the model card's photo
    threshold, fitted on real photos (``fashion fit-photo-threshold``).
@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from worker.errors import ErrorCode, ImageError
-from worker.foreground import border_ring, cut_out, needs_cutout
+from worker.pipeline.foreground import border_ring, cut_out, needs_cutout
 
 IMAGE_SIZE = 28
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"})

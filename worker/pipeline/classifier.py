@@ -23,9 +23,9 @@ from ai_edge_litert.interpreter import Interpreter
 
 from catalog.codes import CATEGORIES
 from worker.config import Settings
-from worker.preprocess import ModelInput, normalize
+from worker.pipeline.preprocess import ModelInput, normalize
 
-BUNDLED_MODEL = Path(__file__).parent / "model" / "model.tflite"
+BUNDLED_MODEL = Path(__file__).parents[1] / "model" / "model.tflite"
 CARD_FILENAME = "model_card.json"
 
 
@@ -156,7 +156,7 @@ class Classifier:
         ]
 
     def classify(self, inputs: Sequence[ModelInput]) -> list[Prediction]:
-        """``predict`` for prepared uploads (``worker.preprocess.prepare``)."""
+        """``predict`` for prepared uploads (``worker.pipeline.preprocess.prepare``)."""
         if not inputs:
             return []
         return self.predict(

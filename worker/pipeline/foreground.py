@@ -1,6 +1,6 @@
 """Cut the garment out of a customer's photo before the Fashion-MNIST conversion.
 
-Fashion-MNIST's conversion (``worker.preprocess``) assumes a product photo: one
+Fashion-MNIST's conversion (``worker.pipeline.preprocess``) assumes a product photo: one
 item on a plain background, found by trimming what differs from the border.
 A phone photo -- a shirt on a door, trousers on a bed -- has a textured
 background that the trim keeps, so the item comes out small and buried in

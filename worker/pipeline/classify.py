@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from catalog.codes import CATEGORIES
-from worker.classifier import get_classifier
 from worker.config import Settings
 from worker.errors import ErrorCode, ImageError
-from worker.preprocess import prepare
+from worker.pipeline.classifier import get_classifier
+from worker.pipeline.preprocess import prepare
 
 
 def classify_files(paths: Iterable[Path], settings: Settings) -> Iterator[dict[str, Any]]:
