@@ -77,7 +77,7 @@ class Product(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
     )
-    # Computed by the worker from the product photo (see worker.products).
+    # Computed by the worker from the product photo (see worker.service.products).
     predicted_label: Mapped[int | None] = mapped_column(Integer)
     predicted_confidence: Mapped[float | None]
     model_version: Mapped[str | None] = mapped_column(String(100), index=True)

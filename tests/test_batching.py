@@ -13,9 +13,10 @@ from catalog.models import ClassificationJob
 from catalog.queries import get_job
 from tests.conftest import free_port, png_bytes
 from tests.test_jobs import enqueue_by_hand
-from worker import client, tasks
-from worker.celery_app import CLASSIFY_TASK, make_celery
-from worker.jobs import classify_jobs
+from worker import client
+from worker.service import tasks
+from worker.service.celery_app import CLASSIFY_TASK, make_celery
+from worker.service.jobs import classify_jobs
 
 
 def job_row(settings, job_id: str) -> ClassificationJob:

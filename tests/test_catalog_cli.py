@@ -18,7 +18,7 @@ from tests.conftest import png_bytes
 from worker import client
 from worker.cli import main
 from worker.config import Settings, get_settings
-from worker.products import classify_products
+from worker.service.products import classify_products
 
 
 @pytest.fixture()

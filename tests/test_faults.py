@@ -34,7 +34,7 @@ from tests.faults import (
 from worker import client
 from worker.benchmark import build_catalog, wait_until
 from worker.config import Settings
-from worker.reclassify import run_progress, start_run
+from worker.service.reclassify import run_progress, start_run
 from worker.storage import make_store
 
 pytestmark = pytest.mark.timeout(420)

@@ -13,7 +13,8 @@ from catalog.queries import get_job, similar_for_job
 from tests.conftest import make_product, png_bytes, random_embedding
 from worker.config import Settings
 from worker.errors import JobNotFoundError
-from worker.jobs import classify_job, get_store
+from worker.service.jobs import classify_job
+from worker.storage import get_store
 
 
 def enqueue_by_hand(settings: Settings, data: bytes | None) -> str:

@@ -14,8 +14,8 @@ from tests.conftest import free_port, png_bytes
 from tests.test_reclassify import add_products
 from worker import client
 from worker.benchmark import wait_for_port
-from worker.celery_app import worker_command, worker_environment
-from worker.reclassify import run_progress, start_run
+from worker.service.celery_app import worker_command, worker_environment
+from worker.service.reclassify import run_progress, start_run
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset], float]:

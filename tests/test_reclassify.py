@@ -15,14 +15,14 @@ from catalog.db import get_sessionmaker
 from catalog.models import CATEGORIES, Product, ReclassifyRun
 from catalog.queries import upsert_product
 from tests.conftest import png_bytes
-from worker.celery_app import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
 from worker.cli import main
 from worker.config import Settings, get_settings
-from worker.jobs import get_store
 from worker.pipeline.classifier import model_version
-from worker.products import classify_products
-from worker.reclassify import reclassify_if_model_changed, run_progress, start_run
-from worker.status import collect
+from worker.service.celery_app import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
+from worker.service.products import classify_products
+from worker.service.reclassify import reclassify_if_model_changed, run_progress, start_run
+from worker.service.status import collect
+from worker.storage import get_store
 
 
 def add_products(settings: Settings, fashion_mnist, count: int) -> list[int]:

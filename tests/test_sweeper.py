@@ -17,9 +17,10 @@ from catalog.models import ClassificationJob, Product
 from tests.conftest import make_product, png_bytes
 from tests.test_batching import job_row
 from tests.test_jobs import enqueue_by_hand
-from worker import client, tasks
-from worker.jobs import classify_jobs
-from worker.sweeper import sweep
+from worker import client
+from worker.service import tasks
+from worker.service.jobs import classify_jobs
+from worker.service.sweeper import sweep
 
 
 def set_job(settings, job_id: str, **values) -> None:

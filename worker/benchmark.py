@@ -49,13 +49,13 @@ from catalog.codes import JobStatus
 from catalog.db import get_engine, get_sessionmaker, upgrade
 from catalog.models import CATEGORIES, ClassificationJob, Product
 from worker import client
-from worker.celery_app import make_celery, worker_command, worker_environment
 from worker.config import Settings
-from worker.jobs import get_store
 from worker.naive import NAIVE_TASK, NAIVE_VERSION
 from worker.pipeline.classifier import Classifier, model_path
 from worker.pipeline.preprocess import normalize, preprocess
-from worker.reclassify import run_progress, start_run
+from worker.service.celery_app import make_celery, worker_command, worker_environment
+from worker.service.reclassify import run_progress, start_run
+from worker.storage import get_store
 
 SAMPLES = Path(__file__).parent / "samples"
 #: Distinct photo objects; products beyond this share them (each is still a real GET).
@@ -467,7 +467,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
 
         bulk = WorkerProcess(
             settings,
-            app="worker.celery_app",
+            app="worker.service.celery_app",
             queue=settings.bulk_queue,
             concurrency=config.concurrency,
             log_path=workdir / "bulk-worker.log",
@@ -481,7 +481,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
 
         interactive = WorkerProcess(
             settings,
-            app="worker.celery_app",
+            app="worker.service.celery_app",
             queue=settings.interactive_queue,
             concurrency=1,
             log_path=workdir / "interactive-worker.log",

@@ -12,8 +12,7 @@ from catalog.importer import ProductRow, RejectedRow, read_products
 from catalog.queries import get_product, upsert_product
 from worker.client import enqueue_product_classification
 from worker.config import Settings
-from worker.jobs import get_store
-from worker.storage import InvalidKeyError
+from worker.storage import InvalidKeyError, get_store
 
 COMMIT_EVERY = 500
 

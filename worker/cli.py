@@ -65,7 +65,7 @@ def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_ar
     up to FASHION_BATCH_MAX_SIZE messages per process) and `-Q bulk`
     (catalog chunks; holds one message per process).
     """
-    from worker.celery_app import app
+    from worker.service.celery_app import app
 
     settings = get_settings()
     queues = queues or f"{settings.interactive_queue},{settings.bulk_queue}"
@@ -198,7 +198,7 @@ def reclassify(mode: str, chunk: int, wait: bool, timeout: float | None) -> None
     """
     import kombu.exceptions
 
-    from worker.reclassify import start_run
+    from worker.service.reclassify import start_run
 
     settings = get_settings()
     try:
@@ -228,7 +228,7 @@ def _wait_for_run(run_id: int, settings: object, timeout: float | None) -> None:
         TimeRemainingColumn,
     )
 
-    from worker.reclassify import run_progress
+    from worker.service.reclassify import run_progress
 
     deadline = None if timeout is None else time.monotonic() + timeout
     state = run_progress(settings, run_id)
@@ -265,7 +265,7 @@ def status(as_json: bool, ping_timeout: float) -> None:
     """Queue depths, live workers, jobs by state, throughput and the latest bulk run."""
     import kombu.exceptions
 
-    from worker.status import collect
+    from worker.service.status import collect
 
     try:
         snapshot = collect(get_settings(), ping_timeout=ping_timeout)
@@ -309,7 +309,7 @@ def beat(loglevel: str, celery_args: tuple) -> None:
     what it covers (all | stale); every FASHION_MODEL_CHECK_SECONDS a worker
     checks whether its model version has had a run yet and starts one if not.
     """
-    from worker.celery_app import app
+    from worker.service.celery_app import app
 
     get_settings().data_dir.mkdir(parents=True, exist_ok=True)
     app.start(["beat", f"--loglevel={loglevel}", *celery_args])
@@ -1123,9 +1123,9 @@ def _draw_similar(settings, job, similar, keys, path: Path) -> None:  # type: ig
     from PIL import Image
 
     from worker.errors import FashionError
-    from worker.jobs import get_store
     from worker.picture import draw_similar, fetch_photos
     from worker.pipeline.preprocess import preprocess
+    from worker.storage import get_store
 
     store = get_store(settings)
     upload = store.get(job.image_key)

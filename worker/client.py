@@ -25,9 +25,10 @@ from catalog.codes import TERMINAL_STATUSES, ErrorCode
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import create_job
 from catalog.queries import get_job, similar_for_job
-from worker.celery_app import CLASSIFY_PRODUCTS_TASK, CLASSIFY_TASK, make_celery
 from worker.config import Settings, get_settings
-from worker.jobs import fail_job, get_store
+from worker.service.celery_app import CLASSIFY_PRODUCTS_TASK, CLASSIFY_TASK, make_celery
+from worker.service.jobs import fail_job
+from worker.storage import get_store
 
 
 class SubmitError(RuntimeError):

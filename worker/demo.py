@@ -23,9 +23,9 @@ from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product
 from worker import client
 from worker.catalog_import import ImportReport, import_catalog
-from worker.celery_app import worker_command, worker_environment
 from worker.config import Settings
 from worker.pipeline.classifier import get_classifier
+from worker.service.celery_app import worker_command, worker_environment
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 WORKER_STOP_TIMEOUT = 15

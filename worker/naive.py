@@ -20,9 +20,9 @@ from catalog.db import get_sessionmaker
 from catalog.embeddings import encode_embedding
 from catalog.models import Product, utcnow
 from worker.config import get_settings
-from worker.jobs import get_store
 from worker.pipeline.classifier import BUNDLED_MODEL
 from worker.pipeline.preprocess import normalize, preprocess
+from worker.storage import get_store
 
 NAIVE_TASK = "fashion.bench.naive_classify"
 NAIVE_VERSION = "naive-keras-baseline"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -153,7 +154,7 @@ def make_s3_client(settings: Settings, *, max_pool_connections: int | None = Non
 
 
 def make_store(settings: Settings) -> ObjectStore:
-    """The store that ``FASHION_STORAGE_URL`` names. Call once per process, after fork."""
+    """The store that ``FASHION_STORAGE_URL`` names; most callers want ``get_store``."""
     parsed = urlparse(settings.resolved_storage_url)
     if parsed.scheme == "file":
         return LocalStore(Path(parsed.path))
@@ -164,3 +165,14 @@ def make_store(settings: Settings) -> ObjectStore:
     raise ValueError(
         f"unsupported FASHION_STORAGE_URL scheme {parsed.scheme!r}; use file:// or s3://"
     )
+
+
+@cache
+def _store_for(settings: Settings, pid: int) -> ObjectStore:
+    return make_store(settings)
+
+
+def get_store(settings: Settings) -> ObjectStore:
+    """This process's object store (boto3 clients do not survive fork): made on first
+    use, again after a fork."""
+    return _store_for(settings, os.getpid())

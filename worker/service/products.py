@@ -20,12 +20,12 @@ from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import ProductOutcome, already_done, mark_products_poison, record_predictions
 from catalog.models import Product
-from worker import metrics
 from worker.config import Settings
 from worker.errors import FashionError
-from worker.jobs import fetch_and_prepare_all
 from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import ModelInput
+from worker.service import metrics
+from worker.service.jobs import fetch_and_prepare_all
 
 log = logging.getLogger(__name__)
 

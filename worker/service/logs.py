@@ -3,7 +3,7 @@ works on uploads (or ``product_ids`` on catalog chunks), and JSON lines when
 ``FASHION_LOG_FORMAT=json`` (python-json-logger), for a log pipeline to index.
 
 Celery configures the handlers; the ``after_setup_logger`` signals (connected in
-``worker.tasks``) call ``configure`` on them. The job context is a contextvar
+``worker.service.tasks``) call ``configure`` on them. The job context is a contextvar
 set around each task's work, so it follows the code without being passed along.
 """
 

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from catalog.codes import JobStatus
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, utcnow
-from worker.celery_app import make_celery
 from worker.config import Settings
-from worker.reclassify import run_progress
+from worker.service.celery_app import make_celery
+from worker.service.reclassify import run_progress
 
 THROUGHPUT_WINDOW = dt.timedelta(seconds=60)
 

@@ -16,8 +16,8 @@ import logging
 
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import requeue_stuck
-from worker.celery_app import CLASSIFY_TASK, make_celery
 from worker.config import Settings
+from worker.service.celery_app import CLASSIFY_TASK, make_celery
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from catalog.codes import ReclassifyMode
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import already_done
 from catalog.models import Product, ReclassifyRun, as_utc, utcnow
-from worker.celery_app import CLASSIFY_PRODUCTS_TASK, make_celery
 from worker.config import Settings
 from worker.pipeline.classifier import model_version
+from worker.service.celery_app import CLASSIFY_PRODUCTS_TASK, make_celery
 
 log = logging.getLogger(__name__)
 

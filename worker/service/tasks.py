@@ -21,8 +21,10 @@ from celery.utils.time import get_exponential_backoff_interval
 from celery_batches import Batches
 
 from catalog.codes import ErrorCode
-from worker import logs, metrics
-from worker.celery_app import (
+from worker.config import Settings, get_settings
+from worker.pipeline.classifier import get_classifier
+from worker.service import logs, metrics
+from worker.service.celery_app import (
     CLASSIFY_PRODUCTS_TASK,
     CLASSIFY_TASK,
     MODEL_CHECK_TASK,
@@ -31,13 +33,12 @@ from worker.celery_app import (
     app,
     make_celery,
 )
-from worker.config import Settings, get_settings
-from worker.jobs import classify_jobs, fail_job, get_store
-from worker.pipeline.classifier import get_classifier
-from worker.products import classify_products as classify_product_chunk
-from worker.products import mark_poison
-from worker.reclassify import reclassify_if_model_changed, start_run
-from worker.sweeper import sweep
+from worker.service.jobs import classify_jobs, fail_job
+from worker.service.products import classify_products as classify_product_chunk
+from worker.service.products import mark_poison
+from worker.service.reclassify import reclassify_if_model_changed, start_run
+from worker.service.sweeper import sweep
+from worker.storage import get_store
 
 log = logging.getLogger(__name__)
 

@@ -106,7 +106,7 @@ class _ScrapeTimeCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from worker.status import job_counts, queue_depths
+        from worker.service.status import job_counts, queue_depths
 
         depth = GaugeMetricFamily(
             "fashion_queue_depth", "Messages waiting on the queue.", labels=["queue"]

@@ -1,6 +1,6 @@
 """The Celery application and its configuration, and nothing else.
 
-``celery -A worker.celery_app worker`` (or ``fashion worker``) runs it. Messages
+``celery -A worker.service.celery_app worker`` (or ``fashion worker``) runs it. Messages
 are JSON only: pickle is refused, so a message can never execute code.
 """
 
@@ -52,7 +52,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
 @cache
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings`` (cached: one per distinct configuration)."""
-    app = Celery("fashion", broker=settings.resolved_broker_url, include=["worker.tasks"])
+    app = Celery("fashion", broker=settings.resolved_broker_url, include=["worker.service.tasks"])
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -100,7 +100,7 @@ def worker_command(
     *,
     hostname: str,
     concurrency: int = 1,
-    app_path: str = "worker.celery_app",
+    app_path: str = "worker.service.celery_app",
     loglevel: str = "INFO",
     prefetch: int | None = None,
     extra: tuple[str, ...] = (),

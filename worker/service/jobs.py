@@ -9,34 +9,22 @@ unreachable) propagate so the caller can retry.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 
 from catalog import lifecycle
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import claim_jobs, complete_job
 from catalog.similar import rank_similar, replace_similar_items
-from worker import metrics
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
 from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import ModelInput, prepare
-from worker.storage import ObjectStore, make_store
+from worker.service import metrics
+from worker.storage import get_store
 
 log = logging.getLogger(__name__)
-
-
-@cache
-def _store_for(settings: Settings, pid: int) -> ObjectStore:
-    return make_store(settings)
-
-
-def get_store(settings: Settings) -> ObjectStore:
-    """This process's object store (boto3 clients do not survive fork)."""
-    return _store_for(settings, os.getpid())
 
 
 def classify_job(job_id: str, *, settings: Settings) -> str:
