@@ -14,9 +14,10 @@ from catalog.queries import get_job
 from tests.conftest import free_port, png_bytes
 from tests.test_jobs import enqueue_by_hand
 from worker import client
-from worker.service import tasks
-from worker.service.celery_app import CLASSIFY_TASK, make_celery
+from worker.service import retry
+from worker.service.celery_app import make_celery
 from worker.service.jobs import classify_jobs
+from worker.service.messages import CLASSIFY_TASK
 
 
 def job_row(settings, job_id: str) -> ClassificationJob:
@@ -55,15 +56,15 @@ def test_an_unexpected_error_fails_only_the_job_that_causes_it(
     jobs = [
         enqueue_by_hand(local_settings, png_bytes(fashion_mnist.test_images[i])) for i in range(3)
     ]
-    real = tasks.classify_jobs
+    real = retry.classify_jobs
 
     def broken_for_the_second(job_ids, *, settings, retries=None):
         if jobs[1] in job_ids:
             raise RuntimeError("bug triggered by this upload")
         return real(job_ids, settings=settings, retries=retries)
 
-    monkeypatch.setattr(tasks, "classify_jobs", broken_for_the_second)
-    tasks.classify_batch(jobs, {}, local_settings)
+    monkeypatch.setattr(retry, "classify_jobs", broken_for_the_second)
+    retry.classify_batch(jobs, {}, local_settings)
 
     outcomes = [job_row(local_settings, job_id) for job_id in jobs]
     assert [row.status for row in outcomes] == ["done", "failed", "done"]
@@ -80,7 +81,7 @@ def test_storage_down_requeues_with_backoff_then_fails_when_retries_run_out(
     job_id = enqueue_by_hand(service_settings, png_bytes(fashion_mnist.test_images[0]))
     queue = redis.Redis.from_url(service_settings.resolved_broker_url)
 
-    tasks.classify_batch([job_id], {}, unreachable)
+    retry.classify_batch([job_id], {}, unreachable)
     assert job_row(service_settings, job_id).status == "running"
     retried = [json.loads(m) for m in queue.lrange(service_settings.interactive_queue, 0, -1)]
     assert len(retried) == 1
@@ -88,7 +89,7 @@ def test_storage_down_requeues_with_backoff_then_fails_when_retries_run_out(
     assert headers["argsrepr"] == repr([job_id]) and headers["eta"]  # delayed, not immediate
     assert "'retry': 1" in headers["kwargsrepr"]
 
-    tasks.classify_batch([job_id], {job_id: 2}, unreachable)  # the last retry fails too
+    retry.classify_batch([job_id], {job_id: 2}, unreachable)  # the last retry fails too
     row = job_row(service_settings, job_id)
     assert (row.status, row.error_code) == ("failed", "retries_exhausted")
     assert "Could not connect" in row.error_message

@@ -18,7 +18,7 @@ from tests.conftest import png_bytes
 from worker.cli import main
 from worker.config import Settings, get_settings
 from worker.pipeline.classifier import model_version
-from worker.service.celery_app import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
+from worker.service.messages import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
 from worker.service.products import classify_products
 from worker.service.reclassify import reclassify_if_model_changed, run_progress, start_run
 from worker.service.status import collect

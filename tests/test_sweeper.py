@@ -18,7 +18,7 @@ from tests.conftest import make_product, png_bytes
 from tests.test_batching import job_row
 from tests.test_jobs import enqueue_by_hand
 from worker import client
-from worker.service import tasks
+from worker.service import retry
 from worker.service.jobs import classify_jobs
 from worker.service.sweeper import sweep
 
@@ -102,17 +102,17 @@ def test_a_redelivered_chunk_is_split_and_a_photo_that_keeps_coming_back_ends_po
         ids = [make_product(session, category="Bag").id for _ in range(5)]
     queue = redis.Redis.from_url(service_settings.resolved_broker_url)
 
-    tasks.resend_redelivered_chunk(ids, None, 1, service_settings)
+    retry.resend_redelivered_chunk(ids, None, 1, service_settings)
     sent = [json.loads(m) for m in queue.lrange(service_settings.bulk_queue, 0, -1)]
     assert sorted(m["headers"]["argsrepr"] for m in sent) == [repr([ids[:3]]), repr([ids[3:]])]
     assert all("'redeliveries': 1" in m["headers"]["kwargsrepr"] for m in sent)
 
     queue.delete(service_settings.bulk_queue)
-    tasks.resend_redelivered_chunk(
+    retry.resend_redelivered_chunk(
         ids[:1], None, service_settings.max_attempts - 1, service_settings
     )
     assert queue.llen(service_settings.bulk_queue) == 1  # sent on once more
-    tasks.resend_redelivered_chunk(ids[:1], None, service_settings.max_attempts, service_settings)
+    retry.resend_redelivered_chunk(ids[:1], None, service_settings.max_attempts, service_settings)
     assert queue.llen(service_settings.bulk_queue) == 1  # not again: it is settled
     with get_sessionmaker(service_settings.resolved_database_url)() as session:
         products = {p.id: p for p in session.scalars(select(Product).where(Product.id.in_(ids)))}

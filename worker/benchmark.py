@@ -53,7 +53,7 @@ from worker.config import Settings
 from worker.naive import NAIVE_TASK, NAIVE_VERSION
 from worker.pipeline.classifier import Classifier, model_path
 from worker.pipeline.preprocess import normalize, preprocess
-from worker.service.celery_app import make_celery, worker_command, worker_environment
+from worker.service.celery_app import WORKER_APP, make_celery, worker_command, worker_environment
 from worker.service.reclassify import run_progress, start_run
 from worker.storage import get_store
 
@@ -467,7 +467,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
 
         bulk = WorkerProcess(
             settings,
-            app="worker.service.celery_app",
+            app=WORKER_APP,
             queue=settings.bulk_queue,
             concurrency=config.concurrency,
             log_path=workdir / "bulk-worker.log",
@@ -481,7 +481,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
 
         interactive = WorkerProcess(
             settings,
-            app="worker.service.celery_app",
+            app=WORKER_APP,
             queue=settings.interactive_queue,
             concurrency=1,
             log_path=workdir / "interactive-worker.log",

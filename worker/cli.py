@@ -65,9 +65,10 @@ def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_ar
     up to FASHION_BATCH_MAX_SIZE messages per process) and `-Q bulk`
     (catalog chunks; holds one message per process).
     """
-    from worker.service.celery_app import app
+    from worker.service.worker_app import make_worker_app
 
     settings = get_settings()
+    app = make_worker_app(settings)
     queues = queues or f"{settings.interactive_queue},{settings.bulk_queue}"
     argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
     if concurrency:
@@ -309,10 +310,11 @@ def beat(loglevel: str, celery_args: tuple) -> None:
     what it covers (all | stale); every FASHION_MODEL_CHECK_SECONDS a worker
     checks whether its model version has had a run yet and starts one if not.
     """
-    from worker.service.celery_app import app
+    from worker.service.worker_app import make_worker_app
 
-    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", f"--loglevel={loglevel}", *celery_args])
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_worker_app(settings).start(["beat", f"--loglevel={loglevel}", *celery_args])
 
 
 @main.command()

@@ -23,11 +23,10 @@ import kombu.exceptions
 
 from catalog.codes import TERMINAL_STATUSES, ErrorCode
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import create_job
+from catalog.lifecycle import create_job, fail_job
 from catalog.queries import get_job, similar_for_job
 from worker.config import Settings, get_settings
-from worker.service.celery_app import CLASSIFY_PRODUCTS_TASK, CLASSIFY_TASK, make_celery
-from worker.service.jobs import fail_job
+from worker.service.messages import DEFAULT_CHUNK_SIZE, send_classify, send_product_chunks
 from worker.storage import get_store
 
 
@@ -83,11 +82,15 @@ def submit(
             content_sha256=hashlib.sha256(data).hexdigest(),
         )
     try:
-        make_celery(settings).send_task(
-            CLASSIFY_TASK, args=[str(job_id)], queue=queue or settings.interactive_queue
-        )
+        send_classify(settings, str(job_id), queue=queue)
     except kombu.exceptions.OperationalError as exc:
-        fail_job(str(job_id), code=ErrorCode.ENQUEUE_FAILED, message=str(exc), settings=settings)
+        with sessions.begin() as session:
+            fail_job(
+                session=session,
+                job_id=str(job_id),
+                code=ErrorCode.ENQUEUE_FAILED,
+                message=str(exc),
+            )
         raise SubmitError(f"could not queue job {job_id}: {exc}") from exc
     return str(job_id)
 
@@ -141,15 +144,11 @@ def wait(
 
 
 def enqueue_product_classification(
-    product_ids: list[int], *, settings: Settings | None = None, chunk_size: int = 64
+    product_ids: list[int],
+    *,
+    settings: Settings | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> int:
     """Queue product photos for classification on the bulk queue, in chunks; returns the count."""
-    settings = settings or get_settings()
-    app = make_celery(settings)
-    for start in range(0, len(product_ids), chunk_size):
-        app.send_task(
-            CLASSIFY_PRODUCTS_TASK,
-            args=[product_ids[start : start + chunk_size]],
-            queue=settings.bulk_queue,
-        )
+    send_product_chunks(settings or get_settings(), product_ids, chunk_size=chunk_size)
     return len(product_ids)

@@ -218,6 +218,17 @@ class Settings(BaseSettings):
         return 1
 
     @property
+    def _broker_folders(self) -> tuple[Path, Path]:
+        return self.data_dir / "broker" / "queue", self.data_dir / "broker" / "control"
+
+    def ensure_folders(self) -> None:
+        """Create the filesystem broker's folders (embedded defaults only); called when
+        a Celery app is built, never at import."""
+        if self.filesystem_broker:
+            for folder in self._broker_folders:
+                folder.mkdir(parents=True, exist_ok=True)
+
+    @property
     def broker_transport_options(self) -> dict[str, Any]:
         """Folders for the filesystem transport; the visibility timeout for Redis."""
         if not self.filesystem_broker:
@@ -230,10 +241,7 @@ class Settings(BaseSettings):
                 "socket_connect_timeout": 5,
                 "socket_keepalive": True,
             }
-        queue_dir = self.data_dir / "broker" / "queue"
-        control_dir = self.data_dir / "broker" / "control"
-        for folder in (queue_dir, control_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        queue_dir, control_dir = self._broker_folders
         return {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),

@@ -1,6 +1,9 @@
-"""The Celery application and its configuration, and nothing else.
+"""The Celery application's configuration, and nothing else.
 
-``celery -A worker.service.celery_app worker`` (or ``fashion worker``) runs it. Messages
+``make_celery(settings)`` builds an app that can send messages (the client, the
+sweeper, a re-classification run use it through ``worker.service.messages``);
+``worker.service.worker_app`` adds the tasks and beat's schedule to it for the
+processes that run them. Nothing is built, read or created at import. Messages
 are JSON only: pickle is refused, so a message can never execute code.
 """
 
@@ -11,48 +14,18 @@ import sys
 from functools import cache
 
 from celery import Celery
-from celery.schedules import crontab
 
-from worker.config import Settings, get_settings
+from worker.config import Settings
 
-CLASSIFY_TASK = "fashion.classify"
-CLASSIFY_PRODUCTS_TASK = "fashion.classify_products"
-RECLASSIFY_TASK = "fashion.reclassify"
-MODEL_CHECK_TASK = "fashion.reclassify_on_model_change"
-SWEEP_TASK = "fashion.sweep_stuck_jobs"
-
-
-def beat_schedule(settings: Settings) -> dict[str, dict]:
-    """Nightly re-classification (``FASHION_RECLASSIFY_CRON``), the new-model check and
-    the stuck-job sweeper."""
-    schedule: dict[str, dict] = {
-        # On the interactive queue: it is kept short, so a long bulk run never
-        # holds the sweeper back.
-        "sweep-stuck-jobs": {
-            "task": SWEEP_TASK,
-            "schedule": settings.sweep_seconds,
-            "options": {"queue": settings.interactive_queue, "expires": settings.sweep_seconds},
-        },
-        "reclassify-on-model-change": {
-            "task": MODEL_CHECK_TASK,
-            "schedule": settings.model_check_seconds,
-            "options": {"queue": settings.bulk_queue, "expires": settings.model_check_seconds},
-        },
-    }
-    if settings.reclassify_cron.strip():
-        schedule["nightly-reclassify"] = {
-            "task": RECLASSIFY_TASK,
-            "schedule": crontab.from_string(settings.reclassify_cron),
-            "kwargs": {"mode": settings.reclassify_nightly_mode, "trigger": "nightly"},
-            "options": {"queue": settings.bulk_queue},
-        }
-    return schedule
+#: What ``celery --app=…`` loads in a worker, beat, Flower or ``celery inspect``.
+WORKER_APP = "worker.service.worker_app"
 
 
 @cache
 def make_celery(settings: Settings) -> Celery:
     """A Celery app for ``settings`` (cached: one per distinct configuration)."""
-    app = Celery("fashion", broker=settings.resolved_broker_url, include=["worker.service.tasks"])
+    settings.ensure_folders()
+    app = Celery("fashion", broker=settings.resolved_broker_url)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -69,23 +42,12 @@ def make_celery(settings: Settings) -> Celery:
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
         task_default_queue=settings.interactive_queue,
-        task_routes={
-            CLASSIFY_TASK: {"queue": settings.interactive_queue},
-            CLASSIFY_PRODUCTS_TASK: {"queue": settings.bulk_queue},
-            RECLASSIFY_TASK: {"queue": settings.bulk_queue},
-            MODEL_CHECK_TASK: {"queue": settings.bulk_queue},
-            SWEEP_TASK: {"queue": settings.interactive_queue},
-        },
-        beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         broker_transport_options=settings.broker_transport_options,
         broker_connection_retry_on_startup=True,
         enable_utc=True,
     )
     return app
-
-
-app = make_celery(get_settings())
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -100,7 +62,7 @@ def worker_command(
     *,
     hostname: str,
     concurrency: int = 1,
-    app_path: str = "worker.service.celery_app",
+    app_path: str = WORKER_APP,
     loglevel: str = "INFO",
     prefetch: int | None = None,
     extra: tuple[str, ...] = (),

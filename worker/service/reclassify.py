@@ -27,7 +27,7 @@ from catalog.lifecycle import already_done
 from catalog.models import Product, ReclassifyRun, as_utc, utcnow
 from worker.config import Settings
 from worker.pipeline.classifier import model_version
-from worker.service.celery_app import CLASSIFY_PRODUCTS_TASK, make_celery
+from worker.service.messages import DEFAULT_CHUNK_SIZE, send_product_chunks
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def start_run(
     mode: str,
     *,
     settings: Settings,
-    chunk_size: int = 64,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     trigger: str = "cli",
     version: str | None = None,
 ) -> ReclassifyRun:
@@ -133,15 +133,7 @@ def start_run(
         session.add(run)
         session.flush()
         session.expunge(run)
-    app = make_celery(settings)
-    not_before_text = not_before.isoformat() if not_before else None
-    for start in range(0, len(product_ids), chunk_size):
-        app.send_task(
-            CLASSIFY_PRODUCTS_TASK,
-            args=[product_ids[start : start + chunk_size]],
-            kwargs={"not_before": not_before_text},
-            queue=settings.bulk_queue,
-        )
+    send_product_chunks(settings, product_ids, chunk_size=chunk_size, not_before=not_before)
     log.info("run %s: queued %d products (%s, model %s)", run.id, run.total, mode, version)
     return run
 
@@ -192,7 +184,9 @@ def run_progress(settings: Settings, run_id: int | None = None) -> Progress | No
         return None if run is None else progress_of(session, run)
 
 
-def reclassify_if_model_changed(settings: Settings, *, chunk_size: int = 64) -> int | None:
+def reclassify_if_model_changed(
+    settings: Settings, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> int | None:
     """Start a ``stale`` run if no run exists yet for the current model; returns its id."""
     version = model_version(settings)
     sessions = get_sessionmaker(settings.resolved_database_url)

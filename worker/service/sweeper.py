@@ -17,7 +17,7 @@ import logging
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import requeue_stuck
 from worker.config import Settings
-from worker.service.celery_app import CLASSIFY_TASK, make_celery
+from worker.service.messages import send_classify
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,8 @@ def sweep(settings: Settings, *, now: dt.datetime | None = None) -> list[str]:
             limit=SWEEP_LIMIT,
             now=now,
         )
-    app = make_celery(settings)
     for job_id in job_ids:
-        app.send_task(CLASSIFY_TASK, args=[job_id], queue=settings.interactive_queue)
+        send_classify(settings, job_id)
     if job_ids:
         log.warning("sweeper: queued %d stuck job(s) again", len(job_ids))
     return job_ids
