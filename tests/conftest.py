@@ -28,11 +28,11 @@ from catalog.embeddings import encode_embedding
 from catalog.models import CATEGORIES, Product
 from catalog.queries import upsert_product
 from training.data import FashionMnist, load_fashion_mnist
-from worker.benchmark import free_port, wait_for_port
 from worker.config import Settings
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.service.celery_app import worker_command, worker_environment
 from worker.storage import make_store
+from worker.tools.harness import free_port, wait_for_port
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from worker.benchmark import free_port, wait_for_port
+from worker.tools.harness import free_port, wait_for_port
 
 LEDGER_SQL = """
 CREATE TABLE fault_ledger (

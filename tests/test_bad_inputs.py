@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from catalog.queries import get_job
 from training.shop_photos import make_shop_photo
 from worker import client
 from worker.cli import main
+from worker.tools.images import png_bomb
 
 TROUSER = 1
 
@@ -30,22 +29,6 @@ def _encode(image: Image.Image, fmt: str, **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)
     return buffer.getvalue()
-
-
-def png_bomb(side: int = 40_000) -> bytes:
-    """A valid 1-bit PNG of side × side black pixels: ~200 MB of rows compressing to ~200 KB."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        body = kind + payload
-        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
 
 
 def _trouser_photo(fashion_mnist) -> Image.Image:

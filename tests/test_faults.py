@@ -32,10 +32,10 @@ from tests.faults import (
     tally,
 )
 from worker import client
-from worker.benchmark import build_catalog, wait_until
 from worker.config import Settings
 from worker.service.reclassify import run_progress, start_run
 from worker.storage import make_store
+from worker.tools.harness import build_catalog, wait_until
 
 pytestmark = pytest.mark.timeout(420)
 

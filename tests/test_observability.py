@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import free_port, png_bytes
 from tests.test_reclassify import add_products
 from worker import client
-from worker.benchmark import wait_for_port
 from worker.service.celery_app import worker_command, worker_environment
 from worker.service.reclassify import run_progress, start_run
+from worker.tools.harness import wait_for_port
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset], float]:

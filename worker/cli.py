@@ -395,7 +395,7 @@ def bench(
     Takes a few minutes with the defaults.
     """
     try:
-        from worker.benchmark import BenchConfig, run_benchmark
+        from worker.tools.benchmark import BenchConfig, run_benchmark
     except ImportError as exc:
         raise _training_import_error(exc) from exc
 
@@ -793,8 +793,8 @@ def _spread(figures: dict[str, float] | None) -> str:
 def bench_photos(folder: str, rounds: int, limit: int | None, as_json: bool) -> None:
     """Latency of preprocessing + inference per photo on one core, with and without the
     foreground cut-out (FOLDER/<class>/<image>, e.g. the development photos)."""
-    from worker.photo_bench import run_photo_bench
     from worker.pipeline.classifier import get_classifier
+    from worker.tools.photo_bench import run_photo_bench
 
     try:
         result = run_photo_bench(

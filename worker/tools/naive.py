@@ -5,7 +5,7 @@ image, Keras ``model.predict`` on a batch of one, one UPDATE per product. It
 shares everything else with the real worker (object store, preprocessing, the
 serving model's weights), so the benchmark's ratio measures the inference
 engine, batching and bulk writes and nothing else. It needs TensorFlow (the
-``[train]`` extra) and its own Celery app: ``celery -A worker.naive worker``.
+``[train]`` extra) and its own Celery app: ``celery -A worker.tools.naive worker``.
 """
 
 from __future__ import annotations

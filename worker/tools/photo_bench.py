@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from worker.benchmark import percentiles
 from worker.errors import ImageError
 from worker.pipeline.classifier import Classifier
 from worker.pipeline.preprocess import prepare
+from worker.tools.benchmark import percentiles
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 

@@ -8,7 +8,7 @@ fetch) and cold (the cache invalidated before every lookup: the baseline that
 reads every candidate embedding from the database). Prints one JSON object with
 p50/p95/p99 in milliseconds.
 
-Run: ``.venv/bin/python bench/similar.py [--engine postgresql|sqlite] [--products N]``
+Run: ``.venv/bin/python -m worker.tools.bench_similar [--engine postgresql|sqlite] [--products N]``
 """
 
 from __future__ import annotations
@@ -16,23 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import psycopg
 from sqlalchemy import insert
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from catalog import similar  # noqa: E402
-from catalog.db import get_engine, get_sessionmaker, upgrade  # noqa: E402
-from catalog.embeddings import encode_embedding  # noqa: E402
-from catalog.models import CATEGORIES, Product  # noqa: E402
+from catalog import similar
+from catalog.codes import CATEGORIES
+from catalog.db import get_engine, get_sessionmaker, upgrade
+from catalog.embeddings import encode_embedding
+from catalog.models import Product
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 VERSION = "bench-model"

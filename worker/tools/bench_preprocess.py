@@ -5,7 +5,7 @@ decoded at full size (no DCT scaling) in the same run, as the baseline the
 reduced decode is compared with. The bomb is refused in a fresh process so its
 peak RSS is not hidden by what this process already holds.
 
-Run: ``.venv/bin/python bench/preprocess.py [--repeat N]``
+Run: ``.venv/bin/python -m worker.tools.bench_preprocess [--repeat N]``
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.test_bad_inputs import png_bomb  # noqa: E402
-from worker.errors import ImageError  # noqa: E402
-from worker.pipeline.preprocess import preprocess  # noqa: E402
+from worker.errors import ImageError
+from worker.pipeline.preprocess import preprocess
+from worker.tools.images import png_bomb
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 40_000_000}
 
@@ -71,7 +69,6 @@ def peak_mb():
 
 
 
-sys.path.insert(0, {root!r})
 from worker.errors import ImageError
 from worker.pipeline.preprocess import preprocess
 data = open({path!r}, "rb").read()
@@ -89,9 +86,8 @@ print(code, before, after)
 def bomb_peak_rss(tmp: Path) -> dict[str, object]:
     path = tmp / "bomb.png"
     path.write_bytes(png_bomb())
-    root = str(Path(__file__).resolve().parent.parent)
     output = subprocess.run(
-        [sys.executable, "-c", BOMB_CHILD.format(root=root, path=str(path))],
+        [sys.executable, "-c", BOMB_CHILD.format(path=str(path))],
         capture_output=True,
         text=True,
         check=True,
