@@ -27,7 +27,7 @@ from worker.config import Settings
 from worker.pipeline.classifier import get_classifier
 from worker.service.celery_app import worker_command, worker_environment
 
-SAMPLES_DIR = Path(__file__).parent / "samples"
+SAMPLES_DIR = Path(__file__).parents[1] / "samples"
 WORKER_STOP_TIMEOUT = 15
 
 

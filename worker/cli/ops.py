@@ -1,0 +1,206 @@
+"""``fashion migrate``, ``worker``, ``beat``, ``status``, ``reclassify``: running and
+watching the service."""
+
+from __future__ import annotations
+
+import click
+
+from worker.cli.common import echo_json
+from worker.config import get_settings
+
+
+@click.command()
+def migrate() -> None:
+    """Create or upgrade the catalog tables (Alembic) in FASHION_DATABASE_URL."""
+    from catalog.db import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    click.echo("catalog schema is up to date")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "-Q", "--queues", default=None, help="Comma-separated queues [default: interactive,bulk]."
+)
+@click.option(
+    "-c", "--concurrency", type=int, default=None, help="Worker processes [default: cores]."
+)
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_args: tuple) -> None:
+    """Run a Celery worker; extra arguments go to `celery worker` unchanged.
+
+    Production runs two kinds: `-Q interactive` (uploads; micro-batched, holds
+    up to FASHION_BATCH_MAX_SIZE messages per process) and `-Q bulk`
+    (catalog chunks; holds one message per process).
+    """
+    from worker.service.worker_app import make_worker_app
+
+    settings = get_settings()
+    app = make_worker_app(settings)
+    queues = queues or f"{settings.interactive_queue},{settings.bulk_queue}"
+    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    argv.append(f"--prefetch-multiplier={settings.prefetch_multiplier(queues.split(','))}")
+    app.worker_main([*argv, *celery_args])
+
+
+@click.command()
+@click.option(
+    "--all",
+    "mode",
+    flag_value="all",
+    help="Every product photo, even those the current model already did.",
+)
+@click.option(
+    "--stale",
+    "mode",
+    flag_value="stale",
+    default=True,
+    help="Only photos not yet classified by the current model [default].",
+)
+@click.option(
+    "--chunk",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 1024),
+    help="Products per bulk task (one batched inference and one write each).",
+)
+@click.option("--wait", is_flag=True, help="Show a progress bar until the run is done.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="With --wait: give up after this many seconds (the run carries on).",
+)
+def reclassify(mode: str, chunk: int, wait: bool, timeout: float | None) -> None:
+    """Queue the catalog's product photos for (re-)classification on the bulk queue.
+
+    Re-running resumes: products already classified by the current model
+    version are skipped (with --all: those done since the interrupted --all run
+    began). Progress: `fashion status` or --wait. Workers consuming the bulk
+    queue do the work (`fashion worker -Q bulk`).
+    """
+    import kombu.exceptions
+
+    from worker.service.reclassify import start_run
+
+    settings = get_settings()
+    try:
+        run = start_run(mode, settings=settings, chunk_size=chunk)
+    except kombu.exceptions.OperationalError as exc:
+        raise click.ClickException(
+            f"could not reach the broker ({exc}); run the command again to queue the rest"
+        ) from exc
+    chunks = -(-run.total // chunk)
+    click.echo(
+        f"run {run.id}: queued {run.total} products in {chunks} chunks "
+        f"({mode}, model {run.model_version})"
+    )
+    if wait and run.total:
+        _wait_for_run(run.id, settings, timeout)
+
+
+def _wait_for_run(run_id: int, settings: object, timeout: float | None) -> None:
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from worker.service.reclassify import run_progress
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    state = run_progress(settings, run_id)
+    columns = (
+        TextColumn("[bold]reclassify"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.0f}/s, {task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=None, transient=False) as bar:
+        task = bar.add_task("run", total=state.total, rate=0.0, failed=0)
+        while True:
+            state = run_progress(settings, run_id)
+            bar.update(task, completed=state.done, rate=state.rate_per_s, failed=state.failed)
+            if state.finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"run {run_id}: {state.done}/{state.total} done after {timeout:.0f} s; "
+                    "it carries on in the workers (`fashion status`)"
+                )
+            time.sleep(0.5)
+    click.echo(f"run {run_id}: {state.done} done, {state.failed} of them failed")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--ping-timeout", default=1.0, show_default=True, help="Seconds to wait for worker replies."
+)
+def status(as_json: bool, ping_timeout: float) -> None:
+    """Queue depths, live workers, jobs by state, throughput and the latest bulk run."""
+    import kombu.exceptions
+
+    from worker.service.status import collect
+
+    try:
+        snapshot = collect(get_settings(), ping_timeout=ping_timeout)
+    except kombu.exceptions.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the broker: {exc}") from exc
+    if as_json:
+        echo_json(snapshot)
+        return
+    queues = ", ".join(f"{name} {depth}" for name, depth in snapshot["queues"].items())
+    click.echo(f"queues:   {queues} waiting")
+    workers = snapshot["workers"]
+    click.echo(f"workers:  {len(workers)}" + (f" ({', '.join(workers)})" if workers else ""))
+    click.echo("jobs:     " + ", ".join(f"{k} {v}" for k, v in snapshot["jobs"].items()))
+    click.echo(f"finished: {snapshot['throughput']['jobs_per_s']:.2f} jobs/s over the last minute")
+    run = snapshot["reclassify"]
+    if run:
+        eta = (
+            "finished"
+            if run["finished"]
+            else (
+                f"ETA {run['eta_s']:.0f} s"
+                if run["eta_s"] is not None
+                else "ETA unknown (stalled?)"
+            )
+        )
+        click.echo(
+            f"bulk run {run['run_id']} ({run['mode']}, {run['trigger']}): "
+            f"{run['done']}/{run['total']} done, {run['failed']} failed, "
+            f"{run['rate_per_s']:.0f}/s, {eta}"
+        )
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def beat(loglevel: str, celery_args: tuple) -> None:
+    """Run Celery beat: the nightly re-classification and the new-model check.
+
+    Run exactly one beat per deployment. FASHION_RECLASSIFY_CRON sets the
+    nightly time (crontab, UTC; default "0 2 * * *"), FASHION_RECLASSIFY_NIGHTLY_MODE
+    what it covers (all | stale); every FASHION_MODEL_CHECK_SECONDS a worker
+    checks whether its model version has had a run yet and starts one if not.
+    """
+    from worker.service.worker_app import make_worker_app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_worker_app(settings).start(["beat", f"--loglevel={loglevel}", *celery_args])
+
+
+COMMANDS = (migrate, worker, beat, status, reclassify)

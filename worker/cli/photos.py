@@ -1,0 +1,161 @@
+"""``fashion finetune-photos`` and ``fit-photo-threshold``: tuning the model for real
+photos (``training``, the ``[train]`` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from worker.cli.common import (
+    echo_json,
+    mapping_option,
+    model_option,
+    needs_train_extra,
+    percent,
+    spread,
+)
+from worker.config import get_settings
+
+
+@click.command("finetune-photos")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--photos",
+    "photos_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Training photos in DIR/<class>/<image> (never the folder you report on).",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--learning-rate", default=3e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option(
+    "--photo-repeat",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Times each photo appears per epoch, beside the run's Fashion-MNIST images.",
+)
+@click.option(
+    "--set-loss",
+    "set_loss",
+    type=click.Choice(["sum", "max"]),
+    default="max",
+    show_default=True,
+    help="For a photo that may be any of several classes (shoes): -log of their summed "
+    "probability (sum; the probability may spread over them) or of the largest one (max; "
+    "the model commits to one, so its confidence is not split).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Use only N Fashion-MNIST images.")
+def finetune_photos(
+    run_dir: str,
+    photos_dir: str,
+    out_dir: str,
+    epochs: int,
+    learning_rate: float,
+    photo_repeat: int,
+    set_loss: str,
+    limit: int | None,
+) -> None:
+    """Fine-tune a trained run (fashion train's --out) on real photos mixed with its
+    Fashion-MNIST training images; writes a run folder for `fashion ensemble`."""
+    with needs_train_extra():
+        from training.photo_finetune import finetune_on_photos
+    try:
+        card = finetune_on_photos(
+            Path(run_dir),
+            Path(photos_dir),
+            out_dir=Path(out_dir),
+            epochs=epochs,
+            learning_rate=learning_rate,
+            photo_repeat=photo_repeat,
+            loss=set_loss,
+            limit=limit,
+            data_dir=get_settings().mnist_dir,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{card['version']}: Fashion-MNIST validation {card['validation_accuracy']:.2%} "
+        f"after {card['photo_finetune']['seconds']:.0f} s on "
+        f"{card['photo_finetune']['photos']} photos; written to {out_dir}"
+    )
+
+
+@click.command("fit-photo-threshold")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@model_option
+@mapping_option
+@click.option(
+    "--max-flagged",
+    default=0.12,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Flag budget: the largest share of in-catalog photos to flag uncertain.",
+)
+@click.option(
+    "--repeats",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Random half-splits for the estimate on photos the threshold was not fitted on.",
+)
+@click.option("--write", is_flag=True, help="Store the threshold in the model card.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def fit_photo_threshold(
+    folder: str,
+    model_path: str | None,
+    mapping_path: str | None,
+    max_flagged: float,
+    repeats: int,
+    write: bool,
+    as_json: bool,
+) -> None:
+    """Fit the confidence threshold below which a photo on a busy background is
+    flagged uncertain (FOLDER/<class>/<image>, mapped as for `fashion evaluate
+    --photos`): the highest one flagging at most --max-flagged of the in-catalog
+    photos. Prints what it flags on FOLDER and, by repeated half-splits, on photos
+    it was not fitted on; --write stores it in the model card."""
+    from worker.pipeline.classifier import model_path as default_model_path
+
+    with needs_train_extra():
+        from training.photo_threshold import fit_photo_threshold as fit
+        from training.photos import PhotoFolderError, load_mapping
+    try:
+        result = fit(
+            Path(folder),
+            Path(model_path) if model_path else default_model_path(get_settings()),
+            mapping=load_mapping(Path(mapping_path) if mapping_path else None),
+            max_flagged=max_flagged,
+            repeats=repeats,
+            write=write,
+        )
+    except (PhotoFolderError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json(result)
+        return
+    fit_figures, cross = result["fit"], result["fit"]["cross_fit"]
+    previous = result["previous_photo_uncertain_threshold"]
+    click.echo(
+        f"model {result['model_version']}: photo threshold {result['photo_uncertain_threshold']} "
+        f"(was {'not set' if previous is None else previous}; product-image threshold "
+        f"{result['uncertain_threshold']})"
+    )
+    click.echo(
+        f"  on {fit_figures['photos']} photos of {folder}: flags "
+        f"{percent(fit_figures['mapped_flagged'])} of {fit_figures['mapped_photos']} in-catalog, "
+        f"{percent(fit_figures['out_of_catalog_flagged'])} of "
+        f"{fit_figures['out_of_catalog_photos']} out-of-catalog; answers kept "
+        f"{percent(fit_figures['accuracy_kept'])} right"
+    )
+    click.echo(
+        f"  on unseen halves ({cross['repeats']} splits, median [p10, p90]): in-catalog flagged "
+        f"{spread(cross['mapped_flagged'])}, out-of-catalog flagged "
+        f"{spread(cross['out_of_catalog_flagged'])}"
+    )
+    click.echo(f"  written to {result['written']}" if write else "  not written (add --write)")
+
+
+COMMANDS = (finetune_photos, fit_photo_threshold)

@@ -1,0 +1,329 @@
+"""``fashion train``, ``ensemble``, ``evaluate``, ``baselines``, ``lr-find``, ``tune``:
+the model (``training``, the ``[train]`` extra)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from worker.cli.common import (
+    echo_json,
+    mapping_option,
+    model_option,
+    needs_train_extra,
+    percent,
+)
+from worker.config import get_settings
+
+
+@click.command()
+@click.option("--arch", default="fashion-vgg", show_default=True, help="Architecture name.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epoch count.")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option(
+    "--split-seed",
+    type=int,
+    help="Seed of the validation split (default: --seed); share it across ensemble members.",
+)
+@click.option(
+    "--out", "out_dir", default="runs/latest", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option(
+    "--limit", type=click.IntRange(min=64), help="Train on this many images (smoke runs)."
+)
+def train(
+    arch: str,
+    epochs: int | None,
+    seed: int,
+    split_seed: int | None,
+    out_dir: str,
+    limit: int | None,
+) -> None:
+    """Train ARCH on Fashion-MNIST; write model.keras, model.tflite and model_card.json.
+
+    Architectures: fashion-vgg (ours), small-cnn, and the earlier reports'
+    seed-a, seed-b, seed-c, seed-d, each with its own recipe. The validation
+    set comes from the 60 k training images and picks the best epoch and the
+    softmax temperature; the 10 k test images are used once, for the model card.
+    Logs every epoch to OUT/history.csv. Needs the [train] extra.
+    """
+    with needs_train_extra():
+        from training.data import DatasetNotFoundError
+        from training.train import train as run_training
+    try:
+        outcome = run_training(
+            arch=arch,
+            epochs=epochs,
+            seed=seed,
+            split_seed=split_seed,
+            limit=limit,
+            out_dir=Path(out_dir),
+            data_dir=get_settings().mnist_dir,
+        )
+    except (DatasetNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(outcome.card, indent=2))
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def ensemble(runs: tuple[str, ...], out_dir: str) -> None:
+    """Average the logits of several training RUNS (folders) into one exported model.
+
+    Temperature and uncertainty threshold are fitted on the images that every
+    run held out for validation; the test split is only reported.
+    """
+    with needs_train_extra():
+        from training.ensemble import build_ensemble
+    try:
+        card = build_ensemble(
+            [Path(run) for run in runs], out_dir=Path(out_dir), data_dir=get_settings().mnist_dir
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(card, indent=2))
+
+
+@click.command()
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--report", "report_dir", type=click.Path(file_okay=False), help="Write PNG plots here."
+)
+@click.option(
+    "--photos",
+    "photos_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Score real photos in DIR/<class>/<image> instead of the test split.",
+)
+@mapping_option
+@click.option(
+    "--no-cutout",
+    is_flag=True,
+    help="With --photos: skip the foreground cut-out, to measure what it brings.",
+)
+def evaluate(
+    model_path: str | None,
+    as_json: bool,
+    report_dir: str | None,
+    photos_dir: str | None,
+    mapping_path: str | None,
+    no_cutout: bool,
+) -> None:
+    """Score a model on the Fashion-MNIST test split, as the worker runs it.
+
+    Accuracy, per-class precision/recall/F1, confusion matrix and expected
+    calibration error; with --report, PNGs of the confusion matrix, the
+    reliability diagram and the most confident mistakes.
+
+    With --photos DIR: real photos through the worker's own pipeline; accuracy
+    on the classes the mapping scores (per class too), their confusion, the
+    share of out-of-catalog photos flagged uncertain, and with --report a PNG
+    grid of examples.
+    """
+    with needs_train_extra():
+        from training.data import DatasetNotFoundError
+        from training.evaluate import evaluate as run_evaluation
+    from worker.pipeline.classifier import model_path as default_model_path
+
+    settings = get_settings()
+    if photos_dir is not None:
+        _evaluate_photos(
+            Path(model_path) if model_path else default_model_path(settings),
+            Path(photos_dir),
+            Path(mapping_path) if mapping_path else None,
+            Path(report_dir) if report_dir else None,
+            as_json,
+            cutout=not no_cutout,
+        )
+        return
+    try:
+        result = run_evaluation(
+            Path(model_path) if model_path else default_model_path(settings),
+            data_dir=settings.mnist_dir,
+            report_dir=Path(report_dir) if report_dir else None,
+        )
+    except DatasetNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(
+        f"model {result['model_version']}: accuracy {result['accuracy']:.2%}, "
+        f"ECE {result['ece']:.2%} on {result['images']} test images"
+    )
+    for name, scores in result["per_class"].items():
+        click.echo(
+            f"  {name:<12} precision {scores['precision']:.3f}  recall "
+            f"{scores['recall']:.3f}  F1 {scores['f1']:.3f}"
+        )
+    for name, path in result.get("plots", {}).items():
+        click.echo(f"  {name}: {path}")
+
+
+def _evaluate_photos(
+    model: Path,
+    folder: Path,
+    mapping_path: Path | None,
+    report_dir: Path | None,
+    as_json: bool,
+    *,
+    cutout: bool,
+) -> None:
+    from training.photos import PhotoFolderError, evaluate_photos, load_mapping
+    from worker.pipeline.classifier import Classifier
+
+    try:
+        result = evaluate_photos(
+            folder,
+            Classifier(model),
+            mapping=load_mapping(mapping_path),
+            report_dir=report_dir,
+            cutout=cutout,
+        )
+    except PhotoFolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(
+        f"model {result['model_version']}: accuracy {result['accuracy']:.1%} on "
+        f"{result['scored_photos']} photos of mapped classes; uncertain: "
+        f"{percent(result['uncertain_out_of_catalog'])} of {result['out_of_catalog_photos']} "
+        f"out-of-catalog photos, {percent(result['uncertain_scored'])} of mapped ones"
+    )
+    for name, scores in result["per_class"].items():
+        click.echo(
+            f"  {name:<12} accuracy {scores['accuracy']:.1%}  uncertain "
+            f"{scores['uncertain']:.1%}  ({scores['photos']} photos)"
+        )
+    for path, code in result["unreadable"].items():
+        click.echo(f"  unreadable: {path}: {code}")
+    for name, path in result.get("plots", {}).items():
+        click.echo(f"  {name}: {path}")
+
+
+@click.command()
+@click.option(
+    "--cv",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Cross-validation folds on the training split (0: none).",
+)
+@click.option("--only", multiple=True, help="Run only these baselines (repeatable).")
+@click.option(
+    "--cards",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CNN model_card.json files to list beside the classic rows.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def baselines(cv: int, only: tuple[str, ...], cards: tuple[str, ...], as_json: bool) -> None:
+    """The classic-ML comparison: kNN, nearest mean, LDA, QDA (PCA), 3-layer MLP.
+
+    Each is trained on the training split and scored on the test split, and by
+    --cv-fold cross-validation on the training split. Prints a markdown table
+    (with the CNN rows from --cards) or, with --json, one object.
+    """
+    with needs_train_extra():
+        from rich.console import Console
+
+        from training.baselines import markdown_table, run_baselines
+    console = Console(stderr=True)
+    with console.status("fitting baselines") as status:
+        try:
+            rows = run_baselines(
+                cv=cv,
+                only=list(only) or None,
+                data_dir=get_settings().mnist_dir,
+                on_progress=lambda name: status.update(f"fitting {name} (cv={cv})"),
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+    cnn_cards = [json.loads(Path(card).read_text()) for card in cards]
+    if as_json:
+        echo_json({"baselines": rows, "cnn": cnn_cards})
+    else:
+        click.echo(markdown_table(rows, cnn_cards))
+
+
+@click.command(name="lr-find")
+@click.option("--arch", default="fashion-vgg", show_default=True)
+@click.option(
+    "--png", default="runs/lr-find.png", show_default=True, type=click.Path(dir_okay=False)
+)
+@click.option("--steps", default=200, show_default=True, type=click.IntRange(min=10))
+@click.option("--json", "as_json", is_flag=True)
+def lr_find(arch: str, png: str, steps: int, as_json: bool) -> None:
+    """Learning-rate range test: loss against an exponentially rising rate, as a PNG."""
+    with needs_train_extra():
+        from training.lr_find import lr_find as run_lr_find
+    try:
+        result = run_lr_find(
+            arch=arch, png=Path(png), steps=steps, data_dir=get_settings().mnist_dir
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"lowest loss at {result['min_loss_rate']:.1e}; suggested rate "
+            f"{result['suggested_rate']:.1e} (recipe uses {result['recipe_rate']:.1e}); "
+            f"plot: {result['png']}"
+        )
+
+
+@click.command()
+@click.option("--max-trials", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-minutes", default=20.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(min=64),
+    help="Training images per trial.",
+)
+@click.option(
+    "--out", "out_dir", default="runs/tune", show_default=True, type=click.Path(file_okay=False)
+)
+@click.option("--json", "as_json", is_flag=True)
+def tune(
+    max_trials: int, max_minutes: float, epochs: int, limit: int, out_dir: str, as_json: bool
+) -> None:
+    """KerasTuner random search over report A's space (filters, kernel, learning rate).
+
+    Scored on the validation split; stops after --max-trials or, between
+    trials, once --max-minutes have passed.
+    """
+    with needs_train_extra():
+        from training.tune import tune as run_tune
+    result = run_tune(
+        out_dir=Path(out_dir),
+        max_trials=max_trials,
+        max_minutes=max_minutes,
+        epochs=epochs,
+        limit=limit,
+        data_dir=get_settings().mnist_dir,
+    )
+    if as_json:
+        echo_json(result)
+        return
+    for trial in result["trials"]:
+        click.echo(f"val_accuracy {trial['val_accuracy']}: {trial['hyperparameters']}")
+    click.echo(f"stopped by {result['stopped_by']}")
+
+
+COMMANDS = (
+    train,
+    ensemble,
+    evaluate,
+    baselines,
+    lr_find,
+    tune,
+)
