@@ -27,4 +27,3 @@ def main() -> None:
 for group in (uploads, ops, catalog, training, photos, bench):
     for command in group.COMMANDS:
         main.add_command(command)
-

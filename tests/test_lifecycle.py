@@ -1,0 +1,161 @@
+"""The job and product lifecycle as plain functions on a session: no Celery, no Redis.
+
+Run on SQLite and on the real PostgreSQL (the ``database_url`` fixture).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from catalog.codes import ErrorCode, JobStatus
+from catalog.db import get_sessionmaker
+from catalog.lifecycle import (
+    ProductOutcome,
+    claim_jobs,
+    complete_job,
+    create_job,
+    fail_job,
+    mark_products_poison,
+    record_predictions,
+    requeue_stuck,
+)
+from catalog.models import ClassificationJob, Product, utcnow
+from tests.conftest import make_product
+
+PROBABILITIES = [0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
+
+
+def new_job(session: Session) -> str:
+    job_id = uuid.uuid4()
+    create_job(
+        session=session,
+        job_id=job_id,
+        image_key=f"uploads/{job_id}",
+        filename="photo.jpg",
+        content_sha256="0" * 64,
+    )
+    session.flush()
+    return str(job_id)
+
+
+def row(session: Session, job_id: str) -> ClassificationJob:
+    return session.get(ClassificationJob, uuid.UUID(job_id))
+
+
+def test_a_new_job_is_queued_with_no_attempts(session) -> None:
+    job = row(session, new_job(session))
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)
+
+
+def test_claiming_runs_known_jobs_and_settles_unknown_and_finished_ones(session) -> None:
+    waiting, finished = new_job(session), new_job(session)
+    fail_job(session=session, job_id=finished, code=ErrorCode.CORRUPT, message="damaged")
+    unknown, garbage = str(uuid.uuid4()), "not-a-uuid"
+
+    claim = claim_jobs(
+        session=session, job_ids=[waiting, finished, unknown, garbage], max_attempts=5
+    )
+
+    assert claim.claimed == {waiting: f"uploads/{waiting}"}
+    assert claim.settled == {finished: JobStatus.FAILED, unknown: None, garbage: None}
+    assert claim.finished == []
+    assert (row(session, waiting).status, row(session, waiting).attempts) == ("running", 1)
+
+
+def test_a_job_delivered_too_often_ends_poison_but_retries_do_not_count(session) -> None:
+    job_id = new_job(session)
+    for _ in range(3):
+        claim_jobs(session=session, job_ids=[job_id], max_attempts=3)
+    # Two of those three deliveries were clean retries: it may run again.
+    again = claim_jobs(session=session, job_ids=[job_id], max_attempts=3, retries={job_id: 2})
+    assert job_id in again.claimed
+
+    poisoned = claim_jobs(session=session, job_ids=[job_id], max_attempts=3)
+    job = row(session, job_id)
+    assert poisoned.settled == {job_id: JobStatus.FAILED}
+    assert (job.status, job.error_code) == ("failed", "poison")
+    assert [(f.status, f.code) for f in poisoned.finished] == [(JobStatus.FAILED, ErrorCode.POISON)]
+    assert "delivered 5 times" in job.error_message  # this delivery included
+
+
+def test_completing_a_job_records_the_answer_and_its_latency(session) -> None:
+    job_id = new_job(session)
+    claim_jobs(session=session, job_ids=[job_id], max_attempts=5)
+    job, finished = complete_job(
+        session=session,
+        job_id=job_id,
+        label=1,
+        confidence=0.91,
+        uncertain=False,
+        probabilities=PROBABILITIES,
+        model_version="m1",
+    )
+    assert (job.status, job.label, job.model_version, job.error_code) == ("done", 1, "m1", None)
+    assert finished.status == JobStatus.DONE and finished.latency_s >= 0
+
+
+def test_a_done_job_keeps_its_result_when_a_late_failure_arrives(session) -> None:
+    job_id = new_job(session)
+    complete_job(
+        session=session,
+        job_id=job_id,
+        label=1,
+        confidence=0.91,
+        uncertain=False,
+        probabilities=PROBABILITIES,
+        model_version="m1",
+    )
+    assert (
+        fail_job(session=session, job_id=job_id, code=ErrorCode.INTERNAL_ERROR, message="x") is None
+    )
+    assert row(session, job_id).status == JobStatus.DONE
+
+
+def test_stuck_jobs_are_stamped_for_sending_again_oldest_first(database_url) -> None:
+    sessions = get_sessionmaker(database_url)
+    with sessions.begin() as session:
+        stuck_queued, fresh, stuck_running = (new_job(session) for _ in range(3))
+        claim_jobs(session=session, job_ids=[stuck_running], max_attempts=5)
+    later = utcnow() + dt.timedelta(minutes=10)
+    with sessions.begin() as session:
+        row(session, fresh).created_at = later
+    with sessions.begin() as session:
+        sent = requeue_stuck(
+            session=session, stuck_after=dt.timedelta(minutes=5), limit=10, now=later
+        )
+    assert sorted(sent) == sorted([stuck_queued, stuck_running])
+    with sessions.begin() as session:
+        assert row(session, stuck_queued).status == JobStatus.QUEUED  # state unchanged
+        assert row(session, stuck_queued).requeued_at is not None
+        # Stamped: the next sweep a moment later leaves them alone.
+        assert (
+            requeue_stuck(session=session, stuck_after=dt.timedelta(minutes=5), limit=10, now=later)
+            == []
+        )
+
+
+def test_product_predictions_and_errors_are_written_for_the_model_version(session) -> None:
+    good, bad, killer = (make_product(session, category="Bag") for _ in range(3))
+    record_predictions(
+        session=session,
+        model_version="m2",
+        outcomes=[
+            ProductOutcome(good.id, label=8, confidence=0.97, embedding=np.ones(4) / 2),
+            ProductOutcome(bad.id, error=ErrorCode.BLANK),
+        ],
+    )
+    mark_products_poison(session=session, product_ids=[killer.id], model_version="m2")
+    session.expire_all()
+    products = {p.id: p for p in (session.get(Product, i) for i in (good.id, bad.id, killer.id))}
+    assert (products[good.id].predicted_label, products[good.id].classification_error) == (8, None)
+    assert products[good.id].embedding is not None
+    assert (products[bad.id].predicted_label, products[bad.id].classification_error) == (
+        None,
+        "blank",
+    )
+    assert products[killer.id].classification_error == "poison"
+    assert {p.model_version for p in products.values()} == {"m2"}
