@@ -42,6 +42,18 @@ def new_job(session: Session) -> str:
     return str(job_id)
 
 
+def complete(session: Session, job_id: str):  # type: ignore[no-untyped-def]
+    return complete_job(
+        session=session,
+        job_id=job_id,
+        label=1,
+        confidence=0.91,
+        uncertain=False,
+        probabilities=PROBABILITIES,
+        model_version="m1",
+    )
+
+
 def row(session: Session, job_id: str) -> ClassificationJob:
     return session.get(ClassificationJob, uuid.UUID(job_id))
 
@@ -85,30 +97,14 @@ def test_a_job_delivered_too_often_ends_poison_but_retries_do_not_count(session)
 def test_completing_a_job_records_the_answer_and_its_latency(session) -> None:
     job_id = new_job(session)
     claim_jobs(session=session, job_ids=[job_id], max_attempts=5)
-    job, finished = complete_job(
-        session=session,
-        job_id=job_id,
-        label=1,
-        confidence=0.91,
-        uncertain=False,
-        probabilities=PROBABILITIES,
-        model_version="m1",
-    )
+    job, finished = complete(session, job_id)
     assert (job.status, job.label, job.model_version, job.error_code) == ("done", 1, "m1", None)
     assert finished.status == JobStatus.DONE and finished.latency_s >= 0
 
 
 def test_a_done_job_keeps_its_result_when_a_late_failure_arrives(session) -> None:
     job_id = new_job(session)
-    complete_job(
-        session=session,
-        job_id=job_id,
-        label=1,
-        confidence=0.91,
-        uncertain=False,
-        probabilities=PROBABILITIES,
-        model_version="m1",
-    )
+    complete(session, job_id)
     assert (
         fail_job(session=session, job_id=job_id, code=ErrorCode.INTERNAL_ERROR, message="x") is None
     )
