@@ -49,6 +49,7 @@ ALLOWED = {
         "worker.pipeline",
         "worker.config",
         "worker.errors",
+        "worker.files",
         "catalog.codes",
     ),
     "worker": ("worker.tools",),  # the tools themselves, and the CLI's bench commands

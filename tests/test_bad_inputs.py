@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +69,31 @@ def _sixteen_bit_png(photo: Image.Image) -> bytes:
     return _encode(image, "PNG")
 
 
+def _mpo(photo: Image.Image) -> bytes:
+    """A two-frame multi-picture JPEG, as many phone cameras write."""
+    buffer = io.BytesIO()
+    photo.save(buffer, "MPO", save_all=True, append_images=[photo.rotate(90)], quality=90)
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    return buffer.getvalue()
+
+
+def _tile_overflow_tiff() -> bytes:
+    """A 16×16 TIFF whose tile size overflows Pillow's decoder (it raised OverflowError)."""
+    entries = [(256, 4, 16), (257, 4, 16), (258, 3, 8), (259, 3, 1), (262, 3, 1), (277, 3, 1)]
+    entries += [(322, 4, 2**31), (323, 4, 16), (324, 4, 200), (325, 4, 16)]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    data = b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    return data.ljust(220, b"\x00")
+
+
+def _forty_megapixel_png(photo: Image.Image) -> bytes:
+    """8000×5000 pixels in a few hundred KB: what cost ~1 GB to decode and convert."""
+    return _encode(photo.resize((8000, 5000), Image.Resampling.NEAREST), "PNG")
+
+
 @pytest.fixture(scope="module")
 def corpus(fashion_mnist) -> dict[str, tuple[bytes, str | None]]:
     """name → (bytes, expected error code, or None when it must classify as a trouser)."""
@@ -89,6 +118,9 @@ def corpus(fashion_mnist) -> dict[str, tuple[bytes, str | None]]:
         "photo.webp": (_encode(photo, "WEBP", quality=85), None),
         "photo.tiff": (_encode(photo, "TIFF"), None),
         "photo.bmp": (_encode(photo, "BMP"), None),
+        "phone.mpo": (_mpo(photo), None),
+        "tile-overflow.tiff": (_tile_overflow_tiff(), "corrupt"),
+        "forty-megapixels.png": (_forty_megapixel_png(photo), None),
     }
 
 
@@ -142,3 +174,31 @@ def test_every_corpus_file_ends_in_a_terminal_state_through_the_worker(
     with get_sessionmaker(service_settings.resolved_database_url)() as session:
         attempts = {get_job(session=session, job_id=job_id).attempts for job_id in job_ids}
     assert attempts == {1}, "permanent errors must not be retried"
+
+
+PEAK_PROBE = """
+import sys
+from pathlib import Path
+
+from worker.config import Settings
+from worker.pipeline.classify import classify_files
+
+print(list(classify_files([Path(sys.argv[1])], Settings()))[0].get("label"))
+print([int(line.split()[1]) // 1024 for line in open("/proc/self/status")
+       if line.startswith("VmHWM:")][0])
+"""
+
+
+def test_a_forty_megapixel_png_is_classified_within_300_mb(corpus, tmp_path: Path) -> None:
+    """The per-process budget: decoded whole and converted at full size, it took ~970 MB."""
+    path = tmp_path / "forty-megapixels.png"
+    path.write_bytes(corpus["forty-megapixels.png"][0])
+    label, peak_mb = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "FASHION_DATA_DIR": str(tmp_path / "data")},
+    ).stdout.split()
+    assert int(label) == TROUSER
+    assert int(peak_mb) <= 300, f"peak RSS {peak_mb} MB"

@@ -127,3 +127,47 @@ def test_micro_batching_is_off_where_the_worker_loop_cannot_time_it() -> None:
     assert Settings(broker_url="redis://127.0.0.1:6379/0").micro_batch_size == 16
     assert Settings(broker_url="redis://127.0.0.1:6379/0", batch_max_size=1).micro_batch_size == 1
     assert Settings().micro_batch_size == 1  # embedded defaults: filesystem transport
+
+
+def _idle_worker_with_slow_flush(service_settings, start_worker, fashion_mnist):
+    """A real micro-batching worker whose batches wait 0.5 s, so messages sent back to
+    back are sure to share one batch; warmed up with one upload."""
+    settings = service_settings.model_copy(update={"batch_max_wait_ms": 500})
+    start_worker(settings, queues="interactive", prefetch=settings.batch_max_size)
+    warm = client.submit(png_bytes(fashion_mnist.test_images[0]), "w.png", settings=settings)
+    assert client.wait([warm], timeout=60, settings=settings)[warm].status == "done"
+    return settings
+
+
+def test_a_malformed_message_is_dropped_alone_and_its_batch_neighbours_finish(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    settings = _idle_worker_with_slow_flush(service_settings, start_worker, fashion_mnist)
+    first, dropped, last = (
+        enqueue_by_hand(settings, png_bytes(image)) for image in fashion_mnist.test_images[1:4]
+    )
+    sender, queue = make_celery(settings), settings.interactive_queue
+    sender.send_task(CLASSIFY_TASK, args=[], queue=queue)
+    sender.send_task(CLASSIFY_TASK, args=[first], queue=queue)
+    sender.send_task(CLASSIFY_TASK, args=["not-a-job-id"], queue=queue)
+    sender.send_task(CLASSIFY_TASK, args=[dropped], kwargs={"retry": "abc"}, queue=queue)
+    sender.send_task(CLASSIFY_TASK, args=[first, last], queue=queue)
+    sender.send_task(CLASSIFY_TASK, args=[last], queue=queue)
+
+    results = client.wait([first, last], timeout=30, settings=settings)
+    assert [results[job_id].status for job_id in (first, last)] == ["done", "done"]
+    # Its only message was malformed: the job waits for the sweeper, as if never sent.
+    assert job_row(settings, dropped).status == "queued"
+
+
+def test_one_job_sent_in_several_spellings_is_classified_once(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    settings = _idle_worker_with_slow_flush(service_settings, start_worker, fashion_mnist)
+    job_id = enqueue_by_hand(settings, png_bytes(fashion_mnist.test_images[1]))
+    sender = make_celery(settings)
+    for spelling in (job_id, job_id.upper(), "{" + job_id + "}"):
+        sender.send_task(CLASSIFY_TASK, args=[spelling], queue=settings.interactive_queue)
+
+    assert client.wait([job_id], timeout=30, settings=settings)[job_id].status == "done"
+    assert job_row(settings, job_id).attempts == 1

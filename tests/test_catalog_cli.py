@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +15,16 @@ from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import func, select
 
-from catalog.db import get_sessionmaker
+from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product, SimilarItem
+from catalog.queries import upsert_product
 from tests.conftest import png_bytes
+from tests.test_jobs import enqueue_by_hand
 from worker import client
 from worker.cli import main
 from worker.config import Settings, get_settings
 from worker.service.products import classify_products
+from worker.tools.images import png_bomb
 
 
 @pytest.fixture()
@@ -178,3 +184,32 @@ def wait_until_classified(settings: Settings, timeout: float = 90) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"{pending} product(s) still unclassified after {timeout} s")
+
+
+def test_csv_export_quotes_cells_a_spreadsheet_would_run_as_formulas(cli_settings) -> None:
+    upgrade(cli_settings.resolved_database_url)
+    formula = '=HYPERLINK("http://attacker.example","click")'
+    with get_sessionmaker(cli_settings.resolved_database_url).begin() as session:
+        upsert_product(
+            session=session,
+            sku="@SUM(1)",
+            name=formula,
+            category="Bag",
+            price=Decimal("9.90"),
+            stock_quantity=1,
+            image_key=None,
+        )
+    (row,) = csv.DictReader(io.StringIO(invoke("catalog", "export").stdout))
+    assert (row["sku"], row["name"], row["price"]) == ("'@SUM(1)", "'" + formula, "9.90")
+    (line,) = invoke("catalog", "export", "--format", "jsonl").stdout.splitlines()
+    assert json.loads(line)["name"] == formula  # JSON is data, not a spreadsheet
+
+
+def test_similar_png_draws_a_grey_tile_for_an_upload_that_is_a_bomb(cli_settings, tmp_path) -> None:
+    upgrade(cli_settings.resolved_database_url)
+    job_id = enqueue_by_hand(cli_settings, png_bomb())
+    png = tmp_path / "similar.png"
+    invoke("catalog", "similar", job_id, "--png", str(png))
+    picture = Image.open(png).convert("RGB")
+    assert picture.size[0] >= 160
+    assert picture.getpixel((80, 80)) == (200, 200, 200)  # the bomb drawn as a grey tile

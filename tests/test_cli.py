@@ -61,3 +61,18 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All 10 uploads classified" in result.stdout
     assert "trouser.jpg" in result.stdout
+
+
+def test_classify_refuses_a_fifo_and_an_endless_device_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "classify", "--json", str(fifo), "/dev/zero"],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang or an endless read would end here, as a failure
+        env={**os.environ, "FASHION_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert result.returncode == 0, result.stderr
+    codes = [json.loads(line)["error"]["code"] for line in result.stdout.splitlines()]
+    assert codes == ["unreadable", "unreadable"]

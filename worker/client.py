@@ -26,8 +26,15 @@ from catalog.db import get_sessionmaker
 from catalog.lifecycle import create_job, fail_job
 from catalog.queries import get_job, similar_for_job
 from worker.config import Settings, get_settings
+from worker.errors import ImageError
 from worker.service.messages import DEFAULT_CHUNK_SIZE, send_classify, send_product_chunks
 from worker.storage import get_store
+
+
+def printable_filename(filename: str) -> str:
+    """The name as the database can store it: valid UTF-8 (undecodable bytes become
+    "?"), no NUL, at most 255 characters."""
+    return filename.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:255]
 
 
 class SubmitError(RuntimeError):
@@ -67,8 +74,18 @@ class JobResult:
 def submit(
     data: bytes, filename: str, *, settings: Settings | None = None, queue: str | None = None
 ) -> str:
-    """Store one upload and queue it for classification; returns the job id."""
+    """Store one upload and queue it for classification; returns the job id.
+
+    An upload over ``FASHION_MAX_UPLOAD_BYTES`` is refused (``ImageError``,
+    ``too_large``) before anything is stored or recorded.
+    """
     settings = settings or get_settings()
+    if len(data) > settings.max_upload_bytes:
+        raise ImageError(
+            ErrorCode.TOO_LARGE,
+            f"the upload is {len(data)} bytes; the limit is {settings.max_upload_bytes} bytes",
+        )
+    filename = printable_filename(filename)
     job_id = uuid.uuid4()
     image_key = f"uploads/{job_id}"
     get_store(settings).put(image_key, data)
@@ -78,7 +95,7 @@ def submit(
             session=session,
             job_id=job_id,
             image_key=image_key,
-            filename=filename[:255],
+            filename=filename,
             content_sha256=hashlib.sha256(data).hexdigest(),
         )
     try:

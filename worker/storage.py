@@ -22,8 +22,9 @@ import botocore.exceptions
 
 from worker.config import Settings
 from worker.errors import ObjectMissingError
+from worker.files import read_at_most
 
-_KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 class InvalidKeyError(ValueError):
@@ -33,7 +34,7 @@ class InvalidKeyError(ValueError):
 def validate_key(key: str) -> str:
     """Accept ``part/part/...`` keys of safe characters; no ``..``, no leading slash."""
     parts = key.split("/")
-    if not key or len(key) > 512 or not all(_KEY_PART.match(part) for part in parts):
+    if not key or len(key) > 512 or not all(_KEY_PART.fullmatch(part) for part in parts):
         raise InvalidKeyError(f"invalid storage key {key!r}")
     if any(part in {".", ".."} or part.startswith("..") for part in parts):
         raise InvalidKeyError(f"invalid storage key {key!r}")
@@ -43,7 +44,10 @@ def validate_key(key: str) -> str:
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
 
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; with ``max_bytes``, at most ``max_bytes + 1`` of them (enough
+        to tell it is too large without reading it all)."""
+        ...
 
     def exists(self, key: str) -> bool: ...
 
@@ -64,13 +68,16 @@ class LocalStore:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-            handle.write(data)
+            try:
+                handle.write(data)
+            except BaseException:
+                Path(handle.name).unlink(missing_ok=True)
+                raise
         os.replace(handle.name, path)
 
-    def get(self, key: str) -> bytes:
-        path = self._path(key)
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         try:
-            return path.read_bytes()
+            return read_at_most(self._path(key), max_bytes)
         except FileNotFoundError as exc:
             raise ObjectMissingError(key) from exc
 
@@ -94,12 +101,16 @@ class S3Store:
         extra = {"ContentType": content_type} if content_type else {}
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        ranged = {} if max_bytes is None else {"Range": f"bytes=0-{max_bytes}"}
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **ranged)
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in {"NoSuchKey", "404"}:
                 raise ObjectMissingError(key) from exc
+            if code == "InvalidRange":  # a range of an empty object: it has no bytes
+                return b""
             raise
         return response["Body"].read()
 

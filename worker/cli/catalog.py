@@ -63,6 +63,18 @@ def catalog_import(file: str, queue: bool, as_json: bool) -> None:
         click.echo(f"  row {problem.row}: {problem.reason}")
 
 
+#: A cell starting with one of these is a formula to Excel, LibreOffice and Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, quoted with a leading
+    apostrophe (OWASP's advice against CSV injection); everything else unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 @catalog.command(name="export")
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
@@ -96,7 +108,9 @@ def catalog_export(fmt: str, out: str | None) -> None:
     if fmt == "csv":
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(
+            {column: spreadsheet_safe(value) for column, value in row.items()} for row in rows
+        )
     else:
         for row in rows:
             buffer.write(json.dumps(row, default=str) + "\n")

@@ -7,15 +7,18 @@ category and cosine score.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
 from catalog.queries import SimilarProduct
+from worker.errors import FashionError
+from worker.pipeline.preprocess import decode
 from worker.storage import ObjectStore
 
 TILE = 160
+#: Photos with more pixels than this are drawn as grey tiles, not decoded.
+MAX_PIXELS = 40_000_000
 CAPTION = 36
 
 
@@ -23,8 +26,11 @@ def _thumbnail(data: bytes | None) -> Image.Image:
     if data is None:
         return Image.new("RGB", (TILE, TILE), (200, 200, 200))
     try:
-        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-    except OSError:
+        # The pipeline's decode: its pixel limit and working size, so a bomb or a
+        # damaged photo becomes a grey tile instead of a crash or a gigabyte.
+        image = decode(data, max_bytes=len(data), max_pixels=MAX_PIXELS)
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    except (FashionError, OSError):
         return Image.new("RGB", (TILE, TILE), (200, 200, 200))
     if max(image.size) <= 64:
         # Fashion-MNIST-sized photos are enlarged with hard edges so they stay legible.

@@ -10,6 +10,7 @@ import click
 
 from worker.cli.common import describe, echo_json
 from worker.config import get_settings
+from worker.errors import FashionError
 
 
 @click.command()
@@ -36,7 +37,7 @@ def submit(files: tuple[str, ...], wait: bool, timeout: float, as_json: bool) ->
         path = Path(name)
         try:
             job_ids[client.submit(path.read_bytes(), path.name, settings=settings)] = name
-        except client.SubmitError as exc:
+        except (client.SubmitError, FashionError) as exc:
             raise click.ClickException(str(exc)) from exc
     if not wait:
         for job_id, name in job_ids.items():

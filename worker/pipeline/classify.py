@@ -9,6 +9,7 @@ from typing import Any
 from catalog.codes import CATEGORIES
 from worker.config import Settings
 from worker.errors import ErrorCode, ImageError
+from worker.files import read_at_most
 from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import prepare
 
@@ -18,7 +19,7 @@ def classify_files(paths: Iterable[Path], settings: Settings) -> Iterator[dict[s
     classifier = get_classifier(settings)
     for path in paths:
         try:
-            data = path.read_bytes()
+            data = read_at_most(path, settings.max_upload_bytes)
         except OSError as exc:
             error = ImageError(ErrorCode.UNREADABLE, f"cannot read the file: {exc.strerror or exc}")
             yield {"file": str(path), "error": {"code": error.code, "message": error.message}}

@@ -44,11 +44,16 @@ from worker.errors import ErrorCode, ImageError
 from worker.pipeline.foreground import border_ring, cut_out, needs_cutout
 
 IMAGE_SIZE = 28
-ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP"})
+# MPO is the multi-picture JPEG many phone cameras write; its first frame is used.
+ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "TIFF", "BMP"})
 MIN_SIDE = 8
 # JPEGs are decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that keeps at
 # least this many pixels on each side: plenty for a 28-pixel result.
 DRAFT_SIZE = 256
+# Other formats decode whole; the decoded image is reduced (box filter) to at most
+# this many pixels a side before any conversion. The pipeline needs 28 (and 160 to
+# find the item): a 40 Mpx PNG converted at full size took ~1 GB.
+WORKING_SIDE = 1024
 # A pixel belongs to the item when it differs from the background by more than
 # this (Zalando's 5 % of the maximum intensity).
 TRIM_THRESHOLD = 0.05 * 255
@@ -118,7 +123,7 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         raise ImageError(
             ErrorCode.TOO_MANY_PIXELS, f"the image is too large to decode: {exc}"
         ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Pillow's parsers raise many types on bad input
         raise ImageError(ErrorCode.CORRUPT, f"the image header could not be read: {exc}") from exc
     if image.format not in ALLOWED_FORMATS:
         raise ImageError(
@@ -136,16 +141,34 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             ErrorCode.TOO_SMALL,
             f"the image is {width}×{height} pixels; each side must be at least {MIN_SIDE}",
         )
-    if image.format == "JPEG":
+    if image.format in {"JPEG", "MPO"}:
         image.draft(
             "RGB" if image.mode in {"RGB", "CMYK", "YCbCr"} else image.mode,
             (DRAFT_SIZE, DRAFT_SIZE),
         )
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return _to_working_size(image)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders raise OverflowError, struct.error…
         raise ImageError(ErrorCode.CORRUPT, f"the image could not be decoded: {exc}") from exc
-    return image
+
+
+def _to_working_size(image: Image.Image) -> Image.Image:
+    """``image`` reduced by a whole factor to at most ``WORKING_SIDE`` pixels a side (its
+    metadata, EXIF orientation included, kept); small images are returned as they are."""
+    factor = max(image.size) // WORKING_SIDE
+    if factor < 2:
+        return image
+    if image.mode in {"I;16", "I;16B", "I;16L"}:
+        image = image.convert("I")
+    elif image.mode in {"P", "PA"}:
+        alpha = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if alpha else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    return image.reduce(factor)
 
 
 def flatten(image: Image.Image) -> Image.Image:
@@ -154,7 +177,7 @@ def flatten(image: Image.Image) -> Image.Image:
         image.seek(0)
     image = ImageOps.exif_transpose(image)
     if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
-        pixels = np.asarray(image, dtype=np.float64)
+        pixels = np.asarray(image, dtype=np.float32)
         low, high = float(pixels.min()), float(pixels.max())
         scaled = (pixels - low) / (high - low) * 255 if high > low else np.zeros_like(pixels)
         return Image.fromarray(scaled.astype(np.uint8), mode="L")

@@ -47,7 +47,7 @@ def fetch_and_prepare(settings: Settings, image_key: str | None) -> ModelInput |
     if image_key is None:
         return FashionError(ErrorCode.NO_PHOTO, "the product has no photo")
     try:
-        data = get_store(settings).get(image_key)
+        data = get_store(settings).get(image_key, max_bytes=settings.max_upload_bytes)
         return prepare(
             data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )

@@ -19,6 +19,7 @@ with ``classify_arguments``; tasks are registered under these names in
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,9 +57,29 @@ def send_classify(
     )
 
 
-def classify_arguments(args: Sequence[Any], kwargs: Mapping[str, Any] | None) -> tuple[str, int]:
-    """A ``fashion.classify`` message's job id and retry number."""
-    return str(args[0]), int((kwargs or {}).get("retry", 0))
+class MalformedMessage(ValueError):
+    """A message whose arguments do not have the documented shape."""
+
+
+def classify_arguments(args: Any, kwargs: Any) -> tuple[str, int]:
+    """A ``fashion.classify`` message's job id, in its one canonical spelling (so the
+    same job sent as ``ABC…`` and ``{abc…}`` is one job), and its retry number.
+
+    Raises ``MalformedMessage`` for anything else: the caller drops that message
+    alone, never its neighbours in a micro-batch.
+    """
+    if not isinstance(args, list | tuple) or len(args) != 1:
+        raise MalformedMessage(f"args must be [job_id], not {args!r:.200}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise MalformedMessage(f"kwargs must be an object, not {kwargs!r:.200}")
+    try:
+        job_id = str(uuid.UUID(str(args[0])))
+    except ValueError as exc:
+        raise MalformedMessage(f"job id {args[0]!r:.100} is not a UUID") from exc
+    retry = (kwargs or {}).get("retry", 0)
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+        raise MalformedMessage(f"retry must be a whole number ≥ 0, not {retry!r:.100}")
+    return job_id, retry
 
 
 def send_product_chunks(

@@ -29,6 +29,7 @@ from worker.service.messages import (
     MODEL_CHECK_TASK,
     RECLASSIFY_TASK,
     SWEEP_TASK,
+    MalformedMessage,
     classify_arguments,
 )
 from worker.service.products import classify_products
@@ -78,11 +79,24 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         messages, whichever comes first; an idle worker therefore adds at most the
         wait to a single upload. Messages are acknowledged after the batch returns.
         """
-        retries = dict(classify_arguments(r.args, r.kwargs) for r in requests)
-        classify_batch(list(retries), retries, settings)
+        retries = {}
+        for request in requests:
+            try:
+                job_id, retry = classify_arguments(request.args, request.kwargs)
+            except MalformedMessage as exc:
+                log.error("dropping malformed message %s: %s", request.id, exc)
+                continue
+            retries[job_id] = retry
+        if retries:
+            classify_batch(list(retries), retries, settings)
 
-    def classify_one(job_id: str, retry: int = 0) -> None:
+    def classify_one(*args: object, **kwargs: object) -> None:
         """Classify one upload: the same path, one message per call (no micro-batching)."""
+        try:
+            job_id, retry = classify_arguments(list(args), kwargs)
+        except MalformedMessage as exc:
+            log.error("dropping malformed message: %s", exc)
+            return
         classify_batch([job_id], {job_id: retry}, settings)
 
     # Micro-batching needs timers that fire every few milliseconds; the filesystem
