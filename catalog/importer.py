@@ -1,7 +1,9 @@
 """Read product rows from CSV or JSON lines, validating each row on its own.
 
 A bad row becomes a ``RejectedRow`` with its row number and reason; it never
-stops the rows after it. Photos are not touched here (the catalog package knows
+stops the rows after it: a malformed line, an oversized field, bytes that are
+not UTF-8, a NUL, a number the database cannot hold are each that row's problem
+alone. A UTF-8 byte-order mark is accepted. Photos are not touched here (the catalog package knows
 nothing of object storage): ``worker.catalog_import`` stores them and queues
 them for classification.
 """
@@ -18,6 +20,11 @@ from pathlib import Path
 from catalog.codes import CATEGORIES
 
 REQUIRED = ("sku", "name", "category", "price", "stock_quantity")
+#: What the columns hold: price is NUMERIC(10, 2), stock an INTEGER.
+MAX_PRICE = Decimal("99999999.99")
+MAX_STOCK = 2**31 - 1
+#: Longest field accepted (the csv module's own limit is 128 KiB).
+MAX_FIELD = 4096
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,10 @@ class RejectedRow:
 
 def _records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """(row number, record or None, parse error or None); row 1 is the first data row."""
+    # Undecodable bytes become lone surrogates, which ``validate`` rejects with the
+    # row's number, instead of a UnicodeDecodeError that ends the whole import.
     if path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -55,12 +64,21 @@ def _records(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
                     continue
                 yield number, record, None
         return
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         missing = [column for column in REQUIRED if column not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        for number, record in enumerate(reader, start=1):
+        number = 0
+        while True:
+            number += 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield number, None, f"unreadable CSV row: {exc}"
+                continue
             yield number, record, None
 
 
@@ -69,6 +87,14 @@ def validate(number: int, record: dict) -> ProductRow | RejectedRow:
         value = record.get(key)
         return "" if value is None else str(value).strip()
 
+    for key, value in record.items():
+        value = "" if value is None else str(value)
+        if len(value) > MAX_FIELD:
+            return RejectedRow(number, f"{key!r} is longer than {MAX_FIELD} characters")
+        if "\x00" in value:
+            return RejectedRow(number, f"{key!r} contains a NUL character")
+        if not _is_utf8(value):
+            return RejectedRow(number, f"{key!r} has bytes that are not UTF-8")
     missing = [key for key in REQUIRED if not text(key)]
     if missing:
         return RejectedRow(number, f"missing {', '.join(missing)}")
@@ -80,14 +106,14 @@ def validate(number: int, record: dict) -> ProductRow | RejectedRow:
         price = Decimal(text("price"))
     except InvalidOperation:
         return RejectedRow(number, f"price {text('price')!r} is not a number")
-    if not price.is_finite() or price < 0:
-        return RejectedRow(number, f"price {text('price')!r} must be zero or more")
+    if not price.is_finite() or not 0 <= price <= MAX_PRICE:
+        return RejectedRow(number, f"price {text('price')!r} must be between 0 and {MAX_PRICE}")
     try:
         stock = int(text("stock_quantity"))
     except ValueError:
         return RejectedRow(number, f"stock_quantity {text('stock_quantity')!r} is not an integer")
-    if stock < 0:
-        return RejectedRow(number, "stock_quantity must not be negative")
+    if not 0 <= stock <= MAX_STOCK:
+        return RejectedRow(number, f"stock_quantity must be between 0 and {MAX_STOCK}")
     return ProductRow(
         row=number,
         sku=text("sku"),
@@ -98,6 +124,14 @@ def validate(number: int, record: dict) -> ProductRow | RejectedRow:
         image=text("image") or None,
         image_key=text("image_key") or None,
     )
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_products(path: Path) -> Iterator[ProductRow | RejectedRow]:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-import mimetypes
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from catalog.db import get_sessionmaker
 from catalog.importer import ProductRow, RejectedRow, read_products
 from catalog.queries import get_product, upsert_product
 from worker.client import enqueue_product_classification
 from worker.config import Settings
+from worker.errors import ImageError
+from worker.files import read_at_most
+from worker.pipeline.preprocess import decode
 from worker.storage import InvalidKeyError, get_store
 
 COMMIT_EVERY = 500
+#: Catalog photos live under this prefix; customers' uploads under ``uploads/``.
+PRODUCTS_PREFIX = "products/"
 
 
 @dataclass
@@ -35,19 +42,35 @@ class ImportReport:
         }
 
 
-def _store_photo(settings: Settings, source: Path, row: ProductRow) -> str | RejectedRow:
-    photo = (source.parent / row.image).resolve() if row.image else None
-    if photo is not None:
-        if not photo.is_file():
-            return RejectedRow(row.row, f"photo {row.image!r} not found")
-        key = f"products/{row.sku}{photo.suffix.lower()}"
+def _store_photo(settings: Settings, folder: Path, row: ProductRow) -> str | RejectedRow:
+    """Store the row's photo, or check its ``image_key``; the key, or why not.
+
+    A photo must lie inside the catalog file's folder (after resolving ``..`` and
+    symlinks) and be an image the worker accepts; it is stored under a key made
+    of its content's hash, so a changed photo gets a new key (and is classified
+    again) and no two products' photos can collide. An ``image_key`` must name an
+    object already under ``products/``, never a customer's upload.
+    """
+    if row.image:
+        photo = (folder / row.image).resolve()
+        if not photo.is_relative_to(folder):
+            return RejectedRow(row.row, f"photo {row.image!r} is outside the catalog's folder")
         try:
-            content_type = mimetypes.guess_type(photo.name)[0]
-            get_store(settings).put(key, photo.read_bytes(), content_type=content_type)
-        except InvalidKeyError:
-            return RejectedRow(row.row, f"sku {row.sku!r} cannot be used in a storage key")
+            data = read_at_most(photo, settings.max_upload_bytes)
+        except OSError:
+            return RejectedRow(row.row, f"photo {row.image!r} not found")
+        try:
+            image = decode(
+                data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+            )
+        except ImageError as exc:
+            return RejectedRow(row.row, f"photo {row.image!r} is not accepted: {exc.code}")
+        key = f"{PRODUCTS_PREFIX}{hashlib.sha256(data).hexdigest()}.{image.format.lower()}"
+        get_store(settings).put(key, data, content_type=Image.MIME.get(image.format))
         return key
     if row.image_key:
+        if not row.image_key.startswith(PRODUCTS_PREFIX):
+            return RejectedRow(row.row, f"image_key must start with {PRODUCTS_PREFIX!r}")
         try:
             if get_store(settings).exists(row.image_key):
                 return row.image_key
@@ -64,8 +87,15 @@ def import_catalog(
     queue: bool = True,
     on_row: Callable[[], None] | None = None,
 ) -> ImportReport:
-    """Upsert every valid row of ``path``; report the rest. New or changed photos are queued."""
+    """Upsert every valid row of ``path``; report the rest. New or changed photos are queued.
+
+    Each row stands alone: a row that fails validation (``catalog.importer``: the
+    columns, their bounds, NUL, size, encoding) or whose photo is refused is
+    reported with its row number and the import goes on; every other row is
+    imported. Rows are committed every ``COMMIT_EVERY``.
+    """
     report = ImportReport()
+    folder = path.parent.resolve()
     to_classify: dict[int, None] = {}  # ordered and without repeats
     sessions = get_sessionmaker(settings.resolved_database_url)
     session = sessions()
@@ -76,7 +106,7 @@ def import_catalog(
             if isinstance(item, RejectedRow):
                 report.rejected.append(item)
                 continue
-            key = _store_photo(settings, path, item)
+            key = _store_photo(settings, folder, item)
             if isinstance(key, RejectedRow):
                 report.missing_photos.append(key)
                 key = None
