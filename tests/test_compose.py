@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,13 +11,27 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def compose_config() -> dict:
-    result = subprocess.run(
+def example_environment() -> dict[str, str]:
+    """The variables .env.example sets, as an operator's .env would."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {key: value for key, value in pairs}
+
+
+def run_config(environment: dict[str, str]) -> subprocess.CompletedProcess:
+    keep = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    return subprocess.run(
         ["docker-compose", "--file", str(ROOT / "docker-compose.yml"), "config"],
         capture_output=True,
         text=True,
         check=False,
+        env=keep | environment,
+        cwd=ROOT / "tests",  # no .env of the checkout is read
     )
+
+
+def compose_config() -> dict:
+    result = run_config(example_environment())
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -69,3 +84,24 @@ def service_gates_on(services: dict, one_shot: str) -> bool:
         == "service_completed_successfully"
         for service in services.values()
     )
+
+
+def test_compose_has_no_default_credentials_and_workers_do_not_use_the_root_account() -> None:
+    environment = example_environment()
+    for name in environment:
+        missing = run_config({k: v for k, v in environment.items() if k != name})
+        assert missing.returncode != 0, f"compose starts without {name}"
+        assert name in missing.stderr
+    services = compose_config()["services"]
+    worker = services["worker-interactive"]["environment"]
+    assert worker["FASHION_S3_ACCESS_KEY_ID"] != environment["MINIO_ROOT_USER"]
+    assert environment["POSTGRES_PASSWORD"] in worker["FASHION_DATABASE_URL"]
+    assert "fashion-rw" in " ".join(services["create-bucket"]["command"])
+
+
+def test_flower_is_published_on_loopback_only_and_asks_for_a_password() -> None:
+    flower = compose_config()["services"]["flower"]
+    # docker-compose v1 prints "host_ip:published:target/proto"; v2 a mapping.
+    hosts = [p["host_ip"] if isinstance(p, dict) else p.split(":")[0] for p in flower["ports"]]
+    assert hosts == ["127.0.0.1"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == example_environment()["FLOWER_BASIC_AUTH"]
