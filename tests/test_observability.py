@@ -98,3 +98,19 @@ def test_json_logs_carry_the_job_id(service_settings, fashion_mnist, tmp_path) -
     assert any(r["levelname"] == "WARNING" and "corrupt" in r["message"] for r in about_the_job), (
         about_the_job
     )
+
+
+def test_a_stopped_worker_leaves_no_metrics_folder_behind(
+    service_settings, start_worker, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    (tmp_path / "tmp").mkdir()
+    port = free_port()
+    worker = start_worker(service_settings.model_copy(update={"metrics_port": port}))
+    wait_for_port(port, timeout=60)
+    assert len(list((tmp_path / "tmp").glob("fashion-metrics-*"))) == 1  # in use
+
+    worker.terminate()
+    assert worker.wait(60) == 0
+    assert list((tmp_path / "tmp").glob("fashion-metrics-*")) == []

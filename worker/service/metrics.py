@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -33,19 +34,24 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 _metrics: dict[str, Any] = {}
+_created: list[str] = []
 
 
 def enable(settings: Settings) -> None:
     """Set up the metrics in the worker's main process, before the pool forks."""
     if _metrics or settings.metrics_port is None:
         return
-    # prometheus_client picks multiprocess mode when it is imported, so the
-    # folder must be known first; the pool processes inherit it.
-    folder = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fashion-metrics-")
-    )
-    os.makedirs(folder, exist_ok=True)
-    from prometheus_client import Counter, Histogram
+    # The pool processes inherit the folder; one we made is removed at shutdown.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        _created.append(tempfile.mkdtemp(prefix="fashion-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _created[-1]
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    from prometheus_client import Counter, Histogram, values
+
+    # prometheus_client picks multiprocess mode when it is first imported, and
+    # Flower's Celery plugin (in the container image) imports it before the folder
+    # is set: without this, pool processes counted in private memory, unseen.
+    values.ValueClass = values.get_value_class()
 
     _metrics["jobs"] = Counter(
         "fashion_jobs_finished", "Uploads that reached a terminal state.", ["status", "code"]
@@ -61,6 +67,13 @@ def enable(settings: Settings) -> None:
     _metrics["products"] = Counter(
         "fashion_products_classified", "Catalog photos classified.", ["outcome"]
     )
+
+
+def cleanup() -> None:
+    """Remove the metrics folder this process made (the worker is shutting down)."""
+    for folder in _created:
+        shutil.rmtree(folder, ignore_errors=True)
+    _created.clear()
 
 
 def serve(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_ready,
+    worker_shutdown,
 )
 from celery_batches import Batches
 
@@ -54,6 +55,10 @@ def connect_signals(settings: Settings) -> None:
     def enable_metrics(**_kwargs: object) -> None:
         """Metrics (``FASHION_METRICS_PORT``) are set up before the pool forks..."""
         metrics.enable(settings)
+
+    @worker_shutdown.connect(weak=False)
+    def remove_metrics_folder(**_kwargs: object) -> None:
+        metrics.cleanup()
 
     @worker_ready.connect(weak=False)
     def serve_metrics(**_kwargs: object) -> None:
