@@ -17,7 +17,7 @@ from worker import client
 from worker.service import retry
 from worker.service.celery_app import make_celery
 from worker.service.jobs import classify_jobs
-from worker.service.messages import CLASSIFY_TASK
+from worker.service.messages import CLASSIFY_TASK, send_classify
 
 
 def job_row(settings, job_id: str) -> ClassificationJob:
@@ -171,3 +171,20 @@ def test_one_job_sent_in_several_spellings_is_classified_once(
 
     assert client.wait([job_id], timeout=30, settings=settings)[job_id].status == "done"
     assert job_row(settings, job_id).attempts == 1
+
+
+def test_retries_waiting_for_their_eta_do_not_hold_back_a_fresh_upload(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    """Sixteen delayed messages (retries after a storage blip) used to fill every
+    prefetch slot of the worker until they were due."""
+    settings = _idle_worker_with_slow_flush(service_settings, start_worker, fashion_mnist)
+    waiting = [
+        enqueue_by_hand(settings, png_bytes(image)) for image in fashion_mnist.test_images[1:17]
+    ]
+    for job_id in waiting:
+        send_classify(settings, job_id, retry=1, countdown=120)
+    fresh = client.submit(png_bytes(fashion_mnist.test_images[20]), "f.png", settings=settings)
+
+    assert client.wait([fresh], timeout=20, settings=settings)[fresh].status == "done"
+    assert {job_row(settings, job_id).status for job_id in waiting} == {"queued"}  # not yet due

@@ -9,6 +9,8 @@ duplicated, repeated at the end of the pytest run.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -255,3 +257,62 @@ def test_sigterm_finishes_or_returns_in_flight_work(
     assert done_at_exit < len(ids), "the stop must land mid-run"
     assert left_unacked == 0, "a stopped worker hands back what it held"
     assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
+
+
+def total_attempts(settings: Settings) -> int:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return session.scalar(select(func.coalesce(func.sum(ClassificationJob.attempts), 0)))
+
+
+def test_a_worker_whose_pool_processes_keep_dying_still_takes_fresh_uploads(
+    faults, start_worker, fashion_mnist
+) -> None:
+    """A pool process killed mid-batch (OOM killer, SIGKILL, hard time limit) must not
+    take its batch's prefetch slots with it: once they leaked, the worker answered
+    pings and consumed nothing."""
+    settings = faults.settings.model_copy(
+        update={
+            "s3_timeout": 60,  # a fetch hangs while S3 is stopped: the batch stays in flight
+            "task_soft_time_limit": 100,
+            "task_time_limit": 110,
+            "visibility_timeout": 600,  # redelivery comes from the fix, not from Redis
+            "max_attempts": 3,
+        }
+    )
+    victims = submit_uploads(settings, fashion_mnist.test_images[:20], 20)
+    faults.s3.hang()
+    worker = start_worker(settings, queues="interactive", prefetch=16)
+    kills, seen = 0, 0
+    deadline = time.monotonic() + 150
+    while count_jobs(settings, "failed") < len(victims):
+        assert time.monotonic() < deadline, (
+            f"after {kills} pool deaths the worker takes no more messages "
+            f"({count_jobs(settings, 'failed')} of {len(victims)} victims settled)"
+        )
+        claims = total_attempts(settings)
+        children = [
+            int(c)
+            for c in Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        ]
+        if claims > seen and children:
+            time.sleep(0.3)  # the claim is committed; the batch now hangs on S3
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+            kills, seen = kills + 1, claims
+        time.sleep(0.1)
+    faults.s3.resume()
+
+    fresh = client.submit(png_bytes(fashion_mnist.test_images[0]), "new.png", settings=settings)
+    assert client.wait([fresh], timeout=30, settings=settings)[fresh].status == "done"
+    result = tally(settings.resolved_database_url, "job", victims)
+    report(f"SIGKILL the pool process mid-batch {kills} times (20 uploads)", result)
+    assert worker.poll() is None
+    assert kills >= 3
+    assert (result.failed, result.lost, result.duplicated) == (len(victims), 0, 0)
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        codes = set(
+            session.scalars(
+                select(ClassificationJob.error_code).where(ClassificationJob.id.in_(victims))
+            )
+        )
+    assert codes == {"poison"}  # each kept killing its process, and was stopped

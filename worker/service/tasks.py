@@ -19,11 +19,11 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
-from celery_batches import Batches
 
 from worker.config import Settings
 from worker.pipeline.classifier import get_classifier
 from worker.service import logs, metrics
+from worker.service.batching import MicroBatches
 from worker.service.messages import (
     CLASSIFY_PRODUCTS_TASK,
     CLASSIFY_TASK,
@@ -111,7 +111,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     if settings.micro_batch_size > 1:
         app.task(
             name=CLASSIFY_TASK,
-            base=Batches,
+            base=MicroBatches,
             flush_every=settings.micro_batch_size,
             flush_interval=settings.batch_max_wait_ms / 1000,
             acks_late=True,
