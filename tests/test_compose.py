@@ -56,8 +56,9 @@ def test_compose_file_is_valid_and_runs_interactive_and_bulk_workers_apart() -> 
     ]
     assert services["worker-bulk"]["command"][-4:] == ["--queues", "bulk", "--concurrency", "2"]
     assert services["beat"]["command"] == ["fashion", "beat"]
-    for name in ("worker-interactive", "worker-bulk"):
-        assert "inspect ping" in " ".join(services[name]["healthcheck"]["test"]), name
+    for name, queue in (("worker-interactive", "interactive"), ("worker-bulk", "bulk")):
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"fashion health --node celery@$$HOSTNAME -Q {queue}" in check, name
     assert "noeviction" in services["redis"]["command"]
     assert "--appendonly" in services["redis"]["command"]  # queued messages survive a restart
 

@@ -29,9 +29,12 @@ def catalog_import(file: str, queue: bool, as_json: bool) -> None:
     """Upsert products from a CSV or JSON-lines FILE (by sku).
 
     Columns: sku, name, category, price, stock_quantity, and image (a photo path
-    relative to FILE) or image_key (an object already in storage). A bad row is
-    reported with its row number and never stops the import; a missing photo is
-    reported and the product is imported without one.
+    inside FILE's folder) or image_key (an object already under products/ in
+    storage). Every row stands alone: a bad row (bad value, NUL, oversized field,
+    bytes that are not UTF-8) is reported with its row number and never stops the
+    import; a photo that is missing, outside FILE's folder or not an accepted image
+    is reported and the product is imported without one. Photos are stored under
+    their content's hash: a changed photo is classified again.
     """
     from rich.progress import Progress
 

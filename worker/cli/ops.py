@@ -3,6 +3,8 @@ watching the service."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from worker.cli.common import echo_json
@@ -185,6 +187,46 @@ def status(as_json: bool, ping_timeout: float) -> None:
         )
 
 
+@click.command()
+@click.option("--node", required=True, help="The worker's name, e.g. celery@$HOSTNAME.")
+@click.option(
+    "-Q", "--queues", default=None, help="Queues it consumes [default: interactive,bulk]."
+)
+@click.option(
+    "--stale-after",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Unhealthy when messages wait and the worker took none for this many seconds.",
+)
+@click.option("--ping-timeout", default=5.0, show_default=True, help="Seconds to wait for a pong.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def health(
+    node: str, queues: str | None, stale_after: float, ping_timeout: float, as_json: bool
+) -> None:
+    """Exit 0 if worker NODE answers and is consuming, 1 if not (for health checks).
+
+    A ping alone is not enough: a worker can answer pings and take no message.
+    NODE is unhealthy when messages wait on its queues and it has taken none for
+    --stale-after seconds; an idle worker with empty queues is healthy.
+    """
+    import kombu.exceptions
+
+    from worker.service.health import check
+
+    settings = get_settings()
+    names = (queues or f"{settings.interactive_queue},{settings.bulk_queue}").split(",")
+    try:
+        report = check(settings, node, names, stale_after=stale_after, ping_timeout=ping_timeout)
+    except kombu.exceptions.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the broker: {exc}") from exc
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        click.echo(f"{node}: " + ("healthy" if report.healthy else "; ".join(report.problems)))
+    sys.exit(0 if report.healthy else 1)
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
@@ -203,4 +245,4 @@ def beat(loglevel: str, celery_args: tuple) -> None:
     make_worker_app(settings).start(["beat", f"--loglevel={loglevel}", *celery_args])
 
 
-COMMANDS = (migrate, worker, beat, status, reclassify)
+COMMANDS = (migrate, worker, beat, status, health, reclassify)

@@ -14,6 +14,7 @@ from celery import Celery, Task
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    task_received,
     worker_init,
     worker_process_init,
     worker_ready,
@@ -22,7 +23,7 @@ from celery.signals import (
 
 from worker.config import Settings
 from worker.pipeline.classifier import get_classifier
-from worker.service import logs, metrics
+from worker.service import health, logs, metrics
 from worker.service.batching import MicroBatches
 from worker.service.messages import (
     CLASSIFY_PRODUCTS_TASK,
@@ -55,6 +56,15 @@ def connect_signals(settings: Settings) -> None:
     def enable_metrics(**_kwargs: object) -> None:
         """Metrics (``FASHION_METRICS_PORT``) are set up before the pool forks..."""
         metrics.enable(settings)
+
+    @task_received.connect(weak=False)
+    def record_message_taken(sender: object = None, **_kwargs: object) -> None:
+        """The heartbeat ``fashion health`` reads: this worker is consuming."""
+        health.beat(settings, sender.hostname)
+
+    @worker_ready.connect(weak=False)
+    def record_start(sender: object = None, **_kwargs: object) -> None:
+        health.beat(settings, sender.hostname)
 
     @worker_shutdown.connect(weak=False)
     def remove_metrics_folder(**_kwargs: object) -> None:
