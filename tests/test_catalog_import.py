@@ -128,13 +128,18 @@ def test_a_changed_photo_gets_a_new_key_and_is_classified_again(
     assert second.model_version is None  # waiting for the bulk queue again
 
 
-def test_keys_of_different_products_never_collide(settings, folder, fashion_mnist) -> None:
-    (folder / "photos" / "other.png").write_bytes(png_bytes(fashion_mnist.test_images[1]))
-    run_import(
+def test_keys_of_different_products_never_collide(settings, folder) -> None:
+    # The key used to be products/<sku><suffix>: SKU "x" with a .png photo and SKU
+    # "x.png" pointing at products/x.png shared one object.
+    report = run_import(
         settings,
         folder,
         "x,One,Bag,1,1,photos/bag.png,",
-        "x.png,Two,Bag,1,1,photos/other.png,",
+        "x.png,Two,Bag,1,1,,products/x.png",
     )
     found = products(settings)
-    assert found["x"].image_key != found["x.png"].image_key
+    assert found["x"].image_key != "products/x.png"
+    assert found["x.png"].image_key is None
+    assert [p.reason for p in report.missing_photos] == [
+        "image_key 'products/x.png' is not in storage"
+    ]
