@@ -57,23 +57,24 @@ def connect_signals(settings: Settings) -> None:
         """Metrics (``FASHION_METRICS_PORT``) are set up before the pool forks..."""
         metrics.enable(settings)
 
-    @task_received.connect(weak=False)
-    def record_message_taken(sender: object = None, **_kwargs: object) -> None:
-        """The heartbeat ``fashion health`` reads: this worker is consuming."""
-        health.beat(settings, sender.hostname)
-
     @worker_ready.connect(weak=False)
-    def record_start(sender: object = None, **_kwargs: object) -> None:
-        health.beat(settings, sender.hostname)
+    def serve_metrics(**_kwargs: object) -> None:
+        """...and served by the main process once the pool is up."""
+        metrics.serve(settings)
 
     @worker_shutdown.connect(weak=False)
     def remove_metrics_folder(**_kwargs: object) -> None:
         metrics.cleanup()
 
     @worker_ready.connect(weak=False)
-    def serve_metrics(**_kwargs: object) -> None:
-        """...and served by the main process once the pool is up."""
-        metrics.serve(settings)
+    def record_start(sender: object = None, **_kwargs: object) -> None:
+        """The heartbeat ``fashion health`` reads starts with the worker..."""
+        health.beat(settings, sender.hostname)
+
+    @task_received.connect(weak=False)
+    def record_message_taken(sender: object = None, **_kwargs: object) -> None:
+        """...and is renewed by every message it takes."""
+        health.beat(settings, sender.hostname)
 
     @worker_process_init.connect(weak=False)
     def load_per_process(**_kwargs: object) -> None:
