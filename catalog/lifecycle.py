@@ -222,14 +222,27 @@ def already_done(version: str, not_before: dt.datetime | None) -> ColumnElement[
 
 
 @dataclass(frozen=True)
+class KeptInput:
+    """A photo's model input as the catalog keeps it (see ``Product.model_input``)."""
+
+    pixels: bytes
+    busy_background: bool
+    source_key: str
+    sha256: str
+    preprocess_version: int
+
+
+@dataclass(frozen=True)
 class ProductOutcome:
-    """One product photo's result: a prediction, or the error code it ended with."""
+    """One product photo's result: a prediction, or the error code it ended with; and
+    the model input to keep when the photo was fetched for it."""
 
     product_id: int
     label: int | None = None
     confidence: float | None = None
     embedding: Any = None
     error: ErrorCode | None = None
+    kept_input: KeptInput | None = None
 
 
 def record_predictions(
@@ -257,10 +270,23 @@ def record_predictions(
                 "classified_at": now,
                 "classification_error": None if outcome.error is None else outcome.error.value,
                 "updated_at": now,
+                **_kept_columns(outcome.kept_input),
             }
             for outcome in outcomes
         ],
     )
+
+
+def _kept_columns(kept: KeptInput | None) -> dict[str, Any]:
+    if kept is None:
+        return {}
+    return {
+        "model_input": kept.pixels,
+        "model_input_busy": kept.busy_background,
+        "model_input_key": kept.source_key,
+        "model_input_sha256": kept.sha256,
+        "preprocess_version": kept.preprocess_version,
+    }
 
 
 def mark_products_poison(

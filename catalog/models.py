@@ -86,6 +86,16 @@ class Product(Base):
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
     classified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     classification_error: Mapped[str | None] = mapped_column(String(64))
+    #: What the model needs of the photo, kept so that a new model re-classifies the
+    #: catalog without fetching or decoding a photo again: the 28×28 uint8 input
+    #: (784 bytes), its busy-background flag, the ``image_key`` and content sha256 it
+    #: was made from, and the preprocessing version that made it. Valid while the
+    #: key and the version are unchanged (a changed photo gets a new key).
+    model_input: Mapped[bytes | None] = mapped_column(LargeBinary)
+    model_input_busy: Mapped[bool | None]
+    model_input_key: Mapped[str | None] = mapped_column(String(512))
+    model_input_sha256: Mapped[str | None] = mapped_column(String(64))
+    preprocess_version: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def predicted_category(self) -> str | None:

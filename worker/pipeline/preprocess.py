@@ -44,6 +44,9 @@ from worker.errors import ErrorCode, ImageError
 from worker.pipeline.foreground import border_ring, cut_out, needs_cutout
 
 IMAGE_SIZE = 28
+#: Bump whenever a change here changes the pixels ``prepare`` makes: catalog photos
+#: whose kept model input was made by another version are fetched and prepared again.
+PREPROCESS_VERSION = 1
 # MPO is the multi-picture JPEG many phone cameras write; its first frame is used.
 ALLOWED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "TIFF", "BMP"})
 MIN_SIDE = 8

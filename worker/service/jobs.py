@@ -60,15 +60,19 @@ def fetch_and_prepare_all(
     threads, sixteen 40 Mpx uploads took the process to ~1 GB (each thread's malloc
     arena kept its own ~120 MB), against ~270 MB here.
     """
-    if len(image_keys) == 1:
-        fetched = [fetch(settings, image_keys[0])]
-    else:
-        with ThreadPoolExecutor(min(len(image_keys), settings.fetch_threads)) as pool:
-            fetched = list(pool.map(lambda key: fetch(settings, key), image_keys))
-    return [_prepare(settings, item) for item in fetched]
+    return [prepare_fetched(settings, item) for item in fetch_all(settings, image_keys)]
 
 
-def _prepare(settings: Settings, data: bytes | FashionError) -> ModelInput | FashionError:
+def fetch_all(settings: Settings, image_keys: Sequence[str | None]) -> list[bytes | FashionError]:
+    """``fetch`` for each key, ``FASHION_FETCH_THREADS`` at a time."""
+    if len(image_keys) <= 1:
+        return [fetch(settings, key) for key in image_keys]
+    with ThreadPoolExecutor(min(len(image_keys), settings.fetch_threads)) as pool:
+        return list(pool.map(lambda key: fetch(settings, key), image_keys))
+
+
+def prepare_fetched(settings: Settings, data: bytes | FashionError) -> ModelInput | FashionError:
+    """Fetched bytes as the model's input, or the error they end with."""
     if isinstance(data, FashionError):
         return data
     try:

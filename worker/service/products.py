@@ -1,8 +1,9 @@
 """Classify catalog product photos in batches: label, confidence and embedding per product.
 
 Used by the bulk queue (``fashion.classify_products``) after an import and by
-re-classification. One call handles one chunk: fetch the photos concurrently,
-preprocess them, run one batched inference, write every result with one bulk
+re-classification. One call handles one chunk: take the kept model inputs that
+are still valid from the catalog, fetch and prepare the other photos, run one
+batched inference, write every result (and the newly made inputs) with one bulk
 UPDATE. A photo that is missing or unreadable does not stop the chunk: that
 product records its error code instead.
 """
@@ -10,22 +11,30 @@ product records its error code instead.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import not_, or_, select
+import numpy as np
+from sqlalchemy import Row, not_, or_, select
 
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import ProductOutcome, already_done, mark_products_poison, record_predictions
+from catalog.lifecycle import (
+    KeptInput,
+    ProductOutcome,
+    already_done,
+    mark_products_poison,
+    record_predictions,
+)
 from catalog.models import Product
 from worker.config import Settings
 from worker.errors import FashionError
 from worker.pipeline.classifier import get_classifier
-from worker.pipeline.preprocess import ModelInput
+from worker.pipeline.preprocess import IMAGE_SIZE, PREPROCESS_VERSION, ModelInput
 from worker.service import metrics
-from worker.service.jobs import fetch_and_prepare_all
+from worker.service.jobs import fetch_all, prepare_fetched
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +53,22 @@ def classify_products(
 
     ``not_before`` narrows the skip to products classified at or after it (an
     ``all`` re-classification run); ``None`` skips any product this model did.
+    A product whose kept model input is still valid (same photo key, same
+    preprocessing version) is classified from it: no fetch, no decode. The others
+    are fetched and prepared, and their inputs kept for the next model.
     """
     classifier = get_classifier(settings)
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
         rows = session.execute(
-            select(Product.id, Product.image_key).where(
+            select(
+                Product.id,
+                Product.image_key,
+                Product.model_input,
+                Product.model_input_busy,
+                Product.model_input_key,
+                Product.preprocess_version,
+            ).where(
                 Product.id.in_(list(product_ids)),
                 or_(
                     Product.model_version.is_(None),
@@ -60,7 +79,7 @@ def classify_products(
     skipped = len(product_ids) - len(rows)
     if not rows:
         return ChunkResult(0, 0, skipped)
-    loaded = fetch_and_prepare_all(settings, [row.image_key for row in rows])
+    loaded, kept = _load(settings, rows)
     good = [i for i, item in enumerate(loaded) if isinstance(item, ModelInput)]
     predictions = classifier.classify([loaded[i] for i in good])
     outcomes = [
@@ -69,6 +88,7 @@ def classify_products(
             label=prediction.label,
             confidence=prediction.confidence,
             embedding=prediction.embedding,
+            kept_input=kept.get(i),
         )
         for i, prediction in zip(good, predictions, strict=True)
     ]
@@ -84,6 +104,45 @@ def classify_products(
         if isinstance(item, FashionError):
             metrics.products_classified(item.code)
     return ChunkResult(len(good), len(rows) - len(good), skipped)
+
+
+def _has_valid_input(row: Row) -> bool:
+    return (
+        row.model_input is not None
+        and row.image_key is not None
+        and row.model_input_key == row.image_key
+        and row.preprocess_version == PREPROCESS_VERSION
+    )
+
+
+def _load(
+    settings: Settings, rows: Sequence[Row]
+) -> tuple[list[ModelInput | FashionError], dict[int, KeptInput]]:
+    """Each row's model input, from the catalog where it is kept and valid, else
+    fetched and prepared; and, by row index, the inputs to keep."""
+    loaded: list[ModelInput | FashionError | None] = [
+        ModelInput(
+            pixels=np.frombuffer(row.model_input, dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE),
+            busy_background=bool(row.model_input_busy),
+        )
+        if _has_valid_input(row)
+        else None
+        for row in rows
+    ]
+    missing = [i for i, item in enumerate(loaded) if item is None]
+    fetched = fetch_all(settings, [rows[i].image_key for i in missing])
+    kept: dict[int, KeptInput] = {}
+    for i, data in zip(missing, fetched, strict=True):
+        loaded[i] = prepare_fetched(settings, data)
+        if isinstance(loaded[i], ModelInput):
+            kept[i] = KeptInput(
+                pixels=np.ascontiguousarray(loaded[i].pixels, dtype=np.uint8).tobytes(),
+                busy_background=loaded[i].busy_background,
+                source_key=rows[i].image_key,
+                sha256=hashlib.sha256(data).hexdigest(),
+                preprocess_version=PREPROCESS_VERSION,
+            )
+    return loaded, kept
 
 
 def mark_poison(product_ids: Sequence[int], *, settings: Settings, deliveries: int) -> None:
