@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -114,3 +115,28 @@ def test_a_stopped_worker_leaves_no_metrics_folder_behind(
     worker.terminate()
     assert worker.wait(60) == 0
     assert list((tmp_path / "tmp").glob("fashion-metrics-*")) == []
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_a_bulk_only_worker_runs_at_lower_priority_than_an_upload_worker(
+    service_settings, start_worker
+) -> None:
+    bulk = start_worker(service_settings, queues="bulk")
+    uploads = start_worker(service_settings, queues="interactive")
+    for worker in (bulk, uploads):
+        deadline = time.monotonic() + 60
+        while not Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split():
+            assert time.monotonic() < deadline, "the pool never started"
+            time.sleep(0.1)
+    pool = {
+        worker.pid: [
+            int(child)
+            for child in Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        ]
+        for worker in (bulk, uploads)
+    }
+    assert {niceness(pid) for pid in [bulk.pid, *pool[bulk.pid]]} == {service_settings.bulk_nice}
+    assert {niceness(pid) for pid in [uploads.pid, *pool[uploads.pid]]} == {0}

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a cached category embedding matrix is trusted."
     )
     inference_threads: int = Field(1, ge=1, description="LiteRT interpreter threads per process.")
+    bulk_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "Niceness of a worker that consumes only the bulk queue (its pool inherits it), "
+            "so uploads come first where both kinds share cores; 0: off."
+        ),
+    )
     fetch_threads: int = Field(
         8, ge=1, le=64, description="Concurrent photo fetches per bulk chunk (and S3 pool size)."
     )

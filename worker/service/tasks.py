@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 
 from celery import Celery, Task
 from celery.signals import (
@@ -56,6 +57,15 @@ def connect_signals(settings: Settings) -> None:
     def enable_metrics(**_kwargs: object) -> None:
         """Metrics (``FASHION_METRICS_PORT``) are set up before the pool forks..."""
         metrics.enable(settings)
+
+    @worker_init.connect(weak=False)
+    def yield_to_uploads(sender: object = None, **_kwargs: object) -> None:
+        """A bulk-only worker lowers its CPU priority before its pool forks, so on
+        shared cores the scheduler runs upload work first."""
+        consumed = set(sender.app.amqp.queues.consume_from or ())
+        if consumed == {settings.bulk_queue} and settings.bulk_nice:
+            os.nice(settings.bulk_nice)
+            log.info("bulk-only worker: niceness raised by %d", settings.bulk_nice)
 
     @worker_ready.connect(weak=False)
     def serve_metrics(**_kwargs: object) -> None:
