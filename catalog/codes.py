@@ -43,10 +43,6 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
 
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
 
 TERMINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED})
 
