@@ -217,7 +217,7 @@ def _draw_similar(settings, job, similar, keys, path: Path) -> None:  # type: ig
     from worker.storage import get_store
 
     store = get_store(settings)
-    upload = store.get(job.image_key)
+    upload = store.get(job.image_key, max_bytes=settings.max_upload_bytes)
     try:
         model_input = Image.fromarray(
             preprocess(
@@ -231,7 +231,7 @@ def _draw_similar(settings, job, similar, keys, path: Path) -> None:  # type: ig
         model_input=model_input,
         label=job.label_name or job.status,
         similar=similar,
-        photos=fetch_photos(store, keys),
+        photos=fetch_photos(store, keys, max_bytes=settings.max_upload_bytes),
         path=path,
     )
 

@@ -72,11 +72,15 @@ def draw_similar(
     return path
 
 
-def fetch_photos(store: ObjectStore, keys: dict[str, str | None]) -> dict[str, bytes | None]:
+def fetch_photos(
+    store: ObjectStore, keys: dict[str, str | None], *, max_bytes: int
+) -> dict[str, bytes | None]:
+    """Each product's photo, read no further than ``max_bytes + 1`` (a larger one is
+    drawn grey, like a missing one)."""
     photos: dict[str, bytes | None] = {}
     for sku, key in keys.items():
         try:
-            photos[sku] = store.get(key) if key else None
+            photos[sku] = store.get(key, max_bytes=max_bytes) if key else None
         except Exception:  # noqa: BLE001 - a missing photo only leaves a grey tile
             photos[sku] = None
     return photos
