@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from catalog.codes import CATEGORIES, JobStatus, ReclassifyMode
+from catalog.embeddings import Embedding
 
 JOB_STATUSES = tuple(status.value for status in JobStatus)
 RECLASSIFY_MODES = tuple(mode.value for mode in ReclassifyMode)
@@ -81,9 +82,10 @@ class Product(Base):
     predicted_label: Mapped[int | None] = mapped_column(Integer)
     predicted_confidence: Mapped[float | None]
     model_version: Mapped[str | None] = mapped_column(String(100), index=True)
-    #: The model's L2-normalised penultimate layer, float16 little-endian
-    #: (``catalog.embeddings``): 512 bytes for 256 dimensions.
-    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: The model's L2-normalised penultimate layer, float16 little-endian bytes in
+    #: Python (``catalog.embeddings``): pgvector ``halfvec`` with an HNSW index on
+    #: PostgreSQL (migration 0007), the bytes on SQLite.
+    embedding: Mapped[bytes | None] = mapped_column(Embedding)
     classified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     classification_error: Mapped[str | None] = mapped_column(String(64))
     #: What the model needs of the photo, kept so that a new model re-classifies the

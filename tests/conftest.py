@@ -1,8 +1,11 @@
 """Shared fixtures: the real services and small factories.
 
-PostgreSQL and Redis are the machine's own (``scripts/test`` starts them when
-they are down); each test session gets a database of its own and queue names of
-its own, so nothing collides with other users of those servers. The S3 server
+Redis is the machine's own (``scripts/test`` starts it when it is down).
+PostgreSQL is a server with pgvector that the test session starts for itself
+(``worker.tools.harness.pgvector_server``: the machine's PostgreSQL has no
+pgvector, which the catalog's similar-item search needs); each test gets a
+database of its own on it, and queue names of its own on Redis, so nothing
+collides with other users of those servers. The S3 server
 is moto in server mode, a separate process bound to 127.0.0.1 on a free port.
 """
 
@@ -13,14 +16,16 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 import redis
 from PIL import Image
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from catalog.db import get_engine, get_sessionmaker, upgrade
@@ -32,9 +37,9 @@ from worker.config import Settings
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.service.celery_app import worker_command, worker_environment
 from worker.storage import make_store
-from worker.tools.harness import free_port, wait_for_port
+from worker.tools import harness
+from worker.tools.harness import free_port, pgvector_server, wait_for_port
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
 
@@ -50,19 +55,27 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+_postgres = ExitStack()
+
+
+@cache
+def postgres_admin_url() -> str:
+    """The session's PostgreSQL with pgvector, started on first use (stopped at exit)."""
+    return _postgres.enter_context(pgvector_server())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _postgres.close()
+
+
 def create_database() -> str:
-    """A new, empty database on the machine's PostgreSQL; returns its SQLAlchemy URL."""
-    name = f"fashion_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    """A new, empty database on the session's PostgreSQL; returns its SQLAlchemy URL."""
+    return harness.create_database(postgres_admin_url())
 
 
 def drop_database(url: str) -> None:
     get_engine(url).dispose()
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    harness.drop_database(postgres_admin_url(), make_url(url).database)
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +145,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         request.addfinalizer(lambda: drop_database(url))
     upgrade(url)
     return url
+
+
+@pytest.fixture()
+def postgresql_url() -> Iterator[str]:
+    """A migrated database of its own on the session's PostgreSQL (with pgvector)."""
+    url = create_database()
+    upgrade(url)
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture()

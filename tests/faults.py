@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 import redis
+from sqlalchemy.engine import make_url
 
 from worker.tools.harness import free_port, wait_for_port
 
@@ -207,7 +208,7 @@ def _descendants(pid: int) -> list[int]:
 
 def drop_connections(database_url: str) -> int:
     """Terminate every connection to this test's database but our own; returns how many."""
-    name = database_url.rsplit("/", 1)[1]
+    name = make_url(database_url).database
     with psycopg.connect(libpq_url(database_url), autocommit=True) as connection:
         rows = connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,7 +70,7 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5, cache=0.0):
+def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5):
     ranked = rank_similar(
         session=session,
         probabilities=probabilities,
@@ -78,7 +78,6 @@ def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5
         model_version=VERSION,
         uncertain=uncertain,
         top_k=top_k,
-        cache_seconds=cache,
     )
     return [(product.sku, round(score, 3)) for product, score in ranked]
 
@@ -135,15 +134,13 @@ def test_a_catalog_change_is_seen_by_the_next_lookup(session) -> None:
     assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0))] == ["T-2"]
 
 
-def test_a_sold_out_product_is_never_offered_even_from_a_fresh_cache(session) -> None:
+def test_a_product_that_sells_out_is_not_offered_by_the_next_lookup(session) -> None:
     product = make_product(session, sku="T-1", embedding=unit(1, 0), model_version=VERSION)
     make_product(session, sku="T-2", embedding=unit(1, 1), model_version=VERSION)
-    assert len(rank(session, TROUSER_PROBABILITIES, unit(1, 0), cache=3600)) == 2
+    assert len(rank(session, TROUSER_PROBABILITIES, unit(1, 0))) == 2
     product.stock_quantity = 0
     session.flush()
-    assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0), cache=3600)] == [
-        "T-2"
-    ]
+    assert [sku for sku, _ in rank(session, TROUSER_PROBABILITIES, unit(1, 0))] == ["T-2"]
 
 
 def test_embeddings_survive_float16_storage(session) -> None:
@@ -193,19 +190,13 @@ def test_unknown_or_malformed_job_ids_are_none(session: Session) -> None:
     assert similar_for_job(session=session, job_id="not-a-uuid") is None
 
 
-def test_cached_matrices_are_patched_from_changed_rows_not_reloaded(session, monkeypatch) -> None:
-    from catalog import similar
+def test_rewritten_moved_and_sold_out_products_are_seen_by_the_next_lookup(session) -> None:
     from catalog.embeddings import encode_embedding
 
     products = [
         make_product(session, sku=f"T-{i}", embedding=unit(1, i), model_version=VERSION)
         for i in range(4)
     ]
-    full_loads = []
-    real_full_load = similar._full_load
-    monkeypatch.setattr(
-        similar, "_full_load", lambda *a: full_loads.append(a[1:]) or real_full_load(*a)
-    )
     assert rank(session, TROUSER_PROBABILITIES, unit(1, 0))[0][0] == "T-0"
 
     # A bulk run rewrites embeddings; the catalog moves one product and sells out another.
@@ -221,4 +212,60 @@ def test_cached_matrices_are_patched_from_changed_rows_not_reloaded(session, mon
         "T-new",
         "T-0",
     ]
-    assert full_loads == [("Trouser", VERSION)]  # one full load, then patches only
+
+
+def test_postgresql_lookups_walk_the_hnsw_index_with_the_filters_applied(postgresql_url) -> None:
+    """At the bundled model's embedding size the query plan uses the partial HNSW
+    index (migration 0007); the filters stay in the query (checked above)."""
+    from catalog import similar
+    from catalog.embeddings import INDEXED_DIMENSIONS
+
+    rng = np.random.default_rng(1)
+    with get_sessionmaker(postgresql_url).begin() as session:
+        for i in range(50):
+            make_product(
+                session,
+                sku=f"T-{i}",
+                embedding=rng.normal(size=INDEXED_DIMENSIONS),
+                model_version=VERSION,
+            )
+    with get_sessionmaker(postgresql_url).begin() as session:
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+        query = rng.normal(size=INDEXED_DIMENSIONS).astype(np.float32)
+        ranked = rank(session, TROUSER_PROBABILITIES, query)
+        assert len(ranked) == 5
+        plan = similar.explain_lookup(
+            session=session,
+            probabilities=TROUSER_PROBABILITIES,
+            embedding=query,
+            model_version=VERSION,
+            uncertain=False,
+            top_k=5,
+        )
+    assert f"ix_products_embedding_hnsw_{INDEXED_DIMENSIONS}" in plan
+
+
+def test_upgrading_postgresql_turns_stored_embeddings_into_searchable_vectors() -> None:
+    """Migration 0007 converts the float16 bytes of an existing catalog to halfvec."""
+    from catalog.db import upgrade
+    from catalog.embeddings import encode_embedding
+    from tests.conftest import create_database, drop_database
+
+    url = create_database()
+    try:
+        upgrade(url, "0006")
+        stored = encode_embedding(unit(1, 2, 3))
+        with get_engine(url).begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO products (sku, name, category, price, stock_quantity, "
+                    "embedding, model_version) VALUES ('T-1', 'x', 'Trouser', 1, 3, :e, :v)"
+                ),
+                {"e": stored, "v": VERSION},
+            )
+        upgrade(url)
+        with get_sessionmaker(url)() as session:
+            assert get_product(session=session, sku="T-1").embedding == stored
+            assert rank(session, TROUSER_PROBABILITIES, unit(1, 2, 3)) == [("T-1", 1.0)]
+    finally:
+        drop_database(url)

@@ -76,9 +76,6 @@ class Settings(BaseSettings):
         40_000_000, gt=0, description="Largest accepted width × height, checked before decoding."
     )
     similar_top_k: int = Field(5, ge=1, le=100, description="Similar items recorded per job.")
-    similar_cache_seconds: float = Field(
-        5.0, ge=0, description="How long a cached category embedding matrix is trusted."
-    )
     inference_threads: int = Field(1, ge=1, description="LiteRT interpreter threads per process.")
     bulk_nice: int = Field(
         10,

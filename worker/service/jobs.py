@@ -131,7 +131,6 @@ def classify_jobs(
                 model_version=classifier.version,
                 uncertain=prediction.uncertain,
                 top_k=settings.similar_top_k,
-                cache_seconds=settings.similar_cache_seconds,
             )
             job, done = complete_job(
                 session=session,

