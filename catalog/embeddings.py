@@ -21,10 +21,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 DTYPE = np.dtype("<f2")
-#: The embedding size the HNSW index is built for (the bundled model's). Vectors of
-#: another size are stored and searched too, but exactly (a sequential scan) until a
-#: migration adds an index for their size (``hnsw_index_sql``).
-INDEXED_DIMENSIONS = 256
+#: The embedding size the HNSW index is built for: the bundled model's (two members
+#: × 256). Vectors of another size are stored and searched too, but exactly (a
+#: sequential scan) until a migration adds an index for their size (``hnsw_index_sql``).
+INDEXED_DIMENSIONS = 512
 
 
 def encode_embedding(vector: np.ndarray) -> bytes:

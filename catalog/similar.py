@@ -23,6 +23,7 @@ docs/catalog.md has the figures (recall, latency at 100 k and 1 M products).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,7 +33,8 @@ from sqlalchemy.orm import Session
 from catalog.embeddings import decode_embeddings, halfvec_type
 from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
 
-#: HNSW candidate list per lookup: measured recall@5 1.00 at 1 M products (docs/catalog.md).
+#: HNSW candidate list per lookup by default (``FASHION_SIMILAR_EF_SEARCH``); the
+#: recall and latency it gives at 100 k and 1 M products are in docs/catalog.md.
 EF_SEARCH = 100
 #: Rows an exact (SQLite) lookup reads per round trip.
 SCAN_PARTITION = 2_000
@@ -62,8 +64,13 @@ def rank_similar(
     model_version: str,
     uncertain: bool,
     top_k: int,
+    ef_search: int = EF_SEARCH,
 ) -> list[tuple[Product, float]]:
-    """The ``top_k`` most similar in-stock products, best first, with cosine scores."""
+    """The ``top_k`` most similar in-stock products, best first, with cosine scores.
+
+    ``ef_search`` (PostgreSQL): the HNSW candidate list; larger finds more of the
+    exact top ``k`` and takes longer.
+    """
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
     query = np.asarray(embedding, dtype=np.float32).ravel()
@@ -73,6 +80,7 @@ def rank_similar(
     query = query / norm
     categories = candidate_categories(probabilities, uncertain=uncertain)
     if session.get_bind().dialect.name == "postgresql":
+        _configure_scan(session, ef_search)
         return _pgvector_search(session, query, categories, model_version, top_k)
     return _exact_search(session, query, categories, model_version, top_k)
 
@@ -98,10 +106,10 @@ def _pgvector_statement(
     )
 
 
-def _configure_scan(session: Session) -> None:
+def _configure_scan(session: Session, ef_search: int) -> None:
     session.execute(
         select(
-            func.set_config("hnsw.ef_search", str(EF_SEARCH), True),
+            func.set_config("hnsw.ef_search", str(int(ef_search)), True),
             func.set_config("hnsw.iterative_scan", "relaxed_order", True),
         )
     )
@@ -110,7 +118,6 @@ def _configure_scan(session: Session) -> None:
 def _pgvector_search(
     session: Session, query: np.ndarray, categories: list[str], model_version: str, top_k: int
 ) -> list[tuple[Product, float]]:
-    _configure_scan(session)
     rows = session.execute(_pgvector_statement(query, categories, model_version, top_k)).all()
     # Iterative scans return rows in relaxed order: sort them exactly.
     ranked = sorted(((product, 1.0 - float(d)) for product, d in rows), key=lambda r: -r[1])
@@ -134,8 +141,10 @@ def explain_lookup(
     statement = _pgvector_statement(query, categories, model_version, top_k).compile(
         dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
     )
-    _configure_scan(session)
-    return "\n".join(session.scalars(text(f"EXPLAIN {statement}")))
+    _configure_scan(session, EF_SEARCH)
+    # The query vector is a constant in the statement: shown as [...].
+    plan = "\n".join(session.scalars(text(f"EXPLAIN {statement}")))
+    return re.sub(r"'\[[^]]*\]'", "'[...]'", plan)
 
 
 def _exact_search(

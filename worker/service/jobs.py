@@ -131,6 +131,7 @@ def classify_jobs(
                 model_version=classifier.version,
                 uncertain=prediction.uncertain,
                 top_k=settings.similar_top_k,
+                ef_search=settings.similar_ef_search,
             )
             job, done = complete_job(
                 session=session,

