@@ -76,7 +76,10 @@ class ErrorCode(StrEnum):
 
 @unique
 class ReclassifyMode(StrEnum):
-    """What a bulk run re-classifies: every photo, or those the current model has not done."""
+    """What a bulk run re-classifies: every photo; those the current model has not done;
+    or those that changed since they were last read (new photos, photos whose
+    version tag changed, products of another model), found from a bucket listing."""
 
     ALL = "all"
     STALE = "stale"
+    CHANGED = "changed"

@@ -234,8 +234,9 @@ class KeptInput:
 
 @dataclass(frozen=True)
 class ProductOutcome:
-    """One product photo's result: a prediction, or the error code it ended with; and
-    the model input to keep when the photo was fetched for it."""
+    """One product photo's result: a prediction, or the error code it ended with; the
+    model input to keep when the photo was fetched for it; and, when it was fetched
+    (``fetched``), the version tag it had then (``None``: it was missing)."""
 
     product_id: int
     label: int | None = None
@@ -243,6 +244,8 @@ class ProductOutcome:
     embedding: Any = None
     error: ErrorCode | None = None
     kept_input: KeptInput | None = None
+    fetched: bool = False
+    photo_etag: str | None = None
 
 
 def record_predictions(
@@ -271,6 +274,7 @@ def record_predictions(
                 "classification_error": None if outcome.error is None else outcome.error.value,
                 "updated_at": now,
                 **_kept_columns(outcome.kept_input),
+                **({"photo_etag": outcome.photo_etag} if outcome.fetched else {}),
             }
             for outcome in outcomes
         ],

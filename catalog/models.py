@@ -98,6 +98,10 @@ class Product(Base):
     model_input_key: Mapped[str | None] = mapped_column(String(512))
     model_input_sha256: Mapped[str | None] = mapped_column(String(64))
     preprocess_version: Mapped[int | None] = mapped_column(Integer)
+    #: The version tag (S3 ETag) ``image_key`` had when a worker last read it, ``None``
+    #: if it was missing: a nightly run compares it with a bucket listing to find
+    #: the photos that changed (``worker.service.changes``).
+    photo_etag: Mapped[str | None] = mapped_column(String(128))
 
     @property
     def predicted_category(self) -> str | None:
@@ -193,4 +197,7 @@ class ReclassifyRun(Base):
     total: Mapped[int] = mapped_column(Integer)
     chunk_size: Mapped[int] = mapped_column(Integer)
     trigger: Mapped[str] = mapped_column(String(32), default="cli")
+    #: Why its products were queued: counts by reason (``changed`` runs: new,
+    #: changed photo, other model, …); ``None`` for ``all`` and ``stale`` runs.
+    reasons: Mapped[dict[str, int] | None] = mapped_column(JSON)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -100,7 +100,12 @@ class Settings(BaseSettings):
         description="When beat starts the nightly re-classification (crontab, UTC); '' disables.",
     )
     reclassify_nightly_mode: str = Field(
-        "all", pattern="^(all|stale)$", description="What the nightly run re-classifies."
+        "changed",
+        pattern="^(all|stale|changed)$",
+        description=(
+            "What the nightly run re-classifies: 'changed' (new and changed photos, "
+            "products of another model), 'stale' or 'all'."
+        ),
     )
     model_check_seconds: float = Field(
         300, gt=0, description="How often beat checks for a new model version to roll out."

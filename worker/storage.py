@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -41,12 +43,31 @@ def validate_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's bytes and its version tag: the S3 ETag, or a local file's
+    modification time and size. A tag that differs means the content may have
+    changed; the same tag means it did not."""
+
+    data: bytes
+    etag: str | None
+
+
 class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
 
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         """The object's bytes; with ``max_bytes``, at most ``max_bytes + 1`` of them (enough
         to tell it is too large without reading it all)."""
+        ...
+
+    def fetch(self, key: str, *, max_bytes: int | None = None) -> StoredObject:
+        """``get``, with the version tag of what was read."""
+        ...
+
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, version tag) of every object whose key starts with ``prefix``; on S3
+        one ListObjectsV2 request per 1,000 keys, no object read."""
         ...
 
     def exists(self, key: str) -> bool: ...
@@ -76,10 +97,27 @@ class LocalStore:
         os.replace(handle.name, path)
 
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        return self.fetch(key, max_bytes=max_bytes).data
+
+    def fetch(self, key: str, *, max_bytes: int | None = None) -> StoredObject:
+        path = self._path(key)
         try:
-            return read_at_most(self._path(key), max_bytes)
+            # Tagged before reading: if the file is replaced in between, the tag is
+            # the older one and the next comparison sees a change (never misses one).
+            etag = _file_etag(path.stat())
+            return StoredObject(read_at_most(path, max_bytes), etag)
         except FileNotFoundError as exc:
             raise ObjectMissingError(key) from exc
+
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        top = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        folder = top if prefix.endswith("/") or top.is_dir() else top.parent
+        if not folder.is_dir():
+            return
+        for path in folder.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and path.is_file() and not path.is_symlink():
+                yield key, _file_etag(path.stat())
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -102,6 +140,9 @@ class S3Store:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
 
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        return self.fetch(key, max_bytes=max_bytes).data
+
+    def fetch(self, key: str, *, max_bytes: int | None = None) -> StoredObject:
         ranged = {} if max_bytes is None else {"Range": f"bytes=0-{max_bytes}"}
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **ranged)
@@ -110,9 +151,20 @@ class S3Store:
             if code in {"NoSuchKey", "404"}:
                 raise ObjectMissingError(key) from exc
             if code == "InvalidRange":  # a range of an empty object: it has no bytes
-                return b""
+                return StoredObject(b"", None)
             raise
-        return response["Body"].read()
+        # A ranged GET still carries the whole object's ETag.
+        return StoredObject(response["Body"].read(), response.get("ETag"))
+
+    def list_etags(self, prefix: str) -> Iterator[tuple[str, str]]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                yield item["Key"][strip:], item["ETag"]
 
     def exists(self, key: str) -> bool:
         try:
@@ -129,6 +181,10 @@ class S3Store:
             self.client.head_bucket(Bucket=self.bucket)
         except botocore.exceptions.ClientError:
             self.client.create_bucket(Bucket=self.bucket)
+
+
+def _file_etag(stat: os.stat_result) -> str:
+    return f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
 
 
 def make_s3_client(settings: Settings, *, max_pool_connections: int | None = None) -> object:

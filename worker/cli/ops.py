@@ -64,6 +64,16 @@ def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_ar
     help="Only photos not yet classified by the current model [default].",
 )
 @click.option(
+    "--changed",
+    "mode",
+    flag_value="changed",
+    help=(
+        "What the nightly run does: new photos, photos whose version tag in the bucket "
+        "changed (one listing, no download), and products of another model (from their "
+        "kept inputs)."
+    ),
+)
+@click.option(
     "--chunk",
     default=64,
     show_default=True,
@@ -87,7 +97,7 @@ def reclassify(mode: str, chunk: int, wait: bool, timeout: float | None) -> None
     """
     import kombu.exceptions
 
-    from worker.service.reclassify import start_run
+    from worker.service.reclassify import describe_reasons, start_run
 
     settings = get_settings()
     try:
@@ -97,9 +107,10 @@ def reclassify(mode: str, chunk: int, wait: bool, timeout: float | None) -> None
             f"could not reach the broker ({exc}); run the command again to queue the rest"
         ) from exc
     chunks = -(-run.total // chunk)
+    why = f"; {describe_reasons(run.reasons)}" if run.reasons else ""
     click.echo(
         f"run {run.id}: queued {run.total} products in {chunks} chunks "
-        f"({mode}, model {run.model_version})"
+        f"({mode}, model {run.model_version}{why})"
     )
     if wait and run.total:
         _wait_for_run(run.id, settings, timeout)
@@ -151,9 +162,11 @@ def _wait_for_run(run_id: int, settings: object, timeout: float | None) -> None:
     "--ping-timeout", default=1.0, show_default=True, help="Seconds to wait for worker replies."
 )
 def status(as_json: bool, ping_timeout: float) -> None:
-    """Queue depths, live workers, jobs by state, throughput and the latest bulk run."""
+    """Queue depths, live workers, jobs by state, throughput and the latest bulk run
+    (with why its products were queued, for a nightly ``changed`` run)."""
     import kombu.exceptions
 
+    from worker.service.reclassify import describe_reasons
     from worker.service.status import collect
 
     try:
@@ -185,6 +198,8 @@ def status(as_json: bool, ping_timeout: float) -> None:
             f"{run['done']}/{run['total']} done, {run['failed']} failed, "
             f"{run['rate_per_s']:.0f}/s, {eta}"
         )
+        if run["reasons"]:
+            click.echo(f"  why: {describe_reasons(run['reasons'])}")
 
 
 @click.command()
@@ -235,7 +250,7 @@ def beat(loglevel: str, celery_args: tuple) -> None:
 
     Run exactly one beat per deployment. FASHION_RECLASSIFY_CRON sets the
     nightly time (crontab, UTC; default "0 2 * * *"), FASHION_RECLASSIFY_NIGHTLY_MODE
-    what it covers (all | stale); every FASHION_MODEL_CHECK_SECONDS a worker
+    what it covers (changed [default] | stale | all); every FASHION_MODEL_CHECK_SECONDS a worker
     checks whether its model version has had a run yet and starts one if not.
     """
     from worker.service.worker_app import make_worker_app

@@ -22,7 +22,7 @@ from worker.errors import FashionError, JobNotFoundError
 from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import ModelInput, prepare
 from worker.service import metrics
-from worker.storage import get_store
+from worker.storage import StoredObject, get_store
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,13 @@ def classify_job(job_id: str, *, settings: Settings) -> str:
     return status
 
 
-def fetch(settings: Settings, image_key: str | None) -> bytes | FashionError:
-    """One photo's bytes from storage (at most the upload limit + 1), or its error."""
+def fetch(settings: Settings, image_key: str | None) -> StoredObject | FashionError:
+    """One photo from storage (at most the upload limit + 1 bytes, and its version
+    tag), or its error."""
     if image_key is None:
         return FashionError(ErrorCode.NO_PHOTO, "the product has no photo")
     try:
-        return get_store(settings).get(image_key, max_bytes=settings.max_upload_bytes)
+        return get_store(settings).fetch(image_key, max_bytes=settings.max_upload_bytes)
     except FashionError as exc:
         return exc
 
@@ -63,7 +64,9 @@ def fetch_and_prepare_all(
     return [prepare_fetched(settings, item) for item in fetch_all(settings, image_keys)]
 
 
-def fetch_all(settings: Settings, image_keys: Sequence[str | None]) -> list[bytes | FashionError]:
+def fetch_all(
+    settings: Settings, image_keys: Sequence[str | None]
+) -> list[StoredObject | FashionError]:
     """``fetch`` for each key, ``FASHION_FETCH_THREADS`` at a time."""
     if len(image_keys) <= 1:
         return [fetch(settings, key) for key in image_keys]
@@ -71,13 +74,15 @@ def fetch_all(settings: Settings, image_keys: Sequence[str | None]) -> list[byte
         return list(pool.map(lambda key: fetch(settings, key), image_keys))
 
 
-def prepare_fetched(settings: Settings, data: bytes | FashionError) -> ModelInput | FashionError:
-    """Fetched bytes as the model's input, or the error they end with."""
-    if isinstance(data, FashionError):
-        return data
+def prepare_fetched(
+    settings: Settings, fetched: StoredObject | FashionError
+) -> ModelInput | FashionError:
+    """A fetched photo as the model's input, or the error it ends with."""
+    if isinstance(fetched, FashionError):
+        return fetched
     try:
         return prepare(
-            data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+            fetched.data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )
     except FashionError as exc:
         return exc

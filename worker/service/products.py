@@ -35,6 +35,7 @@ from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import IMAGE_SIZE, PREPROCESS_VERSION, ModelInput
 from worker.service import metrics
 from worker.service.jobs import fetch_all, prepare_fetched
+from worker.storage import StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def classify_products(
     skipped = len(product_ids) - len(rows)
     if not rows:
         return ChunkResult(0, 0, skipped)
-    loaded, kept = _load(settings, rows)
+    loaded, kept, etags = _load(settings, rows)
     good = [i for i, item in enumerate(loaded) if isinstance(item, ModelInput)]
     predictions = classifier.classify([loaded[i] for i in good])
     outcomes = [
@@ -89,13 +90,14 @@ def classify_products(
             confidence=prediction.confidence,
             embedding=prediction.embedding,
             kept_input=kept.get(i),
+            **etags.get(i, {}),
         )
         for i, prediction in zip(good, predictions, strict=True)
     ]
-    for row, item in zip(rows, loaded, strict=True):
+    for i, (row, item) in enumerate(zip(rows, loaded, strict=True)):
         if isinstance(item, FashionError):
             log.warning("product %s: %s: %s", row.id, item.code, item.message)
-            outcomes.append(ProductOutcome(row.id, error=item.code))
+            outcomes.append(ProductOutcome(row.id, error=item.code, **etags.get(i, {})))
     with sessions.begin() as session:
         record_predictions(session=session, model_version=classifier.version, outcomes=outcomes)
     metrics.batch("bulk", len(good))
@@ -117,9 +119,10 @@ def _has_valid_input(row: Row) -> bool:
 
 def _load(
     settings: Settings, rows: Sequence[Row]
-) -> tuple[list[ModelInput | FashionError], dict[int, KeptInput]]:
+) -> tuple[list[ModelInput | FashionError], dict[int, KeptInput], dict[int, dict]]:
     """Each row's model input, from the catalog where it is kept and valid, else
-    fetched and prepared; and, by row index, the inputs to keep."""
+    fetched and prepared; and, by row index, the inputs to keep and the version tag
+    of each photo fetched (``None`` for a missing one)."""
     loaded: list[ModelInput | FashionError | None] = [
         ModelInput(
             pixels=np.frombuffer(row.model_input, dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE),
@@ -132,17 +135,22 @@ def _load(
     missing = [i for i, item in enumerate(loaded) if item is None]
     fetched = fetch_all(settings, [rows[i].image_key for i in missing])
     kept: dict[int, KeptInput] = {}
-    for i, data in zip(missing, fetched, strict=True):
-        loaded[i] = prepare_fetched(settings, data)
+    etags: dict[int, dict] = {}
+    for i, item in zip(missing, fetched, strict=True):
+        loaded[i] = prepare_fetched(settings, item)
+        if isinstance(item, StoredObject):
+            etags[i] = {"fetched": True, "photo_etag": item.etag}
+        elif item.code == ErrorCode.OBJECT_MISSING:
+            etags[i] = {"fetched": True, "photo_etag": None}
         if isinstance(loaded[i], ModelInput):
             kept[i] = KeptInput(
                 pixels=np.ascontiguousarray(loaded[i].pixels, dtype=np.uint8).tobytes(),
                 busy_background=loaded[i].busy_background,
                 source_key=rows[i].image_key,
-                sha256=hashlib.sha256(data).hexdigest(),
+                sha256=hashlib.sha256(item.data).hexdigest(),
                 preprocess_version=PREPROCESS_VERSION,
             )
-    return loaded, kept
+    return loaded, kept, etags
 
 
 def mark_poison(product_ids: Sequence[int], *, settings: Settings, deliveries: int) -> None:

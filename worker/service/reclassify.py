@@ -2,7 +2,9 @@
 
 ``fashion reclassify``, the nightly beat schedule and the model-change check all
 call ``start_run``. A run queues every product photo that still needs the
-current model (``stale``) or every photo (``all``) in chunks on the bulk queue;
+current model (``stale``), every photo (``all``), or -- the nightly default --
+those whose photo or model changed (``changed``, see ``worker.service.changes``;
+the run records how many of each and why) in chunks on the bulk queue;
 each chunk task skips what is already done, so re-running resumes rather than
 repeats. An interrupted ``all`` run is resumed by the next ``all`` run for the
 same model version: it keeps the first run's ``not_before``.
@@ -27,7 +29,9 @@ from catalog.lifecycle import already_done
 from catalog.models import Product, ReclassifyRun, as_utc, utcnow
 from worker.config import Settings
 from worker.pipeline.classifier import model_version
+from worker.service.changes import REASONS, invalidate_kept_inputs, plan_changes
 from worker.service.messages import DEFAULT_CHUNK_SIZE, send_product_chunks
+from worker.storage import get_store
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class Progress:
     model_version: str
     trigger: str
     started_at: dt.datetime
+    reasons: dict[str, int] | None
     total: int
     done: int
     failed: int
@@ -59,6 +64,7 @@ class Progress:
             "model_version": self.model_version,
             "trigger": self.trigger,
             "started_at": self.started_at.isoformat(),
+            "reasons": self.reasons,
             "total": self.total,
             "done": self.done,
             "failed": self.failed,
@@ -97,7 +103,7 @@ def start_run(
     running the same command again queues what is still missing.
     """
     if mode not in tuple(ReclassifyMode):
-        raise ValueError(f"mode must be 'all' or 'stale', not {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(ReclassifyMode)}, not {mode!r}")
     mode = ReclassifyMode(mode)
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -106,21 +112,31 @@ def start_run(
     with sessions.begin() as session:
         now = utcnow()
         not_before: dt.datetime | None = None
-        if mode == ReclassifyMode.ALL:
-            resumed = _unfinished_all_run(session, version)
-            not_before = resumed.not_before if resumed else now
-            if resumed:
-                log.info("resuming the 'all' run %s (not before %s)", resumed.id, not_before)
-        product_ids = list(
-            session.scalars(
-                select(Product.id)
-                .where(
-                    Product.image_key.is_not(None),
-                    or_(Product.model_version.is_(None), not_(already_done(version, not_before))),
+        reasons: dict[str, int] | None = None
+        if mode == ReclassifyMode.CHANGED:
+            plan = plan_changes(session=session, store=get_store(settings), version=version)
+            invalidate_kept_inputs(session=session, product_ids=plan.refetch)
+            # Every queued product is redone, even one this model did before today.
+            product_ids, reasons, not_before = plan.product_ids, plan.reasons, now
+        else:
+            if mode == ReclassifyMode.ALL:
+                resumed = _unfinished_all_run(session, version)
+                not_before = resumed.not_before if resumed else now
+                if resumed:
+                    log.info("resuming the 'all' run %s (not before %s)", resumed.id, not_before)
+            product_ids = list(
+                session.scalars(
+                    select(Product.id)
+                    .where(
+                        Product.image_key.is_not(None),
+                        or_(
+                            Product.model_version.is_(None),
+                            not_(already_done(version, not_before)),
+                        ),
+                    )
+                    .order_by(Product.id)
                 )
-                .order_by(Product.id)
             )
-        )
         run = ReclassifyRun(
             mode=mode.value,
             model_version=version,
@@ -129,13 +145,28 @@ def start_run(
             chunk_size=chunk_size,
             trigger=trigger,
             started_at=now,
+            reasons=reasons,
         )
         session.add(run)
         session.flush()
         session.expunge(run)
     send_product_chunks(settings, product_ids, chunk_size=chunk_size, not_before=not_before)
-    log.info("run %s: queued %d products (%s, model %s)", run.id, run.total, mode, version)
+    log.info(
+        "run %s: queued %d products (%s, model %s%s)",
+        run.id,
+        run.total,
+        mode,
+        version,
+        f", {describe_reasons(reasons)}" if reasons else "",
+    )
     return run
+
+
+def describe_reasons(reasons: dict[str, int]) -> str:
+    """``"new 3, model 120, unchanged 9877"``: the non-zero counts, in ``REASONS`` order."""
+    return ", ".join(
+        f"{reason.replace('_', ' ')} {reasons[reason]}" for reason in REASONS if reasons.get(reason)
+    )
 
 
 def progress_of(
@@ -163,6 +194,7 @@ def progress_of(
         model_version=run.model_version,
         trigger=run.trigger,
         started_at=started,
+        reasons=run.reasons,
         total=run.total,
         done=done,
         failed=min(failed, done),
