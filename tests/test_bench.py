@@ -41,6 +41,9 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     ):
         assert printed[key] > 0, key
     assert printed["bulk_images_per_s"] == printed["bulk_first_time_images_per_s"]
+    # Nothing changed since the runs before it: the nightly run queues nothing.
+    assert printed["nightly_unchanged_queued"] == 0
+    assert printed["nightly_unchanged_s"] > 0
     # The speed-up is what a new model version costs: the run from kept inputs.
     assert printed["bulk_speedup"] == pytest.approx(
         printed["bulk_new_model_images_per_s"] / printed["naive_images_per_s"], rel=0.02

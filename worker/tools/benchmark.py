@@ -9,7 +9,9 @@ processes and measures, in order:
    from the photos (``bulk_first_time_images_per_s``, also ``bulk_images_per_s``),
    then again from the kept model inputs (an ``all`` run: the path a new model
    version takes, no fetch, no decode — ``bulk_new_model_images_per_s``, which
-   ``bulk_speedup`` divides by the naive rate);
+   ``bulk_speedup`` divides by the naive rate); then a nightly ``changed`` run
+   over the unchanged catalog (``nightly_unchanged_s``: listing + catalog scan,
+   nothing queued);
 3. interactive latency, upload stored → result row committed (the job row's
    ``created_at`` → ``finished_at``), one upload at a time on an idle worker;
 4. the same while a bulk run keeps the bulk worker busy;
@@ -167,6 +169,16 @@ def _run_bulk(
     return run.total, (_last_classified(settings) - started).total_seconds(), samples
 
 
+def _run_nightly_unchanged(settings: Settings, config: BenchConfig) -> tuple[float, int]:
+    """A nightly ``changed`` run over the catalog just classified: seconds from the
+    start (bucket listing, catalog scan) to the run being finished, and how many
+    products it queued (0 when nothing changed)."""
+    started = time.perf_counter()
+    run = start_run("changed", settings=settings, chunk_size=config.chunk, trigger="bench")
+    wait_until(lambda: run_progress(settings, run.id).finished, 3600, "the nightly run")
+    return time.perf_counter() - started, run.total
+
+
 def measure_interactive(
     settings: Settings, uploads: list[bytes], count: int, *, gap: float, while_running=None
 ) -> list[float]:
@@ -281,6 +293,8 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         total, seconds, _ = _run_bulk(settings, config, "all", bulk)
         new_model_rate = total / seconds
         log(f"bulk, kept inputs: {total} images in {seconds:.1f} s = {new_model_rate:.0f}/s")
+        nightly_seconds, nightly_queued = _run_nightly_unchanged(settings, config)
+        log(f"nightly over the unchanged catalog: {nightly_seconds:.2f} s, {nightly_queued} queued")
 
         interactive = WorkerProcess(
             settings,
@@ -320,6 +334,8 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "bulk_first_time_images_per_s": round(bulk_rate, 1),
             "bulk_new_model_images_per_s": round(new_model_rate, 1),
             "bulk_speedup": round(new_model_rate / naive_rate, 1),
+            "nightly_unchanged_s": round(nightly_seconds, 2),
+            "nightly_unchanged_queued": nightly_queued,
             "interactive_idle_ms": percentiles(idle),
             "interactive_under_load_ms": percentiles(busy),
             "bulk_images_per_s_while_interactive": round(loaded_rate, 1),
