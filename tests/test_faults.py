@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from sqlalchemy import func, select
@@ -30,6 +31,7 @@ from tests.faults import (
     drop_connections,
     install_ledger,
     kill_hard,
+    libpq_url,
     report,
     tally,
 )
@@ -157,6 +159,35 @@ def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(faults, start_work
     result = tally(settings.resolved_database_url, "product", [str(i) for i in ids])
     report("SIGKILL a bulk worker mid-run (2000 products)", result)
     assert in_flight >= 1 and classified_at_kill < len(ids), "the kill must land mid-run"
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
+
+
+def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(faults, start_worker) -> None:
+    """A new model's run reads only kept model inputs: the photos are deleted first, so
+    a product that fell back to fetching would end ``object_missing``."""
+    settings = faults.settings
+    ids = build_catalog(settings, 3000, log=lambda _message: None)
+    first = start_worker(settings, queues="bulk")
+    start_run("stale", settings=settings, chunk_size=100)
+    wait_until(lambda: count_classified(settings) == len(ids), 300, "the first-time run")
+    store = make_store(settings)
+    for key, _ in list(store.list_etags("")):
+        store.client.delete_object(Bucket=store.bucket, Key=store._key(key))
+    with psycopg.connect(libpq_url(settings.resolved_database_url), autocommit=True) as db:
+        db.execute("DELETE FROM fault_ledger")
+
+    victim = start_worker(settings, queues="bulk")
+    run = start_run("all", settings=settings, chunk_size=50)
+    wait_until(lambda: run_progress(settings, run.id).done >= 300, 120, "the run to get going")
+    in_flight = unacked(settings)
+    kill_hard(victim)
+    done_at_kill = run_progress(settings, run.id).done
+    settle(lambda: run_progress(settings, run.id).finished)
+
+    result = tally(settings.resolved_database_url, "product", [str(i) for i in ids])
+    report("SIGKILL a bulk worker mid-run from kept inputs (3000 products, photos gone)", result)
+    assert first.poll() is None
+    assert in_flight >= 1 and done_at_kill < len(ids), "the kill must land mid-run"
     assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
 
 
