@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import LargeBinary
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 
 DTYPE = np.dtype("<f2")
 #: The embedding size the HNSW index is built for: the bundled model's (two members
@@ -55,6 +55,41 @@ def halfvec_type(dimensions: int | None = None) -> TypeEngine:
     return HALFVEC(dimensions)
 
 
+def _float16_texts() -> np.ndarray:
+    """The exact decimal text of every float16 value, indexed by its bit pattern."""
+    values = np.arange(1 << 16, dtype=np.uint16).view(DTYPE).astype(np.float64)
+    return np.array([repr(value) for value in values.tolist()], dtype=object)
+
+
+_TEXTS: np.ndarray | None = None
+
+
+def halfvec_text(blob: bytes) -> str:
+    """float16 bytes as pgvector's text form, ``[0.5,-1.0,…]``, exactly.
+
+    Through a table of the 65,536 float16 texts: formatting a chunk of 64 × 512
+    floats one by one took ~26 ms, a quarter of a bulk chunk's time.
+    """
+    global _TEXTS
+    if _TEXTS is None:
+        _TEXTS = _float16_texts()
+    return "[" + ",".join(_TEXTS[np.frombuffer(blob, dtype="<u2")]) + "]"
+
+
+def parse_halfvec_text(text: str) -> bytes:
+    return encode_embedding(np.array(text[1:-1].split(","), dtype=np.float32))
+
+
+class _HalfvecColumn(UserDefinedType):
+    """A ``halfvec`` column read and written as pgvector's text form (``Embedding``
+    does the conversion); the driver sends the text untyped, the server casts it."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "HALFVEC"
+
+
 class Embedding(TypeDecorator):
     """float16 bytes in Python; ``halfvec`` on PostgreSQL, the bytes on other engines."""
 
@@ -63,17 +98,15 @@ class Embedding(TypeDecorator):
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(halfvec_type())
+            return dialect.type_descriptor(_HalfvecColumn())
         return dialect.type_descriptor(LargeBinary())
 
     def process_bind_param(self, value: bytes | None, dialect: Dialect) -> Any:
         if value is None or dialect.name != "postgresql":
             return value
-        return np.frombuffer(value, dtype=DTYPE).astype(np.float32)
+        return halfvec_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
         if value is None or dialect.name != "postgresql":
             return value
-        # pgvector hands back a list of floats (a HalfVector in some versions).
-        values = value.to_numpy() if hasattr(value, "to_numpy") else value
-        return encode_embedding(np.asarray(values, dtype=np.float32))
+        return parse_halfvec_text(value)

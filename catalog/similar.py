@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from sqlalchemy import Float, Select, cast, delete, func, literal, literal_column, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from catalog.embeddings import decode_embeddings, halfvec_type
 from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
@@ -97,6 +97,7 @@ def _pgvector_statement(
     )
     return (
         select(Product, distance.label("distance"))
+        .options(defer(Product.embedding))  # not needed here: 512 floats of text a row
         .where(
             *_candidates(categories, model_version),
             func.vector_dims(Product.embedding) == literal_column(str(int(dimensions))),
@@ -168,7 +169,9 @@ def _exact_search(
     products = {
         product.id: product
         for product in session.scalars(
-            select(Product).where(Product.id.in_([int(i) for i in best_ids]))
+            select(Product)
+            .options(defer(Product.embedding))
+            .where(Product.id.in_([int(i) for i in best_ids]))
         )
     }
     return [

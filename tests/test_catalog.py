@@ -269,3 +269,13 @@ def test_upgrading_postgresql_turns_stored_embeddings_into_searchable_vectors() 
             assert rank(session, TROUSER_PROBABILITIES, unit(1, 2, 3)) == [("T-1", 1.0)]
     finally:
         drop_database(url)
+
+
+def test_every_float16_value_survives_the_postgresql_text_form() -> None:
+    """``halfvec_text`` (a lookup table, for speed) writes each float16 exactly."""
+    from catalog.embeddings import halfvec_text, parse_halfvec_text
+
+    every = np.arange(1 << 16, dtype=np.uint16)
+    finite = every[np.isfinite(every.view("<f2"))]
+    back = np.frombuffer(parse_halfvec_text(halfvec_text(finite.tobytes())), dtype="<u2")
+    np.testing.assert_array_equal(back, finite)
