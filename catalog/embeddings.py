@@ -20,6 +20,8 @@ from sqlalchemy import LargeBinary
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 
+from catalog.codes import CATEGORIES
+
 DTYPE = np.dtype("<f2")
 #: The embedding size the HNSW index is built for: the bundled model's (two members
 #: × 256). Vectors of another size are stored and searched too, but exactly (a
@@ -38,13 +40,24 @@ def decode_embeddings(blobs: Sequence[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=DTYPE).reshape(len(blobs), -1).astype(np.float32)
 
 
-def hnsw_index_sql(dimensions: int) -> str:
-    """The partial HNSW index (cosine) over the embeddings of ``dimensions``."""
+def hnsw_index_name(dimensions: int, category_index: int | None = None) -> str:
+    suffix = "" if category_index is None else f"_c{int(category_index)}"
+    return f"ix_products_embedding_hnsw_{int(dimensions)}{suffix}"
+
+
+def hnsw_index_sql(dimensions: int, category: str | None = None) -> str:
+    """A partial HNSW index (cosine) over the embeddings of ``dimensions`` -- of one
+    category's products when ``category`` is given (one of ``CATEGORIES``)."""
     dimensions = int(dimensions)
+    where = f"vector_dims(embedding) = {dimensions}"
+    name = hnsw_index_name(dimensions)
+    if category is not None:
+        index = CATEGORIES.index(category)  # a known category: safe to quote inline
+        where += " AND category = '" + category.replace("'", "''") + "'"
+        name = hnsw_index_name(dimensions, index)
     return (
-        f"CREATE INDEX IF NOT EXISTS ix_products_embedding_hnsw_{dimensions} ON products "
-        f"USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops) "
-        f"WHERE vector_dims(embedding) = {dimensions}"
+        f"CREATE INDEX IF NOT EXISTS {name} ON products "
+        f"USING hnsw ((embedding::halfvec({dimensions})) halfvec_cosine_ops) WHERE {where}"
     )
 
 

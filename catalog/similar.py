@@ -27,7 +27,18 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import Float, Select, cast, delete, func, literal, literal_column, select, text
+from sqlalchemy import (
+    Float,
+    Select,
+    cast,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session, defer
 
 from catalog.embeddings import decode_embeddings, halfvec_type
@@ -88,21 +99,35 @@ def rank_similar(
 def _pgvector_statement(
     query: np.ndarray, categories: list[str], model_version: str, top_k: int
 ) -> Select:
+    """One ``ORDER BY distance LIMIT k`` index scan per category, merged.
+
+    Category and size are rendered as constants, so the planner can match each
+    scan to the partial HNSW index of that category (migration 0007).
+    """
     dimensions = len(query)
     vector_type = halfvec_type(dimensions)
-    # The same expression and predicate as the partial HNSW index (migration 0007),
-    # with the size rendered as a constant so the planner can match the predicate.
     distance = cast(Product.embedding, vector_type).op("<=>", return_type=Float)(
         literal(query.tolist(), vector_type)
     )
-    return (
-        select(Product, distance.label("distance"))
-        .options(defer(Product.embedding))  # not needed here: 512 floats of text a row
+    scans = [
+        select(Product.id, distance.label("distance"))
         .where(
-            *_candidates(categories, model_version),
+            Product.category == literal(category, literal_execute=True),
+            Product.model_version == model_version,
+            Product.stock_quantity > 0,
+            Product.embedding.is_not(None),
             func.vector_dims(Product.embedding) == literal_column(str(int(dimensions))),
         )
         .order_by(distance)
+        .limit(top_k)
+        for category in categories
+    ]
+    nearest = (scans[0] if len(scans) == 1 else union_all(*scans)).subquery()
+    return (
+        select(Product, nearest.c.distance)
+        .options(defer(Product.embedding))  # not needed here: 512 floats of text a row
+        .join(nearest, Product.id == nearest.c.id)
+        .order_by(nearest.c.distance)
         .limit(top_k)
     )
 

@@ -5,13 +5,14 @@ server of its own unless ``--postgres-admin-url`` names one) or in a SQLite file
 then times ``catalog.similar.rank_similar`` -- the query path the worker runs --
 for random uploads, and checks every answer against an exact search in numpy.
 
-The catalog is synthetic but clustered like real embeddings: each category has
-``CLUSTERS`` centres (random directions); a product is its centre plus Gaussian
-noise (``NOISE``), L2-normalised, so neighbours are close and categories are
-separable, as with the model's own embeddings. 10 % of the products carry an
-older model version and ~14 % are sold out, so every filter removes rows. An
-upload is drawn the same way from a random cluster, with probabilities that make
-~1/3 of the uploads ``uncertain`` (two categories searched).
+The embeddings are the bundled model's own: it embeds the 60,000 Fashion-MNIST
+*training* photos (never the test set); each product mixes two embeddings of its
+category (a random convex combination, re-normalised), which gives a catalog of
+any size with the real clusters and neighbourhoods and no duplicates. The uploads
+are held-out training photos, with the model's own probabilities, embedding and
+``uncertain`` flag (two categories searched), exactly what the worker passes.
+10 % of the products carry an older model version and ~14 % are sold out, so
+every filter removes rows.
 
 Prints one JSON object: build and index time, lookup p50/p95/p99 (ms) per
 ``--ef-search`` value (the same uploads for each), recall@5
@@ -47,14 +48,15 @@ from sqlalchemy.engine import make_url
 from catalog import similar
 from catalog.codes import CATEGORIES
 from catalog.db import get_engine, get_sessionmaker, upgrade
-from catalog.embeddings import DTYPE, INDEXED_DIMENSIONS, encode_embedding, hnsw_index_sql
+from catalog.embeddings import DTYPE, encode_embedding, hnsw_index_sql
 from catalog.models import Product
+from training.data import load_fashion_mnist
+from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
+from worker.pipeline.preprocess import ModelInput
 from worker.tools.harness import pgvector_server, throwaway_database
 
 VERSION = "bench-model"
 OLD_VERSION = "bench-model-old"
-CLUSTERS = 20
-NOISE = 0.6
 TOP_K = 5
 
 
@@ -69,6 +71,13 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class Upload:
+    probabilities: list[float]
+    embedding: np.ndarray
+    uncertain: bool
+
+
+@dataclass(frozen=True)
 class Catalog:
     """What was loaded, kept for the exact search: float16-rounded unit vectors."""
 
@@ -76,27 +85,58 @@ class Catalog:
     category: np.ndarray  # (n,) category index
     in_stock: np.ndarray  # (n,) bool
     current: np.ndarray  # (n,) bool: carries VERSION
-    centres: np.ndarray  # (categories, clusters, d)
+    uploads: list[Upload]  # real held-out photos, as the worker sees them
 
 
-def make_catalog(count: int, dimensions: int, rng: np.random.Generator) -> Catalog:
-    centres = rng.normal(size=(len(CATEGORIES), CLUSTERS, dimensions)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=2, keepdims=True)
+def real_embeddings(uploads: int) -> tuple[np.ndarray, np.ndarray, list[Upload]]:
+    """The bundled model on the Fashion-MNIST *training* images (never the test set):
+    the pool's embeddings and labels, and ``uploads`` held-out images as uploads
+    (the model's own probabilities, embedding and ``uncertain``)."""
+    data = load_fashion_mnist()
+    classifier = Classifier(BUNDLED_MODEL)
+    predictions = []
+    for start in range(0, len(data.train_images), 1024):
+        batch = data.train_images[start : start + 1024]
+        predictions += classifier.classify(
+            [ModelInput(pixels, busy_background=False) for pixels in batch]
+        )
+    embeddings = np.stack([p.embedding for p in predictions]).astype(np.float32)
+    held_out = predictions[-uploads:]
+    return (
+        embeddings[:-uploads],
+        data.train_labels[:-uploads].astype(np.int64),
+        [Upload(list(p.probabilities), p.embedding, p.uncertain) for p in held_out],
+    )
+
+
+def make_catalog(count: int, uploads: int, rng: np.random.Generator) -> Catalog:
+    """``count`` products whose embeddings are real: each mixes two real embeddings of
+    training photos of its category (a random convex combination, re-normalised), so
+    the catalog has the real one's clusters and neighbourhoods without duplicates."""
+    pool, labels, held_out = real_embeddings(uploads)
+    by_category = [np.flatnonzero(labels == c) for c in range(len(CATEGORIES))]
     category = np.arange(count) % len(CATEGORIES)
-    vectors = np.empty((count, dimensions), dtype=np.float32)
+    vectors = np.empty((count, pool.shape[1]), dtype=np.float32)
     for start in range(0, count, 100_000):
         stop = min(count, start + 100_000)
-        cluster = rng.integers(0, CLUSTERS, size=stop - start)
-        noise = rng.normal(scale=NOISE / np.sqrt(dimensions), size=(stop - start, dimensions))
-        block = centres[category[start:stop], cluster] + noise.astype(np.float32)
+        cats = category[start:stop]
+        first, second = np.empty(len(cats), np.int64), np.empty(len(cats), np.int64)
+        for c, members in enumerate(by_category):
+            chosen = cats == c
+            first[chosen] = members[rng.integers(len(members), size=int(chosen.sum()))]
+            second[chosen] = members[rng.integers(len(members), size=int(chosen.sum()))]
+        weight = rng.random((stop - start, 1)).astype(np.float32)
+        block = weight * pool[first] + (1 - weight) * pool[second]
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         vectors[start:stop] = block.astype(DTYPE).astype(np.float32)  # as stored
     return Catalog(
         vectors=vectors,
         category=category,
-        in_stock=np.arange(count) % 7 != 0,
-        current=np.arange(count) % 10 != 3,
-        centres=centres,
+        # Drawn independently of the category (every category has sold-out and
+        # older-model products, never all of them).
+        in_stock=rng.random(count) >= 1 / 7,
+        current=rng.random(count) >= 0.1,
+        uploads=held_out,
     )
 
 
@@ -119,13 +159,16 @@ COLUMNS = (
 )
 
 
-def load_postgresql(url: str, catalog: Catalog) -> float:
+def load_postgresql(url: str, catalog: Catalog, index_kind: str) -> float:
     """COPY the catalog in (binary halfvec), then build the HNSW index; returns index seconds."""
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(libpq, autocommit=True) as connection:
         register_vector(connection)
         dimensions = catalog.vectors.shape[1]
-        connection.execute(f"DROP INDEX IF EXISTS ix_products_embedding_hnsw_{dimensions}")
+        for name in connection.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_products_embedding_hnsw%'"
+        ).fetchall():
+            connection.execute(f"DROP INDEX {name[0]}")
         statement = f"COPY products ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
         with connection.cursor() as cursor, cursor.copy(statement) as copy:
             copy.set_types(
@@ -136,13 +179,15 @@ def load_postgresql(url: str, catalog: Catalog) -> float:
                 copy.write_row((*_row(catalog, index), HalfVector(catalog.vectors[index])))
         connection.execute("SET maintenance_work_mem = '3GB'")
         started = time.perf_counter()
-        connection.execute(hnsw_index_sql(dimensions))
+        categories = CATEGORIES if index_kind == "category" else [None]
+        for category in categories:
+            connection.execute(hnsw_index_sql(dimensions, category))
         index_seconds = time.perf_counter() - started
         connection.execute("VACUUM ANALYZE products")
     return index_seconds
 
 
-def load_sqlite(url: str, catalog: Catalog) -> float:
+def load_sqlite(url: str, catalog: Catalog, index_kind: str) -> float:
     keys = [c.strip() for c in COLUMNS.split(",")]
     with get_sessionmaker(url).begin() as session:
         for start in range(0, len(catalog.vectors), 10_000):
@@ -162,19 +207,6 @@ def load_sqlite(url: str, catalog: Catalog) -> float:
     return 0.0
 
 
-def uploads(catalog: Catalog, count: int, rng: np.random.Generator) -> Iterator[tuple]:
-    """(probabilities, embedding) of ``count`` random uploads."""
-    dimensions = catalog.vectors.shape[1]
-    for _ in range(count):
-        category = int(rng.integers(len(CATEGORIES)))
-        embedding = catalog.centres[category, rng.integers(CLUSTERS)] + rng.normal(
-            scale=NOISE / np.sqrt(dimensions), size=dimensions
-        ).astype(np.float32)
-        probabilities = rng.dirichlet(np.full(len(CATEGORIES), 0.2))
-        probabilities[category] += 1.0 if rng.random() < 2 / 3 else 0.3
-        yield (probabilities / probabilities.sum()).tolist(), embedding / np.linalg.norm(embedding)
-
-
 def exact_top(catalog: Catalog, categories: list[str], embedding: np.ndarray) -> set[str]:
     wanted = np.isin(catalog.category, [CATEGORIES.index(c) for c in categories])
     eligible = np.flatnonzero(wanted & catalog.in_stock & catalog.current)
@@ -183,13 +215,16 @@ def exact_top(catalog: Catalog, categories: list[str], embedding: np.ndarray) ->
     return {f"B-{int(i):07d}" for i in best}
 
 
-def measure(
-    url: str, catalog: Catalog, lookups: int, rng: np.random.Generator, ef_search: int
-) -> dict:
+def measure(url: str, catalog: Catalog, lookups: int, ef_search: int) -> dict:
     sessions = get_sessionmaker(url)
     timings, recalls, violations, short = [], [], 0, 0
-    for number, (probabilities, embedding) in enumerate(uploads(catalog, lookups + 20, rng)):
-        uncertain = max(probabilities) < 0.6
+    for number in range(lookups + 20):
+        upload = catalog.uploads[number % len(catalog.uploads)]
+        probabilities, embedding, uncertain = (
+            upload.probabilities,
+            upload.embedding,
+            upload.uncertain,
+        )
         started = time.perf_counter()
         with sessions() as session:
             ranked = similar.rank_similar(
@@ -259,13 +294,13 @@ def worker_rss(url: str, dimensions: int) -> float:
     return round(json.loads(output.strip().splitlines()[-1])["peak_rss_mb"], 1)
 
 
-def explain(url: str, catalog: Catalog, rng: np.random.Generator) -> str:
-    probabilities, embedding = next(uploads(catalog, 1, rng))
+def explain(url: str, catalog: Catalog) -> str:
+    upload = catalog.uploads[0]
     with get_sessionmaker(url)() as session:
         return similar.explain_lookup(
             session=session,
-            probabilities=probabilities,
-            embedding=embedding,
+            probabilities=upload.probabilities,
+            embedding=upload.embedding,
             model_version=VERSION,
             uncertain=False,
             top_k=TOP_K,
@@ -287,7 +322,12 @@ def main() -> None:
     parser.add_argument("--engine", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--lookups", type=int, default=500)
-    parser.add_argument("--dimensions", type=int, default=INDEXED_DIMENSIONS)
+    parser.add_argument(
+        "--index",
+        choices=["category", "global"],
+        default="category",
+        help="HNSW index per category (as migration 0009 builds) or one over all products",
+    )
     parser.add_argument(
         "--ef-search",
         default=str(similar.EF_SEARCH),
@@ -303,23 +343,25 @@ def main() -> None:
         url = stack.enter_context(database(arguments.engine, arguments.postgres_admin_url, stack))
         upgrade(url)
         started = time.perf_counter()
-        catalog = make_catalog(arguments.products, arguments.dimensions, rng)
+        catalog = make_catalog(arguments.products, arguments.lookups + 20, rng)
         load = load_postgresql if arguments.engine == "postgresql" else load_sqlite
-        index_seconds = load(url, catalog)
+        index_seconds = load(url, catalog, arguments.index)
         build_seconds = time.perf_counter() - started
         figures = [
-            measure(url, catalog, arguments.lookups, np.random.default_rng(1), int(ef))
+            measure(url, catalog, arguments.lookups, int(ef))
             for ef in arguments.ef_search.split(",")
         ]
-        plan = explain(url, catalog, rng) if arguments.engine == "postgresql" else "exact scan"
-        rss = worker_rss(url, arguments.dimensions)
+        plan = explain(url, catalog) if arguments.engine == "postgresql" else "exact scan"
+        rss = worker_rss(url, catalog.vectors.shape[1])
         get_engine(url).dispose()
     print(
         json.dumps(
             {
                 "engine": arguments.engine,
                 "products": arguments.products,
-                "dimensions": arguments.dimensions,
+                "dimensions": catalog.vectors.shape[1],
+                "index": arguments.index,
+                "uncertain_uploads": sum(u.uncertain for u in catalog.uploads[20:]),
                 "build_seconds": round(build_seconds, 1),
                 "index_seconds": round(index_seconds, 1),
                 "lookups": figures if len(figures) > 1 else figures[0],

@@ -1,8 +1,10 @@
 """similar items searched by PostgreSQL: embeddings as pgvector halfvec, HNSW index
 
 On PostgreSQL the ``embedding`` column becomes pgvector's ``halfvec`` (the same
-float16 values, converted row by row) with an HNSW index (cosine) for vectors of
-``INDEXED_DIMENSIONS``. The server must have pgvector (>= 0.8 for iterative
+float16 values, converted row by row) with one partial HNSW index (cosine) per
+category for vectors of ``INDEXED_DIMENSIONS`` (a lookup searches one or two
+categories; per category was measured better than one index over all products,
+docs/catalog.md). The server must have pgvector (>= 0.8 for iterative
 index scans): compose's ``pgvector/pgvector`` image has it. SQLite keeps its
 bytes and its exact search: nothing to do there.
 
@@ -17,7 +19,14 @@ import numpy as np
 import sqlalchemy as sa
 from alembic import op
 
-from catalog.embeddings import DTYPE, INDEXED_DIMENSIONS, halfvec_type, hnsw_index_sql
+from catalog.codes import CATEGORIES
+from catalog.embeddings import (
+    DTYPE,
+    INDEXED_DIMENSIONS,
+    halfvec_type,
+    hnsw_index_name,
+    hnsw_index_sql,
+)
 
 revision = "0007"
 down_revision = "0006"
@@ -74,14 +83,16 @@ def upgrade() -> None:
         last_id = rows[-1].id
     op.drop_column("products", "embedding")
     op.alter_column("products", "embedding_halfvec", new_column_name="embedding")
-    op.execute(hnsw_index_sql(INDEXED_DIMENSIONS))
+    for category in CATEGORIES:
+        op.execute(hnsw_index_sql(INDEXED_DIMENSIONS, category))
 
 
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    op.execute(f"DROP INDEX IF EXISTS ix_products_embedding_hnsw_{INDEXED_DIMENSIONS}")
+    for index in range(len(CATEGORIES)):
+        op.execute(f"DROP INDEX IF EXISTS {hnsw_index_name(INDEXED_DIMENSIONS, index)}")
     op.add_column("products", sa.Column("embedding_bytes", sa.LargeBinary(), nullable=True))
     products = sa.table(
         "products",
