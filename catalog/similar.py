@@ -11,10 +11,11 @@ whatever the index returns.
 The search runs in the database, so no process holds the catalog's embeddings
 and a worker's memory does not grow with the catalog:
 
-- PostgreSQL: pgvector's HNSW index (cosine, ``halfvec``) with iterative index
-  scans (pgvector >= 0.8), so the filters are applied while the index is walked
-  and a selective filter still returns ``k`` rows. ``hnsw.ef_search`` is set per
-  lookup (``EF_SEARCH``); results come back in relaxed order and are sorted here.
+- PostgreSQL: one scan of the category's partial HNSW index (pgvector, cosine,
+  ``halfvec``) per searched category, merged; stock and model version are
+  applied while the index is walked, with iterative index scans (pgvector >=
+  0.8) so that ``k`` rows still come back. ``hnsw.ef_search`` is set per lookup;
+  rows come back in relaxed order and are sorted exactly.
 - SQLite (the embedded default, small catalogs): an exact scan of the candidate
   rows, streamed in partitions of ``SCAN_PARTITION`` with a running top ``k``.
 
@@ -58,9 +59,9 @@ def candidate_categories(probabilities: Sequence[float], *, uncertain: bool) -> 
     return [CATEGORIES[int(index)] for index in order[: 2 if uncertain else 1]]
 
 
-def _candidates(categories: Sequence[str], model_version: str):  # type: ignore[no-untyped-def]
+def _offerable(model_version: str):  # type: ignore[no-untyped-def]
+    """In stock, embedded by ``model_version``: the filters besides the category."""
     return (
-        Product.category.in_(list(categories)),
         Product.model_version == model_version,
         Product.stock_quantity > 0,
         Product.embedding.is_not(None),
@@ -113,9 +114,7 @@ def _pgvector_statement(
         select(Product.id, distance.label("distance"))
         .where(
             Product.category == literal(category, literal_execute=True),
-            Product.model_version == model_version,
-            Product.stock_quantity > 0,
-            Product.embedding.is_not(None),
+            *_offerable(model_version),
             func.vector_dims(Product.embedding) == literal_column(str(int(dimensions))),
         )
         .order_by(distance)
@@ -180,7 +179,7 @@ def _exact_search(
     best_scores = np.zeros(0, dtype=np.float32)
     result = session.execute(
         select(Product.id, Product.embedding)
-        .where(*_candidates(categories, model_version))
+        .where(Product.category.in_(categories), *_offerable(model_version))
         .execution_options(yield_per=SCAN_PARTITION)
     )
     for partition in result.partitions():
