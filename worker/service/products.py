@@ -90,14 +90,17 @@ def classify_products(
             confidence=prediction.confidence,
             embedding=prediction.embedding,
             kept_input=kept.get(i),
-            **etags.get(i, {}),
+            fetched=i in etags,
+            photo_etag=etags.get(i),
         )
         for i, prediction in zip(good, predictions, strict=True)
     ]
     for i, (row, item) in enumerate(zip(rows, loaded, strict=True)):
         if isinstance(item, FashionError):
             log.warning("product %s: %s: %s", row.id, item.code, item.message)
-            outcomes.append(ProductOutcome(row.id, error=item.code, **etags.get(i, {})))
+            outcomes.append(
+                ProductOutcome(row.id, error=item.code, fetched=i in etags, photo_etag=etags.get(i))
+            )
     with sessions.begin() as session:
         record_predictions(session=session, model_version=classifier.version, outcomes=outcomes)
     metrics.batch("bulk", len(good))
@@ -119,7 +122,7 @@ def _has_valid_input(row: Row) -> bool:
 
 def _load(
     settings: Settings, rows: Sequence[Row]
-) -> tuple[list[ModelInput | FashionError], dict[int, KeptInput], dict[int, dict]]:
+) -> tuple[list[ModelInput | FashionError], dict[int, KeptInput], dict[int, str | None]]:
     """Each row's model input, from the catalog where it is kept and valid, else
     fetched and prepared; and, by row index, the inputs to keep and the version tag
     of each photo fetched (``None`` for a missing one)."""
@@ -135,13 +138,13 @@ def _load(
     missing = [i for i, item in enumerate(loaded) if item is None]
     fetched = fetch_all(settings, [rows[i].image_key for i in missing])
     kept: dict[int, KeptInput] = {}
-    etags: dict[int, dict] = {}
+    etags: dict[int, str | None] = {}
     for i, item in zip(missing, fetched, strict=True):
         loaded[i] = prepare_fetched(settings, item)
         if isinstance(item, StoredObject):
-            etags[i] = {"fetched": True, "photo_etag": item.etag}
+            etags[i] = item.etag
         elif item.code == ErrorCode.OBJECT_MISSING:
-            etags[i] = {"fetched": True, "photo_etag": None}
+            etags[i] = None  # recorded as missing: the listing will not have it either
         if isinstance(loaded[i], ModelInput):
             kept[i] = KeptInput(
                 pixels=np.ascontiguousarray(loaded[i].pixels, dtype=np.uint8).tobytes(),
