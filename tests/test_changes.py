@@ -4,6 +4,8 @@ and says why. Real PostgreSQL, Redis, S3 server and a bulk worker."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -45,6 +47,14 @@ def test_local_and_s3_listings_give_each_key_a_tag_that_changes_with_it(
             "products/b.png",
             "uploads/c.png",
         }
+
+
+def test_an_s3_listing_pages_past_1000_keys(service_settings) -> None:
+    store = get_store(service_settings)
+    keys = [f"products/{i:05d}.png" for i in range(1205)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: store.put(key, key.encode()), keys))
+    assert sorted(key for key, _ in store.list_etags("products/")) == keys
 
 
 def test_listing_prefixes_cover_every_key_with_the_fewest_listings() -> None:

@@ -1,6 +1,6 @@
 """What a nightly run must do: only the products whose photo or model changed.
 
-The store is listed (S3 ListObjectsV2: key and ETag, 1,000 keys per request, no
+The store is listed (S3 ListObjects: key and ETag, 1,000 keys per request, no
 object read) and each product's photo tag compared with the one it recorded
 when a worker last read its photo (``Product.photo_etag``). A product is queued
 when it is

@@ -42,7 +42,7 @@ import numpy as np
 import psycopg
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
 from catalog import similar
@@ -185,6 +185,19 @@ def load_postgresql(url: str, catalog: Catalog, index_kind: str) -> float:
         index_seconds = time.perf_counter() - started
         connection.execute("VACUUM ANALYZE products")
     return index_seconds
+
+
+def sizes_mb(url: str) -> dict[str, float]:
+    """The products table and its HNSW indexes, on disk (PostgreSQL)."""
+    with get_engine(url).connect() as connection:
+        table, indexes = connection.execute(
+            text(
+                "SELECT pg_table_size('products'), coalesce(sum(pg_relation_size(indexrelid)), 0) "
+                "FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid "
+                "WHERE relname LIKE 'ix_products_embedding_hnsw%'"
+            )
+        ).one()
+    return {"table_mb": round(table / 2**20, 1), "hnsw_indexes_mb": round(indexes / 2**20, 1)}
 
 
 def load_sqlite(url: str, catalog: Catalog, index_kind: str) -> float:
@@ -367,6 +380,7 @@ def main() -> None:
             measure(url, catalog, arguments.lookups, int(ef))
             for ef in arguments.ef_search.split(",")
         ]
+        sizes = sizes_mb(url) if arguments.engine == "postgresql" else {}
         plan = explain(url, catalog) if arguments.engine == "postgresql" else "exact scan"
         rss = worker_rss(url, catalog.vectors.shape[1])
         get_engine(url).dispose()
@@ -383,6 +397,7 @@ def main() -> None:
                 "uncertain_uploads": sum(u.uncertain for u in catalog.uploads[20:]),
                 "build_seconds": round(build_seconds, 1),
                 "index_seconds": round(index_seconds, 1),
+                **sizes,
                 "lookups": figures if len(figures) > 1 else figures[0],
                 "worker_peak_rss_mb": rss,
                 "plan": plan.splitlines(),
