@@ -197,7 +197,10 @@ def sizes_mb(url: str) -> dict[str, float]:
                 "WHERE relname LIKE 'ix_products_embedding_hnsw%'"
             )
         ).one()
-    return {"table_mb": round(table / 2**20, 1), "hnsw_indexes_mb": round(indexes / 2**20, 1)}
+    return {
+        "table_mb": round(float(table) / 2**20, 1),
+        "hnsw_indexes_mb": round(float(indexes) / 2**20, 1),
+    }
 
 
 def load_sqlite(url: str, catalog: Catalog, index_kind: str) -> float:
