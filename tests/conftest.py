@@ -33,7 +33,7 @@ from catalog.embeddings import encode_embedding
 from catalog.models import CATEGORIES, Product
 from catalog.queries import upsert_product
 from training.data import FashionMnist, load_fashion_mnist
-from worker.config import Settings
+from worker.config import Settings, get_settings
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.service.celery_app import worker_command, worker_environment
 from worker.storage import make_store
@@ -108,6 +108,17 @@ def local_settings(tmp_path: Path) -> Settings:
     settings = Settings(data_dir=tmp_path / "data")
     upgrade(settings.resolved_database_url)
     return settings
+
+
+@pytest.fixture()
+def cli_env(local_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The embedded defaults in a temporary folder, as the CLI reads them from the environment."""
+    for key in ("FASHION_DATABASE_URL", "FASHION_BROKER_URL", "FASHION_STORAGE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FASHION_DATA_DIR", str(local_settings.data_dir))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
 
 
 @pytest.fixture()

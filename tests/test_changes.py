@@ -4,6 +4,7 @@ and says why. Real PostgreSQL, Redis, S3 server and a bulk worker."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from click.testing import CliRunner
@@ -154,3 +155,30 @@ def test_products_classified_before_tags_were_kept_are_read_once_more(
         plan = plan_changes(session=session, store=get_store(service_settings), version=version)
     assert plan.reasons["photo_unverified"] == 3
     assert plan.refetch == ids
+
+
+def test_reclassify_changed_on_embedded_defaults_reads_only_a_replaced_photo(
+    cli_env,
+    start_worker,
+    fashion_mnist,
+) -> None:
+    """The local folder store: tags from the files, the CLI prints why."""
+    ids = add_products(cli_env, fashion_mnist, 12)
+    start_worker(cli_env, queues="bulk")
+    runner = CliRunner()
+    first = runner.invoke(main, ["reclassify", "--changed", "--wait", "--timeout", "120"])
+    assert first.exit_code == 0, first.output
+    assert "queued 12 products" in first.stdout and "new 12" in first.stdout
+    before = classified_at(cli_env)
+
+    key = products(cli_env)[ids[3]].image_key
+    trouser = next(i for i, label in enumerate(fashion_mnist.test_labels) if label == 1)
+    time.sleep(0.01)  # a new modification time even on a coarse clock
+    get_store(cli_env).put(key, png_bytes(fashion_mnist.test_images[trouser]))
+    again = runner.invoke(main, ["reclassify", "--changed", "--wait", "--timeout", "120"])
+    assert again.exit_code == 0, again.output
+    assert "queued 1 products" in again.stdout
+    assert "photo changed 1, unchanged 11" in again.stdout
+    after = classified_at(cli_env)
+    assert [i for i in ids if after[i] != before[i]] == [ids[3]]
+    assert products(cli_env)[ids[3]].predicted_category == "Trouser"

@@ -16,7 +16,7 @@ from catalog.models import CATEGORIES, Product, ReclassifyRun
 from catalog.queries import upsert_product
 from tests.conftest import png_bytes
 from worker.cli import main
-from worker.config import Settings, get_settings
+from worker.config import Settings
 from worker.pipeline.classifier import model_version
 from worker.service.messages import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
 from worker.service.products import classify_products
@@ -170,16 +170,6 @@ def test_status_reports_queue_depth_jobs_and_run_on_real_services(
     assert snapshot["reclassify"]["run_id"] == run.id
     assert (snapshot["reclassify"]["done"], snapshot["reclassify"]["total"]) == (0, 30)
     assert snapshot["reclassify"]["eta_s"] is None  # nothing done yet: no rate, no ETA
-
-
-@pytest.fixture()
-def cli_env(local_settings, monkeypatch) -> Settings:
-    for key in ("FASHION_DATABASE_URL", "FASHION_BROKER_URL", "FASHION_STORAGE_URL"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("FASHION_DATA_DIR", str(local_settings.data_dir))
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
 
 
 def test_reclassify_and_status_commands_on_embedded_defaults(
