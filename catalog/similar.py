@@ -68,6 +68,15 @@ def _offerable(model_version: str):  # type: ignore[no-untyped-def]
     )
 
 
+def _unit(embedding: np.ndarray) -> np.ndarray | None:
+    """``embedding`` as a float32 unit vector; ``None`` if it has no direction."""
+    query = np.asarray(embedding, dtype=np.float32).ravel()
+    norm = float(np.linalg.norm(query))
+    if norm == 0.0 or not np.isfinite(norm):
+        return None
+    return query / norm
+
+
 def rank_similar(
     *,
     session: Session,
@@ -85,11 +94,9 @@ def rank_similar(
     """
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
-    query = np.asarray(embedding, dtype=np.float32).ravel()
-    norm = float(np.linalg.norm(query))
-    if norm == 0.0 or not np.isfinite(norm):
+    query = _unit(embedding)
+    if query is None:
         return []
-    query = query / norm
     categories = candidate_categories(probabilities, uncertain=uncertain)
     if session.get_bind().dialect.name == "postgresql":
         _configure_scan(session, ef_search)
@@ -160,8 +167,9 @@ def explain_lookup(
 ) -> str:
     """PostgreSQL's plan for the lookup ``rank_similar`` would run (for ops and the
     benchmark: which index it walks)."""
-    query = np.asarray(embedding, dtype=np.float32).ravel()
-    query = query / np.linalg.norm(query)
+    query = _unit(embedding)
+    if query is None:
+        raise ValueError("the embedding has no direction (zero or not finite)")
     categories = candidate_categories(probabilities, uncertain=uncertain)
     statement = _pgvector_statement(query, categories, model_version, top_k).compile(
         dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
