@@ -69,6 +69,7 @@ class ErrorCode(StrEnum):
     JOB_NOT_FOUND = "job_not_found"
     # The system gave up.
     ENQUEUE_FAILED = "enqueue_failed"
+    EXPIRED = "expired"
     RETRIES_EXHAUSTED = "retries_exhausted"
     INTERNAL_ERROR = "internal_error"
     POISON = "poison"

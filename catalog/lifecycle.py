@@ -19,12 +19,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from catalog.codes import TERMINAL_STATUSES, ErrorCode, JobStatus
 from catalog.embeddings import encode_embedding
-from catalog.models import ClassificationJob, Product, as_utc, utcnow
+from catalog.models import (
+    ClassificationJob,
+    Product,
+    SimilarItem,
+    WebhookDelivery,
+    as_utc,
+    utcnow,
+)
 from catalog.queries import as_uuid
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,8 @@ class Finished:
     status: JobStatus
     code: ErrorCode | None
     latency_s: float | None
+    #: The job has a ``callback_url``: the caller sends its webhook.
+    callback: bool = False
 
 
 @dataclass
@@ -61,6 +70,12 @@ def job_latency(job: ClassificationJob) -> float | None:
     return (as_utc(job.finished_at) - as_utc(job.created_at)).total_seconds()
 
 
+def _finished(job: ClassificationJob, code: ErrorCode | None = None) -> Finished:
+    return Finished(
+        str(job.id), JobStatus(job.status), code, job_latency(job), job.callback_url is not None
+    )
+
+
 def create_job(
     *,
     session: Session,
@@ -68,17 +83,36 @@ def create_job(
     image_key: str,
     filename: str | None,
     content_sha256: str,
+    deadline: dt.timedelta | None = None,
+    api_key_id: int | None = None,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
 ) -> ClassificationJob:
-    """A new upload's job, ``queued``."""
+    """A new upload's job, ``queued``; not started within ``deadline`` it ends ``expired``."""
+    now = utcnow()
     job = ClassificationJob(
         id=job_id,
         image_key=image_key,
         filename=filename,
         content_sha256=content_sha256,
         status=JobStatus.QUEUED.value,
+        created_at=now,
+        deadline_at=None if deadline is None else now + deadline,
+        api_key_id=api_key_id,
+        idempotency_key=idempotency_key,
+        callback_url=callback_url,
     )
     session.add(job)
     return job
+
+
+def _overdue(job: ClassificationJob, now: dt.datetime) -> bool:
+    """Never started, and past its deadline."""
+    return (
+        job.status == JobStatus.QUEUED
+        and job.deadline_at is not None
+        and as_utc(job.deadline_at) < now
+    )
 
 
 def claim_jobs(
@@ -88,7 +122,8 @@ def claim_jobs(
     max_attempts: int,
     retries: Mapping[str, int] | None = None,
 ) -> Claim:
-    """Mark the jobs ``running`` (one attempt more); past ``max_attempts``, ``poison``.
+    """Mark the jobs ``running`` (one attempt more); past ``max_attempts``, ``poison``;
+    never started and past their deadline, ``expired``.
 
     Deliveries that the retry path sent after a transient error (``retries``,
     carried in the message) are not counted against ``max_attempts``: those runs
@@ -114,6 +149,14 @@ def claim_jobs(
         elif job.status in TERMINAL_STATUSES:
             log.info("job %s is already %s; skipping duplicate delivery", job_id, job.status)
             claim.settled[job_id] = JobStatus(job.status)
+        elif _overdue(job, now):
+            waited = (now - as_utc(job.created_at)).total_seconds()
+            _finish_failed(
+                job, ErrorCode.EXPIRED, f"not started within its deadline ({waited:.1f} s)", now
+            )
+            log.warning("job %s: %s", job_id, job.error_message)
+            claim.settled[job_id] = JobStatus.FAILED
+            claim.finished.append(_finished(job, ErrorCode.EXPIRED))
         elif job.attempts - retries.get(job_id, 0) >= max_attempts:
             # Redis has no dead-letter queue: a job that keeps killing or stalling
             # its worker would be redelivered for ever. Stop it here.
@@ -126,9 +169,7 @@ def claim_jobs(
             )
             log.error("job %s: %s", job_id, job.error_message)
             claim.settled[job_id] = JobStatus.FAILED
-            claim.finished.append(
-                Finished(job_id, JobStatus.FAILED, ErrorCode.POISON, job_latency(job))
-            )
+            claim.finished.append(_finished(job, ErrorCode.POISON))
         else:
             job.status = JobStatus.RUNNING.value
             job.attempts += 1
@@ -159,7 +200,7 @@ def complete_job(
     job.model_version = model_version
     job.error_code = job.error_message = None
     job.finished_at = utcnow()
-    return job, Finished(job_id, JobStatus.DONE, None, job_latency(job))
+    return job, _finished(job)
 
 
 def fail_job(*, session: Session, job_id: str, code: ErrorCode, message: str) -> Finished | None:
@@ -171,7 +212,7 @@ def fail_job(*, session: Session, job_id: str, code: ErrorCode, message: str) ->
     if job is None or job.status == JobStatus.DONE:
         return None
     _finish_failed(job, ErrorCode(code), message, utcnow())
-    return Finished(job_id, JobStatus.FAILED, ErrorCode(code), job_latency(job))
+    return _finished(job, ErrorCode(code))
 
 
 def _finish_failed(job: ClassificationJob, code: ErrorCode, message: str, now: dt.datetime) -> None:
@@ -210,6 +251,55 @@ def requeue_stuck(
     for row in jobs:
         row.requeued_at = now
     return [str(row.id) for row in jobs]
+
+
+def expire_overdue(
+    *, session: Session, limit: int, now: dt.datetime | None = None
+) -> list[Finished]:
+    """Jobs still ``queued`` past their deadline end ``failed`` (``expired``), at most
+    ``limit``: their message may never reach a worker (Celery drops an expired
+    message unread), so the sweeper settles them."""
+    now = now or utcnow()
+    jobs = session.scalars(
+        select(ClassificationJob)
+        .where(
+            ClassificationJob.status == JobStatus.QUEUED.value,
+            ClassificationJob.deadline_at < now,
+        )
+        .order_by(ClassificationJob.deadline_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in jobs:
+        _finish_failed(job, ErrorCode.EXPIRED, "not started within its deadline", now)
+    return [_finished(job, ErrorCode.EXPIRED) for job in jobs]
+
+
+def old_jobs(*, session: Session, created_before: dt.datetime, limit: int) -> list[tuple[str, str]]:
+    """(job id, image key) of finished jobs created before ``created_before``, oldest
+    first, at most ``limit``: what retention erases."""
+    rows = session.execute(
+        select(ClassificationJob.id, ClassificationJob.image_key)
+        .where(
+            ClassificationJob.created_at < created_before,
+            ClassificationJob.status.in_([status.value for status in TERMINAL_STATUSES]),
+        )
+        .order_by(ClassificationJob.created_at)
+        .limit(limit)
+    ).all()
+    return [(str(job_id), key) for job_id, key in rows]
+
+
+def delete_jobs(*, session: Session, job_ids: Sequence[str]) -> int:
+    """Erase jobs with their similar items and webhook attempts; returns how many."""
+    ids = [parsed for parsed in map(as_uuid, job_ids) if parsed is not None]
+    if not ids:
+        return 0
+    # Explicit, not ON DELETE CASCADE alone: SQLite enforces foreign keys only when asked.
+    session.execute(delete(SimilarItem).where(SimilarItem.job_id.in_(ids)))
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id.in_(ids)))
+    result = session.execute(delete(ClassificationJob).where(ClassificationJob.id.in_(ids)))
+    return result.rowcount
 
 
 def already_done(version: str, not_before: dt.datetime | None) -> ColumnElement[bool]:

@@ -108,9 +108,29 @@ class Product(Base):
         return CATEGORIES[self.predicted_label] if self.predicted_label is not None else None
 
 
+class ApiKey(Base):
+    """A caller of the HTTP API. Only a SHA-256 of the key is kept: keys are 256
+    random bits, so a fast hash is as safe as a slow one and costs a microsecond per
+    request. ``webhook_secret`` signs the callbacks of this key's jobs."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    webhook_secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class ClassificationJob(Base):
     __tablename__ = "classification_jobs"
-    __table_args__ = (CheckConstraint(_in("status", JOB_STATUSES), name="ck_jobs_status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", JOB_STATUSES), name="ck_jobs_status"),
+        UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_idempotency"),
+        Index("ix_jobs_created_at", "created_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     image_key: Mapped[str] = mapped_column(String(512))
@@ -130,6 +150,18 @@ class ClassificationJob(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: Set when the sweeper queued the job again; cleared when a worker claims it.
     requeued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Not started by then, the job ends ``failed`` with code ``expired``: the
+    #: customer who uploaded it has left (``FASHION_JOB_DEADLINE_SECONDS``).
+    deadline_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The HTTP API key that submitted it (``None``: submitted from Python); a key
+    #: sees only its own jobs.
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
+    )
+    #: The caller's ``Idempotency-Key``: the same key and bytes give the same job.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    #: Where the finished result is POSTed (``worker.service.webhooks``).
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
     similar_items: Mapped[list[SimilarItem]] = relationship(
         back_populates="job",
@@ -157,6 +189,23 @@ class ClassificationJob(Base):
             ),
             "attempts": self.attempts,
         }
+
+
+class WebhookDelivery(Base):
+    """One attempt to POST a finished job to its ``callback_url``."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("classification_jobs.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    delivered: Mapped[bool]
+    attempted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SimilarItem(Base):

@@ -116,3 +116,15 @@ def audit_mismatches(*, session: Session, limit: int | None = None) -> list[Prod
 
 def all_products(*, session: Session) -> list[Product]:
     return list(session.scalars(select(Product).order_by(Product.sku)))
+
+
+def find_idempotent_job(
+    *, session: Session, api_key_id: int | None, idempotency_key: str
+) -> ClassificationJob | None:
+    """The job a caller made earlier with the same ``Idempotency-Key``, if any."""
+    return session.scalar(
+        select(ClassificationJob).where(
+            ClassificationJob.api_key_id == api_key_id,
+            ClassificationJob.idempotency_key == idempotency_key,
+        )
+    )

@@ -104,6 +104,26 @@ def rank_similar(
     return _exact_search(session, query, categories, model_version, top_k)
 
 
+def similar_to_product(
+    *, session: Session, product: Product, top_k: int, ef_search: int = EF_SEARCH
+) -> list[tuple[Product, float]]:
+    """In-stock products of ``product``'s listed category most like its photo, best
+    first, itself left out; empty until its photo is classified."""
+    if product.embedding is None or product.model_version is None:
+        return []
+    one_hot = [1.0 if name == product.category else 0.0 for name in CATEGORIES]
+    ranked = rank_similar(
+        session=session,
+        probabilities=one_hot,
+        embedding=decode_embeddings([product.embedding])[0],
+        model_version=product.model_version,
+        uncertain=False,
+        top_k=top_k + 1,
+        ef_search=ef_search,
+    )
+    return [(other, score) for other, score in ranked if other.id != product.id][:top_k]
+
+
 def _pgvector_statement(
     query: np.ndarray, categories: list[str], model_version: str, top_k: int
 ) -> Select:
