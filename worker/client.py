@@ -12,6 +12,7 @@ publish a Celery protocol-2 JSON message for task ``fashion.classify`` with
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 import uuid
@@ -20,11 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kombu.exceptions
+import sqlalchemy.exc
+from sqlalchemy.orm import Session
 
 from catalog.codes import TERMINAL_STATUSES, ErrorCode
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import create_job, fail_job
-from catalog.queries import get_job, similar_for_job
+from catalog.models import ClassificationJob, as_utc
+from catalog.queries import find_idempotent_job, get_job, similar_for_job
 from worker.config import Settings, get_settings
 from worker.errors import ImageError
 from worker.service.messages import DEFAULT_CHUNK_SIZE, send_classify, send_product_chunks
@@ -41,6 +45,23 @@ class SubmitError(RuntimeError):
     """The upload could not be queued; the job (if any) was marked failed."""
 
 
+class IdempotencyConflict(ValueError):
+    """The ``Idempotency-Key`` was used before with other bytes."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"this idempotency key was used for other bytes (job {job_id})")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submitted upload's job; ``created`` is ``False`` when an earlier request with
+    the same idempotency key made it (nothing new was stored or queued)."""
+
+    job_id: str
+    created: bool
+
+
 @dataclass(frozen=True)
 class JobResult:
     job_id: str
@@ -52,6 +73,8 @@ class JobResult:
     model_version: str | None = None
     error: dict[str, str] | None = None
     similar: list[dict[str, Any]] = field(default_factory=list)
+    created_at: str | None = None
+    finished_at: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -68,6 +91,8 @@ class JobResult:
             "model_version": self.model_version,
             "error": self.error,
             "similar": self.similar,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
         }
 
 
@@ -79,27 +104,67 @@ def submit(
     An upload over ``FASHION_MAX_UPLOAD_BYTES`` is refused (``ImageError``,
     ``too_large``) before anything is stored or recorded.
     """
-    settings = settings or get_settings()
+    return submit_upload(data, filename, settings=settings or get_settings(), queue=queue).job_id
+
+
+def submit_upload(
+    data: bytes,
+    filename: str,
+    *,
+    settings: Settings,
+    queue: str | None = None,
+    api_key_id: int | None = None,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+    content_type: str | None = None,
+) -> Submission:
+    """``submit``, with what the HTTP API adds: the caller's key, an idempotency key
+    (the same key and bytes → the same job; other bytes → ``IdempotencyConflict``)
+    and a callback URL.
+
+    The order makes a crash at any point safe: the object is stored, then the job
+    row committed, then the message sent. Killed before the commit, nothing was
+    accepted (at most an unreferenced object); killed after it, the sweeper sends
+    the job's message again.
+    """
     if len(data) > settings.max_upload_bytes:
         raise ImageError(
             ErrorCode.TOO_LARGE,
             f"the upload is {len(data)} bytes; the limit is {settings.max_upload_bytes} bytes",
         )
-    filename = printable_filename(filename)
+    sha256 = hashlib.sha256(data).hexdigest()
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    if idempotency_key is not None:
+        earlier = _earlier_submission(sessions, api_key_id, idempotency_key, sha256)
+        if earlier is not None:
+            return earlier
     job_id = uuid.uuid4()
     image_key = f"uploads/{job_id}"
-    get_store(settings).put(image_key, data)
-    sessions = get_sessionmaker(settings.resolved_database_url)
-    with sessions.begin() as session:
-        create_job(
-            session=session,
-            job_id=job_id,
-            image_key=image_key,
-            filename=filename,
-            content_sha256=hashlib.sha256(data).hexdigest(),
-        )
+    store = get_store(settings)
+    store.put(image_key, data, content_type=content_type)
+    deadline = settings.job_deadline_seconds or None
     try:
-        send_classify(settings, str(job_id), queue=queue)
+        with sessions.begin() as session:
+            create_job(
+                session=session,
+                job_id=job_id,
+                image_key=image_key,
+                filename=printable_filename(filename),
+                content_sha256=sha256,
+                deadline=None if deadline is None else dt.timedelta(seconds=deadline),
+                api_key_id=api_key_id,
+                idempotency_key=idempotency_key,
+                callback_url=callback_url,
+            )
+    except sqlalchemy.exc.IntegrityError:
+        # The same idempotency key, sent twice at once: the other request won.
+        store.delete(image_key)
+        earlier = _earlier_submission(sessions, api_key_id, idempotency_key or "", sha256)
+        if earlier is None:
+            raise
+        return earlier
+    try:
+        send_classify(settings, str(job_id), queue=queue, expires=deadline)
     except kombu.exceptions.OperationalError as exc:
         with sessions.begin() as session:
             fail_job(
@@ -109,7 +174,21 @@ def submit(
                 message=str(exc),
             )
         raise SubmitError(f"could not queue job {job_id}: {exc}") from exc
-    return str(job_id)
+    return Submission(str(job_id), created=True)
+
+
+def _earlier_submission(
+    sessions: object, api_key_id: int | None, idempotency_key: str, sha256: str
+) -> Submission | None:
+    with sessions() as session:
+        job = find_idempotent_job(
+            session=session, api_key_id=api_key_id, idempotency_key=idempotency_key
+        )
+        if job is None:
+            return None
+        if job.content_sha256 != sha256:
+            raise IdempotencyConflict(str(job.id))
+        return Submission(str(job.id), created=False)
 
 
 def result(job_id: str, *, settings: Settings | None = None) -> JobResult | None:
@@ -118,10 +197,17 @@ def result(job_id: str, *, settings: Settings | None = None) -> JobResult | None
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
         job = get_job(session=session, job_id=job_id)
-        if job is None:
-            return None
-        similar = similar_for_job(session=session, job_id=job.id) or []
-        summary = job.as_dict()
+        return None if job is None else job_result(session=session, job=job)
+
+
+def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
+    """``job`` as callers see it, with its similar items."""
+    similar = similar_for_job(session=session, job_id=job.id) or []
+    summary = job.as_dict()
+    created_at, finished_at = (
+        None if moment is None else as_utc(moment).isoformat()
+        for moment in (job.created_at, job.finished_at)
+    )
     return JobResult(
         job_id=summary["job_id"],
         status=summary["status"],
@@ -132,10 +218,24 @@ def result(job_id: str, *, settings: Settings | None = None) -> JobResult | None
         model_version=summary["model_version"],
         error=summary["error"],
         similar=[
-            {"rank": item.rank, "sku": item.sku, "name": item.name, "score": item.score}
+            {
+                "rank": item.rank,
+                "sku": item.sku,
+                "name": item.name,
+                "score": item.score,
+                "in_stock": item.stock_quantity > 0,
+            }
             for item in similar
         ],
+        created_at=created_at,
+        finished_at=finished_at,
     )
+
+
+def resource(job: JobResult) -> dict[str, Any]:
+    """The job as the HTTP API and its webhooks present it (``id``, not ``job_id``)."""
+    body = job.as_dict()
+    return {"id": body.pop("job_id"), **body}
 
 
 def wait(

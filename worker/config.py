@@ -118,6 +118,44 @@ class Settings(BaseSettings):
     )
     interactive_queue: str = Field("interactive", description="Queue for single uploads.")
     bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")
+    webhook_queue: str = Field("webhooks", description="Queue for result callbacks (webhooks).")
+    job_deadline_seconds: float = Field(
+        60,
+        ge=0,
+        description=(
+            "An upload not started this many seconds after it was submitted ends failed "
+            "with code 'expired' (its customer has left); 0: no deadline."
+        ),
+    )
+    api_max_queue_depth: int = Field(
+        1000,
+        ge=1,
+        description="HTTP API: answer 429 (Retry-After) while more uploads than this wait.",
+    )
+    api_rate_limit: int = Field(
+        600, ge=0, description="HTTP API: requests per minute per API key; 0: no limit."
+    )
+    webhook_timeout: float = Field(
+        5, gt=0, description="Seconds one webhook POST may take (connect and read)."
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, description="Attempts to deliver one webhook (exponential backoff between)."
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description=(
+            "Allow callback URLs on loopback or private addresses (tests, a backend on "
+            "the same network); off: refused, so a caller cannot make us reach inside."
+        ),
+    )
+    retention_days: float = Field(
+        30,
+        ge=0,
+        description="Uploads and their jobs older than this are erased by beat; 0: kept.",
+    )
+    purge_cron: str = Field(
+        "30 3 * * *", description="When beat erases expired uploads (crontab, UTC); '' disables."
+    )
     s3_timeout: float = Field(
         10, gt=0, description="Connect and read timeout of one S3 request, in seconds."
     )
@@ -159,7 +197,7 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address the metrics port binds (0.0.0.0 in a container)."
     )
 
-    @field_validator("reclassify_cron")
+    @field_validator("reclassify_cron", "purge_cron")
     @classmethod
     def _valid_crontab(cls, value: str) -> str:
         if value.strip():

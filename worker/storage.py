@@ -72,6 +72,10 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object; nothing happens if there is none."""
+        ...
+
 
 class LocalStore:
     """Objects as files under ``root``; writes are atomic (temp file + rename)."""
@@ -121,6 +125,9 @@ class LocalStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
 
 class S3Store:
@@ -175,6 +182,10 @@ class S3Store:
                 return False
             raise
         return True
+
+    def delete(self, key: str) -> None:
+        # S3's DeleteObject answers 204 whether or not the key exists.
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (development and tests)."""

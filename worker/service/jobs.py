@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from catalog import lifecycle
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import claim_jobs, complete_job
+from catalog.lifecycle import Finished, claim_jobs, complete_job
 from catalog.similar import rank_similar, replace_similar_items
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
 from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import ModelInput, prepare
-from worker.service import metrics
+from worker.service import metrics, webhooks
 from worker.storage import StoredObject, get_store
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def classify_jobs(
         claim = claim_jobs(
             session=session, job_ids=job_ids, max_attempts=settings.max_attempts, retries=retries
         )
-    metrics.jobs_finished(claim.finished)
+    finished(settings, claim.finished)
     statuses = dict(claim.settled)
     work = claim.claimed
     if not work:
@@ -126,7 +126,7 @@ def classify_jobs(
     classifier = get_classifier(settings)
     predictions = classifier.classify([item for _, item in good])
     metrics.batch("interactive", len(good))
-    finished = []
+    results = []
     with sessions.begin() as session:
         for (job_id, _), prediction in zip(good, predictions, strict=True):
             ranked = rank_similar(
@@ -149,16 +149,22 @@ def classify_jobs(
             )
             replace_similar_items(session=session, job=job, ranked=ranked)
             statuses[job_id] = JobStatus.DONE
-            finished.append(done)
-    metrics.jobs_finished(finished)
+            results.append(done)
+    finished(settings, results)
     return statuses
+
+
+def finished(settings: Settings, records: Sequence[Finished]) -> None:
+    """What follows a job's end, once its transaction committed: metrics, webhooks."""
+    metrics.jobs_finished(records)
+    webhooks.notify(settings, records)
 
 
 def fail_job(job_id: str, *, code: ErrorCode, message: str, settings: Settings) -> None:
     """Record a terminal failure with its stable code and human message (own transaction)."""
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
-        finished = lifecycle.fail_job(session=session, job_id=job_id, code=code, message=message)
-    if finished is not None:
+        record = lifecycle.fail_job(session=session, job_id=job_id, code=code, message=message)
+    if record is not None:
         log.warning("job %s failed: %s: %s", job_id, code, message)
-        metrics.jobs_finished([finished])
+        finished(settings, [record])

@@ -8,12 +8,14 @@ with ``classify_arguments``; tasks are registered under these names in
 ``worker.service.tasks``.
 
 - ``fashion.classify`` on ``interactive``: args ``[job_id]``; kwargs ``retry`` (int,
-  set by the retry path).
+  set by the retry path); ``expires`` set to the job's deadline.
 - ``fashion.classify_products`` on ``bulk``: args ``[[product_id, …]]``; kwargs
   ``not_before`` (ISO 8601, an ``all`` run's skip rule), ``redeliveries`` (int).
 - ``fashion.reclassify`` on ``bulk``: kwargs ``mode`` (all / stale), ``trigger``.
 - ``fashion.reclassify_on_model_change`` on ``bulk`` and ``fashion.sweep_stuck_jobs``
   on ``interactive``: no arguments (beat sends them).
+- ``fashion.deliver_webhook`` on ``webhooks``: args ``[job_id]``.
+- ``fashion.purge`` on ``bulk``: no arguments (beat sends it daily).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ CLASSIFY_PRODUCTS_TASK = "fashion.classify_products"
 RECLASSIFY_TASK = "fashion.reclassify"
 MODEL_CHECK_TASK = "fashion.reclassify_on_model_change"
 SWEEP_TASK = "fashion.sweep_stuck_jobs"
+WEBHOOK_TASK = "fashion.deliver_webhook"
+PURGE_TASK = "fashion.purge"
 
 #: Catalog products per bulk message: one batched inference and one write each.
 DEFAULT_CHUNK_SIZE = 64
@@ -45,16 +49,26 @@ def send_classify(
     retry: int = 0,
     countdown: float | None = None,
     queue: str | None = None,
+    expires: float | None = None,
 ) -> None:
     """Queue upload job ``job_id`` on the interactive queue (or ``queue``); a retry is
-    numbered and sent after ``countdown`` seconds."""
+    numbered and sent after ``countdown`` seconds; a worker drops the message unread
+    ``expires`` seconds from now (the job's deadline: the sweeper then ends it
+    ``expired``)."""
     make_celery(settings).send_task(
         CLASSIFY_TASK,
         args=[job_id],
         kwargs={"retry": retry} if retry else None,
         queue=queue or settings.interactive_queue,
         countdown=countdown,
+        expires=expires,
     )
+
+
+def send_webhook(settings: Settings, job_id: str) -> None:
+    """Queue the delivery of job ``job_id``'s result to its callback URL (Celery
+    retries it with backoff)."""
+    make_celery(settings).send_task(WEBHOOK_TASK, args=[job_id], queue=settings.webhook_queue)
 
 
 class MalformedMessage(ValueError):
@@ -133,6 +147,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict]:
             "options": {"queue": settings.bulk_queue, "expires": settings.model_check_seconds},
         },
     }
+    if settings.purge_cron.strip() and settings.retention_days:
+        schedule["purge-expired-uploads"] = {
+            "task": PURGE_TASK,
+            "schedule": crontab.from_string(settings.purge_cron),
+            "options": {"queue": settings.bulk_queue},
+        }
     if settings.reclassify_cron.strip():
         schedule["nightly-reclassify"] = {
             "task": RECLASSIFY_TASK,
@@ -151,4 +171,6 @@ def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
         RECLASSIFY_TASK: {"queue": settings.bulk_queue},
         MODEL_CHECK_TASK: {"queue": settings.bulk_queue},
         SWEEP_TASK: {"queue": settings.interactive_queue},
+        WEBHOOK_TASK: {"queue": settings.webhook_queue},
+        PURGE_TASK: {"queue": settings.bulk_queue},
     }

@@ -6,6 +6,9 @@
   ends ``retries_exhausted``.
 - An **unexpected** error in a micro-batch is isolated by running its jobs one at
   a time, so only the job that causes it ends ``internal_error``.
+- A message whose job is **not in the catalog** (a backend that publishes before
+  it commits the row) is sent again a few times over ~8 s, then dropped with a
+  warning naming the job.
 - A bulk chunk that comes back **redelivered** (its worker died holding it) is sent
   on in halves, counting; a photo that keeps coming back ends ``poison``.
 
@@ -39,6 +42,10 @@ TRANSIENT_ERRORS = (
     sqlalchemy.exc.OperationalError,
     SoftTimeLimitExceeded,
 )
+
+
+#: Resends of a message whose job row is not there yet, after 0.25, 0.5, 1, 2 and 4 s.
+UNKNOWN_JOB_RESENDS = 5
 
 
 def task_retry_policy(settings: Settings) -> dict[str, object]:
@@ -99,9 +106,10 @@ def classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settin
     """
     with logs.job_context(job_ids=job_ids):
         try:
-            classify_jobs(job_ids, settings=settings, retries=retries)
+            statuses = classify_jobs(job_ids, settings=settings, retries=retries)
         except TRANSIENT_ERRORS as exc:
             retry_or_fail(job_ids, retries, exc, settings)
+            return
         except Exception as exc:  # noqa: BLE001 - a job must end failed, never vanish
             if len(job_ids) > 1:
                 for job_id in job_ids:
@@ -109,6 +117,28 @@ def classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settin
                 return
             log.exception("job %s failed unexpectedly", job_ids[0])
             _record_failure(job_ids[0], ErrorCode.INTERNAL_ERROR, exc, settings)
+            return
+        unknown = [job_id for job_id, status in statuses.items() if status is None]
+        if unknown:
+            wait_for_rows(unknown, retries, settings)
+
+
+def wait_for_rows(job_ids: list[str], retries: dict[str, int], settings: Settings) -> None:
+    """Messages for jobs the catalog does not have: perhaps their row is not committed
+    yet, so send each again after a growing delay; after ``UNKNOWN_JOB_RESENDS``
+    tries, drop it with a warning naming it."""
+    for job_id in job_ids:
+        resend = retries.get(job_id, 0) + 1
+        if resend > UNKNOWN_JOB_RESENDS:
+            log.warning(
+                "dropping the message for job %s: no such job in the catalog after %d tries",
+                job_id,
+                UNKNOWN_JOB_RESENDS,
+            )
+            continue
+        delay = 0.25 * 2 ** (resend - 1)
+        log.info("job %s is not in the catalog (yet); trying again in %.2f s", job_id, delay)
+        send_classify(settings, job_id, retry=resend, countdown=delay)
 
 
 def resend_redelivered_chunk(

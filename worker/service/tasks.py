@@ -16,29 +16,41 @@ from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
     task_received,
+    task_revoked,
     worker_init,
     worker_process_init,
     worker_ready,
     worker_shutdown,
 )
 
+from catalog.codes import ErrorCode
 from worker.config import Settings
 from worker.pipeline.classifier import get_classifier
 from worker.service import health, logs, metrics
 from worker.service.batching import MicroBatches
+from worker.service.jobs import fail_job
 from worker.service.messages import (
     CLASSIFY_PRODUCTS_TASK,
     CLASSIFY_TASK,
     MODEL_CHECK_TASK,
+    PURGE_TASK,
     RECLASSIFY_TASK,
     SWEEP_TASK,
+    WEBHOOK_TASK,
     MalformedMessage,
     classify_arguments,
 )
 from worker.service.products import classify_products
 from worker.service.reclassify import reclassify_if_model_changed, start_run
-from worker.service.retry import classify_batch, resend_redelivered_chunk, task_retry_policy
+from worker.service.retention import purge
+from worker.service.retry import (
+    TRANSIENT_ERRORS,
+    classify_batch,
+    resend_redelivered_chunk,
+    task_retry_policy,
+)
 from worker.service.sweeper import sweep
+from worker.service.webhooks import WebhookFailed, deliver
 from worker.storage import get_store
 
 log = logging.getLogger(__name__)
@@ -85,6 +97,24 @@ def connect_signals(settings: Settings) -> None:
     def record_message_taken(sender: object = None, **_kwargs: object) -> None:
         """...and is renewed by every message it takes."""
         health.beat(settings, sender.hostname)
+
+    @task_revoked.connect(weak=False)
+    def expire_unread(request: object = None, expired: bool = False, **_kwargs: object) -> None:
+        """Celery drops an upload's message past its ``expires`` unread (without
+        micro-batching; celery-batches hands it to the claim, which expires it):
+        end the job ``expired`` now rather than at the next sweep."""
+        if not expired or getattr(request, "name", None) != CLASSIFY_TASK:
+            return
+        try:
+            job_id, _ = classify_arguments(list(request.args or ()), request.kwargs)
+            fail_job(
+                job_id,
+                code=ErrorCode.EXPIRED,
+                message="not started within its deadline",
+                settings=settings,
+            )
+        except (MalformedMessage, *TRANSIENT_ERRORS):
+            log.warning("could not expire the job of message %s now; the sweeper will", request.id)
 
     @worker_process_init.connect(weak=False)
     def load_per_process(**_kwargs: object) -> None:
@@ -179,3 +209,24 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     def sweep_stuck_jobs() -> int:
         """Queue again every job stuck ``queued`` or ``running`` (beat, every minute)."""
         return len(sweep(settings))
+
+    @app.task(name=PURGE_TASK, **policy)
+    def purge_expired_uploads() -> int:
+        """Erase uploads older than ``FASHION_RETENTION_DAYS`` (beat, daily)."""
+        return purge(settings).jobs
+
+    @app.task(
+        name=WEBHOOK_TASK,
+        bind=True,
+        acks_late=True,
+        ignore_result=True,
+        autoretry_for=(WebhookFailed, *TRANSIENT_ERRORS),
+        retry_backoff=True,
+        retry_backoff_max=int(settings.retry_backoff_max),
+        retry_jitter=True,
+        max_retries=settings.webhook_max_attempts - 1,
+    )
+    def deliver_webhook(self: Task, job_id: str) -> None:
+        """POST a finished job's result to its callback URL, signed; retried with backoff."""
+        with logs.job_context(job_ids=[job_id]):
+            deliver(job_id, self.request.retries + 1, settings)

@@ -1,0 +1,45 @@
+"""Callback URLs a caller may give: checked where they are accepted and again before
+each delivery, so the service cannot be made to reach inside its own network (SSRF).
+
+Only ``http``/``https``, and every address the host name resolves to must be a
+public one, unless ``FASHION_WEBHOOK_ALLOW_PRIVATE`` is on (tests; a backend on the
+same private network). Checked again at delivery because a name can resolve
+differently later (DNS rebinding); redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2000
+
+
+class CallbackUrlError(ValueError):
+    """A callback URL that is malformed or points where we do not send."""
+
+
+def check_callback_url(url: str, *, allow_private: bool) -> str:
+    """``url`` if it may be called back; ``CallbackUrlError`` saying why not."""
+    if len(url) > MAX_URL_LENGTH:
+        raise CallbackUrlError(f"callback_url is longer than {MAX_URL_LENGTH} characters")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise CallbackUrlError("callback_url must be an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise CallbackUrlError("callback_url must not carry credentials")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise CallbackUrlError(f"callback_url host {parts.hostname!r} does not resolve") from exc
+    if not allow_private:
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise CallbackUrlError(
+                    f"callback_url host {parts.hostname!r} is a loopback, private or "
+                    f"reserved address ({address}); refused"
+                )
+    return url
