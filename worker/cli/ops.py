@@ -23,7 +23,10 @@ def migrate() -> None:
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.option(
-    "-Q", "--queues", default=None, help="Comma-separated queues [default: interactive,bulk]."
+    "-Q",
+    "--queues",
+    default=None,
+    help="Comma-separated queues [default: interactive,bulk,webhooks].",
 )
 @click.option(
     "-c", "--concurrency", type=int, default=None, help="Worker processes [default: cores]."
@@ -41,7 +44,9 @@ def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_ar
 
     settings = get_settings()
     app = make_worker_app(settings)
-    queues = queues or f"{settings.interactive_queue},{settings.bulk_queue}"
+    queues = queues or ",".join(
+        (settings.interactive_queue, settings.bulk_queue, settings.webhook_queue)
+    )
     argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")

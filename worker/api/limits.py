@@ -1,0 +1,92 @@
+"""Backpressure and fairness: refuse work early, with ``Retry-After``, rather than queue
+what cannot be served in time.
+
+- **Queue depth.** While more uploads wait on the interactive queue than
+  ``FASHION_API_MAX_QUEUE_DEPTH``, a new upload is answered 429 ``queue_full``: it
+  would likely pass its deadline before a worker reached it. The depth is the
+  broker's own count, read at most once a second per API process.
+- **Rate.** ``FASHION_API_RATE_LIMIT`` requests per minute per key, counted in fixed
+  one-minute windows: in Redis when the broker is Redis (shared by every API
+  process), in the process on the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+import redis
+from kombu.exceptions import ChannelError
+
+from worker.config import Settings
+from worker.service.celery_app import make_celery
+
+#: Seconds a queue depth reading is reused.
+DEPTH_TTL = 1.0
+WINDOW = 60
+
+
+class QueueDepth:
+    """Messages waiting on the interactive queue, read at most every ``DEPTH_TTL`` s."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._value = 0
+        self._read_at = float("-inf")
+
+    def current(self) -> int:
+        with self._lock:
+            if time.monotonic() - self._read_at >= DEPTH_TTL:
+                self._value = self._read()
+                self._read_at = time.monotonic()
+            return self._value
+
+    def _read(self) -> int:
+        app = make_celery(self.settings)
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)
+            try:
+                declared = connection.default_channel.queue_declare(
+                    queue=self.settings.interactive_queue, passive=True
+                )
+            except ChannelError:  # Redis drops the key of an empty list: nothing waits
+                return 0
+            return declared.message_count
+
+
+class RateLimiter:
+    """``allow(key)`` → seconds to wait (0: go ahead)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.limit = settings.api_rate_limit
+        self._redis = (
+            None
+            if settings.filesystem_broker or not settings.resolved_broker_url.startswith("redis")
+            else redis.Redis.from_url(settings.resolved_broker_url)
+        )
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[int, int], int] = defaultdict(int)
+
+    def allow(self, key_id: int) -> int:
+        if not self.limit:
+            return 0
+        now = time.time()
+        window = int(now // WINDOW)
+        if self._redis is not None:
+            name = f"fashion:api-rate:{key_id}:{window}"
+            pipe = self._redis.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, WINDOW * 2)
+            count = pipe.execute()[0]
+        else:
+            with self._lock:
+                self._counts = defaultdict(
+                    int, {k: v for k, v in self._counts.items() if k[1] == window}
+                )
+                self._counts[(key_id, window)] += 1
+                count = self._counts[(key_id, window)]
+        if count <= self.limit:
+            return 0
+        return max(1, int((window + 1) * WINDOW - now) + 1)
