@@ -137,6 +137,7 @@ def service_settings(tmp_path: Path, redis_url: str, s3_endpoint: str) -> Iterat
         s3_endpoint_url=s3_endpoint,
         interactive_queue=f"interactive-{suffix}",
         bulk_queue=f"bulk-{suffix}",
+        webhook_queue=f"webhooks-{suffix}",
         **S3_CREDENTIALS,
     )
     make_store(settings).ensure_bucket()
@@ -236,6 +237,7 @@ def start_worker() -> Iterator:
             "interactive": [settings.interactive_queue],
             "bulk": [settings.bulk_queue],
             "both": [settings.interactive_queue, settings.bulk_queue],
+            "uploads+webhooks": [settings.interactive_queue, settings.webhook_queue],
         }[queues]
         process = subprocess.Popen(
             worker_command(

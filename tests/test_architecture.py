@@ -36,6 +36,11 @@ RULES = [
         ("training", "worker.cli", "worker.tools", "worker.pipeline", "tests", "cv2"),
         "a web backend's import stays light",
     ),
+    (
+        "worker.api",
+        ("training", "worker.cli", "worker.tools", "worker.pipeline", "tests", "cv2"),
+        "the HTTP API stores and enqueues; it never loads the model or image code",
+    ),
     ("worker", ("worker.tools", "tests"), "the product never imports the tools or the tests"),
     (
         "training",
@@ -131,10 +136,13 @@ def test_no_service_module_is_longer_than_a_newcomer_reads_in_one_sitting() -> N
     assert {name: n for name, n in lengths.items() if n > 400} == {}
 
 
-def test_the_client_loads_no_image_code_and_writes_nothing_at_import(tmp_path) -> None:
+@pytest.mark.parametrize("module", ["worker.client", "worker.api.app"])
+def test_the_client_and_the_api_load_no_image_code_and_write_nothing_at_import(
+    tmp_path, module
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    probe = "import json, sys; import worker.client; print(json.dumps(sorted(sys.modules)))"
+    probe = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith("FASHION_")
     }
@@ -150,6 +158,6 @@ def test_the_client_loads_no_image_code_and_writes_nothing_at_import(tmp_path) -
     loaded = set(json.loads(output))
     heavy = ("cv2", "ai_edge_litert", "tensorflow", "keras", "celery.worker", "celery_batches")
     assert sorted(name for name in loaded if _matches(name, heavy)) == []
-    assert "worker.client" in loaded
+    assert module in loaded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
     assert list(home.iterdir()) == []

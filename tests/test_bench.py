@@ -48,10 +48,14 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     assert printed["bulk_speedup"] == pytest.approx(
         printed["bulk_new_model_images_per_s"] / printed["naive_images_per_s"], rel=0.02
     )  # both rates are printed rounded to 0.1
-    for key in ("interactive_idle_ms", "interactive_under_load_ms"):
+    for key in ("interactive_idle_ms", "interactive_under_load_ms", "api_idle_ms", "api_direct_ms"):
         figures = printed[key]
         assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"], key
     assert printed["interactive_idle_ms"]["n"] == 10
+    assert printed["api_idle_ms"]["n"] == printed["api_direct_ms"]["n"] == 10
+    assert printed["api_overhead_ms"] == pytest.approx(
+        printed["api_idle_ms"]["p50"] - printed["api_direct_ms"]["p50"], abs=0.11
+    )
     assert 0 < printed["inference_vs_engine"] <= 1.5
     peak = printed["worker_rss_mb"]["peak"]
     assert len(peak["naive"]) == len(peak["bulk"]) == 2 and len(peak["interactive"]) == 1

@@ -106,3 +106,15 @@ def test_flower_is_published_on_loopback_only_and_asks_for_a_password() -> None:
     hosts = [p["host_ip"] if isinstance(p, dict) else p.split(":")[0] for p in flower["ports"]]
     assert hosts == ["127.0.0.1"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == example_environment()["FLOWER_BASIC_AUTH"]
+
+
+def test_the_api_is_published_on_loopback_and_ready_only_when_its_servers_answer() -> None:
+    services = compose_config()["services"]
+    api = services["api"]
+    assert api["command"][:2] == ["fashion", "api"]
+    hosts = [p["host_ip"] if isinstance(p, dict) else p.split(":")[0] for p in api["ports"]]
+    assert hosts == ["127.0.0.1"]
+    assert "/readyz" in " ".join(api["healthcheck"]["test"])
+    webhooks = services["worker-webhooks"]
+    assert webhooks["command"][2:4] == ["--queues", "webhooks"]
+    assert "threads" in webhooks["command"]

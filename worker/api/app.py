@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def authorize(authorization: str | None) -> Caller:
         caller = await run_in_threadpool(keys.caller, authorization)
-        wait_s = await run_in_threadpool(rate.allow, caller.key_id)
+        wait_s = await run_in_threadpool(rate.allow, caller.prefix)
         if wait_s:
             raise ApiError(
                 429,

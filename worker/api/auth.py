@@ -22,6 +22,8 @@ CACHE_SECONDS = 5.0
 class Caller:
     key_id: int
     name: str
+    #: The key's first characters: unique across deployments sharing one Redis.
+    prefix: str
 
 
 def unauthorized(message: str) -> ApiError:
@@ -51,7 +53,7 @@ class Keys:
             found = authenticate(session=session, key=key)
             if found is None:
                 raise unauthorized("unknown or revoked API key")
-            caller = Caller(found.id, found.name)
+            caller = Caller(found.id, found.name, found.key_prefix)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -67,15 +67,15 @@ class RateLimiter:
             else redis.Redis.from_url(settings.resolved_broker_url)
         )
         self._lock = threading.Lock()
-        self._counts: dict[tuple[int, int], int] = defaultdict(int)
+        self._counts: dict[tuple[str, int], int] = defaultdict(int)
 
-    def allow(self, key_id: int) -> int:
+    def allow(self, key: str) -> int:
         if not self.limit:
             return 0
         now = time.time()
         window = int(now // WINDOW)
         if self._redis is not None:
-            name = f"fashion:api-rate:{key_id}:{window}"
+            name = f"fashion:api-rate:{key}:{window}"
             pipe = self._redis.pipeline()
             pipe.incr(name)
             pipe.expire(name, WINDOW * 2)
@@ -85,8 +85,8 @@ class RateLimiter:
                 self._counts = defaultdict(
                     int, {k: v for k, v in self._counts.items() if k[1] == window}
                 )
-                self._counts[(key_id, window)] += 1
-                count = self._counts[(key_id, window)]
+                self._counts[(key, window)] += 1
+                count = self._counts[(key, window)]
         if count <= self.limit:
             return 0
         return max(1, int((window + 1) * WINDOW - now) + 1)

@@ -99,11 +99,13 @@ def connect_signals(settings: Settings) -> None:
         health.beat(settings, sender.hostname)
 
     @task_revoked.connect(weak=False)
-    def expire_unread(request: object = None, expired: bool = False, **_kwargs: object) -> None:
+    def expire_unread(
+        sender: object = None, request: object = None, expired: bool = False, **_kwargs: object
+    ) -> None:
         """Celery drops an upload's message past its ``expires`` unread (without
         micro-batching; celery-batches hands it to the claim, which expires it):
         end the job ``expired`` now rather than at the next sweep."""
-        if not expired or getattr(request, "name", None) != CLASSIFY_TASK:
+        if not expired or getattr(sender, "name", None) != CLASSIFY_TASK:
             return
         try:
             job_id, _ = classify_arguments(list(request.args or ()), request.kwargs)

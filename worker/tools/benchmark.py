@@ -14,6 +14,11 @@ processes and measures, in order:
    nothing queued);
 3. interactive latency, upload stored → result row committed (the job row's
    ``created_at`` → ``finished_at``), one upload at a time on an idle worker;
+   then the same uploads through the HTTP API (``fashion api``, ``POST
+   /v1/classifications?wait=10`` → 200 with the result, seen by the caller:
+   ``api_idle_ms``), alternating with the direct path (``client.submit`` then
+   polling ``client.result`` on the API's own schedule), so ``api_overhead_ms``
+   (p50 API − p50 direct) is what HTTP, auth and the long-poll add;
 4. the same while a bulk run keeps the bulk worker busy;
 5. inference alone (``Classifier.predict`` on a chunk, as the bulk task calls
    it) against the bare LiteRT signature runner at the same batch size;
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import redis
 from sqlalchemy import func, select
@@ -53,6 +59,7 @@ from worker.service.reclassify import run_progress, start_run
 from worker.storage import get_store
 from worker.tools.harness import (
     SAMPLES,
+    ApiProcess,
     Log,
     WorkerProcess,
     build_catalog,
@@ -212,6 +219,57 @@ def measure_interactive(
     return [(finished - created).total_seconds() * 1000 for created, finished in rows]
 
 
+def _poll_until_finished(settings: Settings, job_id: str) -> client.JobResult:
+    """``client.result`` on the API's long-poll schedule (5 ms, growing to 50 ms)."""
+    from worker.api.app import FIRST_POLL, LAST_POLL
+
+    interval, deadline = FIRST_POLL, time.monotonic() + 60
+    while True:
+        job = client.result(job_id, settings=settings)
+        if job is not None and job.finished:
+            return job
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id} did not finish in 60 s")
+        time.sleep(interval)
+        interval = min(LAST_POLL, interval * 1.5)
+
+
+def measure_api(
+    settings: Settings, uploads: list[bytes], count: int, workdir: Path
+) -> tuple[list[float], list[float]]:
+    """(API, direct) caller-side latencies in ms: ``count`` uploads each way, alternating."""
+    from catalog.api_keys import create_api_key
+
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        key = create_api_key(session=session, name=f"bench-{uuid.uuid4().hex[:6]}").key
+    server = ApiProcess(settings, log_path=workdir / "api.log")
+    try:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"}
+        api_ms, direct_ms = [], []
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            for index in range(count + 10):  # the first 10 of each warm connections up
+                data = uploads[index % len(uploads)]
+                started = time.perf_counter()
+                response = http.post("/v1/classifications", params={"wait": 10}, content=data)
+                took = (time.perf_counter() - started) * 1000
+                if response.status_code != 200 or response.json()["status"] != JobStatus.DONE:
+                    raise RuntimeError(f"API upload: {response.status_code} {response.text[:200]}")
+                started = time.perf_counter()
+                job = _poll_until_finished(
+                    settings, client.submit(data, "bench.jpg", settings=settings)
+                )
+                direct = (time.perf_counter() - started) * 1000
+                if job.status != JobStatus.DONE:
+                    raise RuntimeError(f"direct upload ended {job.status}")
+                if index >= 10:
+                    api_ms.append(took)
+                    direct_ms.append(direct)
+                time.sleep(0.02)
+    finally:
+        server.stop()
+    return api_ms, direct_ms
+
+
 def measure_inference(settings: Settings, batch: int, rounds: int = 200) -> dict[str, float]:
     """``Classifier.predict`` as the bulk task calls it vs the bare signature runner."""
     from ai_edge_litert.interpreter import Interpreter
@@ -311,6 +369,12 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         measure_interactive(settings, uploads, 10, gap=0.0)  # warm-up: connections, caches
         idle = measure_interactive(settings, uploads, config.interactive, gap=0.02)
         log(f"interactive, idle: {percentiles(idle)}")
+        api_ms, direct_ms = measure_api(settings, uploads, config.interactive, workdir)
+        api_overhead = statistics.median(api_ms) - statistics.median(direct_ms)
+        log(
+            f"HTTP API, idle: {percentiles(api_ms)}; direct submit+poll: "
+            f"{percentiles(direct_ms)}; overhead p50 {api_overhead:.1f} ms"
+        )
 
         started = dt.datetime.now(dt.UTC)
         run = start_run("all", settings=settings, chunk_size=config.chunk, trigger="bench")
@@ -342,6 +406,9 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "nightly_unchanged_queued": nightly_queued,
             "interactive_idle_ms": percentiles(idle),
             "interactive_under_load_ms": percentiles(busy),
+            "api_idle_ms": percentiles(api_ms),
+            "api_direct_ms": percentiles(direct_ms),
+            "api_overhead_ms": round(api_overhead, 2),
             "bulk_images_per_s_while_interactive": round(loaded_rate, 1),
             **engine,
             "inference_vs_engine": round(ratio, 3),

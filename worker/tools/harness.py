@@ -284,3 +284,49 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.02)
+
+
+class ApiProcess:
+    """A real ``fashion api`` (uvicorn) on a free loopback port, for ``settings``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extra_env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("wb") if log_path else None
+        env = {**worker_environment(settings), **(extra_env or {})}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "api",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self._log else None,
+        )
+        wait_for_port(self.port, timeout=60, process=self.process)
+
+    def memory_mb(self) -> float | None:
+        return _proc_status(self.process.pid, "VmRSS")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log:
+            self._log.close()

@@ -1,0 +1,678 @@
+"""The HTTP API as a backend meets it: a real ``fashion api`` (uvicorn) process on a
+loopback port, a real worker, PostgreSQL, Redis and the S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from catalog.api_keys import NewKey, create_api_key, revoke_api_key
+from catalog.db import get_sessionmaker
+from catalog.models import ClassificationJob, WebhookDelivery
+from tests.conftest import make_product, png_bytes, random_embedding, worker_env
+from tests.faults import REPORTS
+from worker import client
+from worker.config import Settings
+from worker.service.sweeper import sweep
+from worker.storage import get_store
+from worker.tools.harness import ApiProcess, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def start_api() -> Iterator:
+    """Start real ``fashion api`` processes; all are stopped after the test."""
+    servers: list[ApiProcess] = []
+
+    def start(settings: Settings, **env: str) -> ApiProcess:
+        server = ApiProcess(settings, extra_env={f"FASHION_{k.upper()}": v for k, v in env.items()})
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def make_key(settings: Settings, name: str = "web") -> NewKey:
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        return create_api_key(session=session, name=name)
+
+
+def bearer(key: NewKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.key}"}
+
+
+def photo(fashion_mnist, index: int = 2) -> bytes:
+    return png_bytes(fashion_mnist.test_images[index])
+
+
+def job_rows(settings: Settings) -> list[ClassificationJob]:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return list(session.scalars(select(ClassificationJob)))
+
+
+def test_an_upload_gets_its_result_in_the_response_and_by_id(
+    service_settings, start_worker, start_api, fashion_mnist, bundled_model
+) -> None:
+    version, size = bundled_model
+    with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
+        for _ in range(3):
+            make_product(
+                session,
+                category="Trouser",
+                embedding=random_embedding(size),
+                model_version=version,
+            )
+    start_worker(service_settings)
+    api = start_api(service_settings)
+    key = make_key(service_settings)
+    expected = int(fashion_mnist.test_labels[2])
+
+    raw = httpx.post(
+        f"{api.url}/v1/classifications",
+        params={"wait": 10},
+        content=photo(fashion_mnist),
+        headers={**bearer(key), "Content-Type": "image/png"},
+        timeout=30,
+    )
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    assert body["status"] == "done" and body["label"] == expected
+    assert body["name"] == "Trouser" and body["model_version"] == version
+    assert raw.headers["Location"] == f"/v1/classifications/{body['id']}"
+    assert len(body["similar"]) == 3
+    assert all(item["in_stock"] for item in body["similar"])
+    assert body["finished_at"] >= body["created_at"]
+
+    read = httpx.get(f"{api.url}/v1/classifications/{body['id']}", headers=bearer(key))
+    assert read.status_code == 200 and read.json() == body
+
+    form = httpx.post(
+        f"{api.url}/v1/classifications",
+        params={"wait": 10},
+        files={"file": ("trouser.png", photo(fashion_mnist), "image/png")},
+        headers=bearer(key),
+        timeout=30,
+    )
+    assert form.status_code == 200 and form.json()["label"] == expected
+
+    queued = httpx.post(
+        f"{api.url}/v1/classifications",
+        content=photo(fashion_mnist, 3),
+        headers={**bearer(key), "Content-Type": "image/png"},
+    )
+    assert queued.status_code == 202
+    assert set(queued.json()) == {"id", "status"}
+    polled = httpx.get(
+        f"{api.url}/v1/classifications/{queued.json()['id']}",
+        params={"wait": 10},
+        headers=bearer(key),
+        timeout=30,
+    )
+    assert polled.json()["status"] == "done"
+
+
+def test_the_same_idempotency_key_gives_the_same_job_and_other_bytes_a_conflict(
+    service_settings, start_api, fashion_mnist
+) -> None:
+    api = start_api(service_settings)
+    key = make_key(service_settings)
+    headers = {**bearer(key), "Content-Type": "image/png", "Idempotency-Key": "order-17"}
+
+    first = httpx.post(
+        f"{api.url}/v1/classifications", content=photo(fashion_mnist), headers=headers
+    )
+    again = httpx.post(
+        f"{api.url}/v1/classifications", content=photo(fashion_mnist), headers=headers
+    )
+    other = httpx.post(
+        f"{api.url}/v1/classifications", content=photo(fashion_mnist, 3), headers=headers
+    )
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_conflict"
+    assert [str(job.id) for job in job_rows(service_settings)] == [first.json()["id"]]
+    # The same key string under another API key is another caller's job.
+    someone_else = make_key(service_settings, "other-shop")
+    theirs = httpx.post(
+        f"{api.url}/v1/classifications",
+        content=photo(fashion_mnist, 3),
+        headers={**headers, **bearer(someone_else)},
+    )
+    assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+
+
+def test_a_key_sees_only_its_own_jobs_and_a_revoked_key_nothing(
+    service_settings, start_api, fashion_mnist
+) -> None:
+    api = start_api(service_settings)
+    owner, stranger = make_key(service_settings, "owner"), make_key(service_settings, "stranger")
+    posted = httpx.post(
+        f"{api.url}/v1/classifications",
+        content=photo(fashion_mnist),
+        headers={**bearer(owner), "Content-Type": "image/png"},
+    )
+    job_url = f"{api.url}/v1/classifications/{posted.json()['id']}"
+
+    assert httpx.get(job_url).status_code == 401
+    assert httpx.get(job_url).json()["error"]["code"] == "unauthorized"
+    assert httpx.get(job_url, headers={"Authorization": "Bearer fsk_nonsense"}).status_code == 401
+    for response in (
+        httpx.get(job_url, headers=bearer(stranger)),
+        httpx.delete(job_url, headers=bearer(stranger)),
+    ):
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    assert httpx.get(job_url, headers=bearer(owner)).json()["status"] == "queued"
+
+    with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
+        assert revoke_api_key(session=session, name="owner")
+    time.sleep(5.2)  # the API remembers a key it has seen for 5 s
+    assert httpx.get(job_url, headers=bearer(owner)).status_code == 401
+
+
+def _send_chunked(url: str, headers: dict[str, str], total: int) -> tuple[str, int]:
+    """POST ``total`` bytes chunked over a raw socket while reading the answer in a
+    second thread (the server may answer before the body ends); returns (status line,
+    bytes sent)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    answer: list[bytes] = []
+    reader = threading.Thread(target=lambda: answer.append(sock.recv(4096)), daemon=True)
+    reader.start()
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    sock.sendall(
+        f"POST /v1/classifications HTTP/1.1\r\nHost: {host}\r\n{head}"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    chunk = b"\x89PNG" + os.urandom(256 * 1024 - 4)
+    sent = 0
+    try:
+        while sent < total and not answer:
+            sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    reader.join(10)
+    sock.close()
+    return (answer[0].split(b"\r\n", 1)[0].decode() if answer else ""), sent
+
+
+def test_a_body_over_the_limit_is_refused_with_413_without_being_held(
+    service_settings, start_api
+) -> None:
+    api = start_api(service_settings, max_upload_bytes=str(1024 * 1024))
+    key = make_key(service_settings)
+    headers = {**bearer(key), "Content-Type": "image/png"}
+    httpx.get(f"{api.url}/livez")
+    before = api.memory_mb()
+
+    # Declared too large: answered before any of the body is read.
+    with socket.create_connection(("127.0.0.1", api.port)) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(
+            f"POST /v1/classifications HTTP/1.1\r\nHost: x\r\n{head}"
+            f"Content-Length: {30 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        sock.settimeout(10)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+
+    # Chunked, no length: refused once it passes the limit; 30 MB never held.
+    status, sent = _send_chunked(api.url, headers, 30 * 1024 * 1024)
+    assert status.startswith("HTTP/1.1 413"), status
+    after = api.memory_mb()
+    assert after - before < 10, f"the server grew {after - before:.1f} MB reading a 30 MB body"
+    assert job_rows(service_settings) == []
+
+
+def test_a_body_that_is_not_an_image_is_refused_with_415(service_settings, start_api) -> None:
+    api = start_api(service_settings)
+    key = make_key(service_settings)
+    as_text = httpx.post(
+        f"{api.url}/v1/classifications",
+        content=b"hello",
+        headers={**bearer(key), "Content-Type": "text/plain"},
+    )
+    as_part = httpx.post(
+        f"{api.url}/v1/classifications",
+        files={"file": ("notes.txt", b"hello", "text/plain")},
+        headers=bearer(key),
+    )
+    empty = httpx.post(
+        f"{api.url}/v1/classifications",
+        content=b"",
+        headers={**bearer(key), "Content-Type": "image/png"},
+    )
+    for response in (as_text, as_part):
+        assert response.status_code == 415
+        assert response.json()["error"]["code"] == "unsupported_format"
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty"
+    assert job_rows(service_settings) == []
+
+
+def test_a_full_queue_and_a_busy_key_are_answered_429_with_retry_after(
+    service_settings, start_api, fashion_mnist
+) -> None:
+    api = start_api(service_settings, api_max_queue_depth="3", api_rate_limit="6")
+    key = make_key(service_settings)
+    headers = {**bearer(key), "Content-Type": "image/png"}
+    for index in range(3):  # nothing consumes the queue in this test
+        client.submit(photo(fashion_mnist, index), "x.png", settings=service_settings)
+
+    full = httpx.post(
+        f"{api.url}/v1/classifications", content=photo(fashion_mnist), headers=headers
+    )
+    assert full.status_code == 429
+    assert full.json()["error"]["code"] == "queue_full"
+    assert int(full.headers["Retry-After"]) >= 1
+    assert len(job_rows(service_settings)) == 3  # nothing stored for the refused upload
+
+    answers = [
+        httpx.get(f"{api.url}/v1/classifications/{uuid.uuid4()}", headers=bearer(key))
+        for _ in range(6)
+    ]
+    assert [a.status_code for a in answers].count(404) == 5  # the 6th request of the minute
+    limited = answers[-1]
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61
+
+
+@pytest.mark.parametrize("setup", ["services", "embedded"])
+def test_an_upload_not_started_within_its_deadline_ends_expired(
+    setup, request, start_worker, fashion_mnist
+) -> None:
+    base = request.getfixturevalue("service_settings" if setup == "services" else "local_settings")
+    settings = base.model_copy(update={"job_deadline_seconds": 1.0})
+    late = client.submit(photo(fashion_mnist), "late.png", settings=settings)
+    time.sleep(2.0)  # no worker yet: the customer has gone
+    start_worker(settings)
+    patient = settings.model_copy(update={"job_deadline_seconds": 60.0})
+    on_time = client.submit(photo(fashion_mnist, 3), "on-time.png", settings=patient)
+
+    results = client.wait([late, on_time], timeout=60, settings=settings)
+
+    assert results[late].status == "failed"
+    assert results[late].error["code"] == "expired"
+    assert results[on_time].status == "done"
+
+
+class Receiver:
+    """A webhook receiver on loopback: answers the first POST 500, later ones 204."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = 500 if not receiver.calls else 204
+                receiver.calls.append((status, dict(self.headers), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_finished_job_is_posted_to_its_callback_signed_and_retried_after_a_500(
+    service_settings, start_worker, start_api, fashion_mnist
+) -> None:
+    settings = service_settings.model_copy(update={"webhook_allow_private": True})
+    receiver = Receiver()
+    start_worker(settings, queues="uploads+webhooks")
+    api = start_api(settings)
+    key = make_key(settings)
+
+    posted = httpx.post(
+        f"{api.url}/v1/classifications",
+        params={"callback_url": receiver.url},
+        content=photo(fashion_mnist),
+        headers={**bearer(key), "Content-Type": "image/png"},
+    )
+    assert posted.status_code == 202
+    wait_until(lambda: len(receiver.calls) >= 2, 60, "a second webhook attempt")
+    receiver.server.shutdown()
+
+    (first_status, _, _), (_, headers, body) = receiver.calls[:2]
+    assert first_status == 500
+    stamp, signature = (part.split("=", 1)[1] for part in headers["Fashion-Signature"].split(","))
+    expected = hmac.new(
+        key.webhook_secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256
+    ).hexdigest()
+    assert hmac.compare_digest(signature, expected)
+    assert abs(time.time() - int(stamp)) < 60
+    delivered = json.loads(body)
+    assert delivered["id"] == posted.json()["id"] and delivered["status"] == "done"
+    assert delivered["name"] == "Trouser"
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        attempts = session.execute(
+            select(
+                WebhookDelivery.attempt, WebhookDelivery.status_code, WebhookDelivery.delivered
+            ).order_by(WebhookDelivery.attempt)
+        ).all()
+    assert [tuple(a) for a in attempts] == [(1, 500, False), (2, 204, True)]
+
+
+def test_a_callback_to_a_private_address_is_refused_unless_allowed(
+    service_settings, start_api, fashion_mnist
+) -> None:
+    api = start_api(service_settings)
+    key = make_key(service_settings)
+    for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "ftp://example.com/x", "x"):
+        response = httpx.post(
+            f"{api.url}/v1/classifications",
+            params={"callback_url": url},
+            content=photo(fashion_mnist),
+            headers={**bearer(key), "Content-Type": "image/png"},
+        )
+        assert response.status_code == 400, url
+        assert response.json()["error"]["code"] == "invalid_request"
+    assert job_rows(service_settings) == []
+
+
+def test_delete_erases_the_photo_and_the_result(
+    service_settings, start_worker, start_api, fashion_mnist
+) -> None:
+    start_worker(service_settings)
+    api = start_api(service_settings)
+    key = make_key(service_settings)
+    posted = httpx.post(
+        f"{api.url}/v1/classifications",
+        params={"wait": 10},
+        content=photo(fashion_mnist),
+        headers={**bearer(key), "Content-Type": "image/png"},
+        timeout=30,
+    )
+    job_id = posted.json()["id"]
+    store = get_store(service_settings)
+    assert store.exists(f"uploads/{job_id}")
+
+    deleted = httpx.delete(f"{api.url}/v1/classifications/{job_id}", headers=bearer(key))
+
+    assert deleted.status_code == 204
+    assert not store.exists(f"uploads/{job_id}")
+    assert job_rows(service_settings) == []
+    assert (
+        httpx.get(f"{api.url}/v1/classifications/{job_id}", headers=bearer(key)).status_code == 404
+    )
+
+
+def test_purge_erases_finished_uploads_past_retention_and_dry_run_only_counts(
+    service_settings, fashion_mnist
+) -> None:
+    old, new, waiting = (
+        client.submit(photo(fashion_mnist, i), "x.png", settings=service_settings) for i in range(3)
+    )
+    with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
+        for job in session.scalars(select(ClassificationJob)):
+            if str(job.id) in {old, new}:
+                job.status = "done"
+            if str(job.id) in {old, waiting}:
+                job.created_at = job.created_at.replace(year=job.created_at.year - 1)
+    env = worker_env(service_settings)
+    fashion = [sys.executable, "-m", "worker.cli"]
+
+    dry = subprocess.run([*fashion, "purge", "--dry-run", "--json"], env=env, capture_output=True)
+    real = subprocess.run([*fashion, "purge", "--json"], env=env, capture_output=True)
+
+    assert json.loads(dry.stdout)["jobs"] == 1 and json.loads(dry.stdout)["dry_run"]
+    assert json.loads(real.stdout)["jobs"] == 1, real.stderr
+    store = get_store(service_settings)
+    assert not store.exists(f"uploads/{old}")
+    assert store.exists(f"uploads/{new}") and store.exists(f"uploads/{waiting}")
+    assert sorted(str(job.id) for job in job_rows(service_settings)) == sorted([new, waiting])
+
+
+def test_a_message_sent_before_its_row_is_committed_still_finishes(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    from catalog.lifecycle import create_job
+    from worker.service.messages import send_classify
+
+    start_worker(service_settings)
+    time.sleep(3)  # the worker is consuming before the message arrives
+    job_id = uuid.uuid4()
+    send_classify(service_settings, str(job_id))  # a backend that publishes first...
+    time.sleep(0.3)
+    data = photo(fashion_mnist)
+    get_store(service_settings).put(f"uploads/{job_id}", data)
+    with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
+        create_job(  # ...and commits the row 0.3 s later
+            session=session,
+            job_id=job_id,
+            image_key=f"uploads/{job_id}",
+            filename="late-row.png",
+            content_sha256=hashlib.sha256(data).hexdigest(),
+        )
+
+    done = client.wait([str(job_id)], timeout=30, settings=service_settings)[str(job_id)]
+
+    assert done.status == "done" and done.name == "Trouser"
+
+
+def test_a_message_for_a_job_that_never_appears_is_sent_again_then_dropped(
+    service_settings, caplog
+) -> None:
+    from worker.service.retry import UNKNOWN_JOB_RESENDS, wait_for_rows
+    from worker.service.status import queue_depths
+
+    ghost = str(uuid.uuid4())
+    wait_for_rows([ghost], {ghost: 0}, service_settings)
+    assert queue_depths(service_settings)[service_settings.interactive_queue] == 1
+
+    with caplog.at_level("WARNING"):
+        wait_for_rows([ghost], {ghost: UNKNOWN_JOB_RESENDS}, service_settings)
+    assert queue_depths(service_settings)[service_settings.interactive_queue] == 1
+    assert f"dropping the message for job {ghost}" in caplog.text
+
+
+def test_the_api_serves_health_metrics_openapi_and_product_similar_items(
+    service_settings, start_api, bundled_model
+) -> None:
+    version, size = bundled_model
+    with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
+        shown = make_product(
+            session,
+            sku="COAT-1",
+            category="Coat",
+            embedding=random_embedding(size, 1),
+            model_version=version,
+        )
+        make_product(
+            session,
+            sku="COAT-2",
+            category="Coat",
+            embedding=random_embedding(size, 2),
+            model_version=version,
+        )
+        make_product(
+            session,
+            sku="COAT-3",
+            category="Coat",
+            stock_quantity=0,
+            embedding=random_embedding(size, 3),
+            model_version=version,
+        )
+        make_product(
+            session,
+            sku="BAG-1",
+            category="Bag",
+            embedding=random_embedding(size, 4),
+            model_version=version,
+        )
+        assert shown.sku == "COAT-1"
+    api = start_api(service_settings)
+    down = start_api(service_settings, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    key = make_key(service_settings)
+
+    assert httpx.get(f"{api.url}/livez").json() == {"status": "ok"}
+    ready = httpx.get(f"{api.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
+    not_ready = httpx.get(f"{down.url}/readyz", timeout=30)
+    assert not_ready.status_code == 503 and not_ready.json()["broker"] != "ok"
+    assert "Retry-After" in not_ready.headers
+
+    similar = httpx.get(f"{api.url}/v1/products/COAT-1/similar", headers=bearer(key))
+    assert similar.status_code == 200
+    assert [item["sku"] for item in similar.json()["similar"]] == ["COAT-2"]
+    missing = httpx.get(f"{api.url}/v1/products/NOPE/similar", headers=bearer(key))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+    schema = httpx.get(f"{api.url}/openapi.json").json()
+    assert {"/v1/classifications", "/v1/classifications/{job_id}", "/readyz"} <= set(
+        schema["paths"]
+    )
+    assert "image/*" in schema["paths"]["/v1/classifications"]["post"]["requestBody"]["content"]
+    metrics = httpx.get(f"{api.url}/metrics").text
+    route = "/v1/products/{sku}/similar"
+    assert f'fashion_api_requests_total{{method="GET",route="{route}",status="200"}} 1.0' in metrics
+    assert "fashion_api_queue_depth 0.0" in metrics
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_a_node_backend_submits_a_photo_and_reads_the_result_with_fetch(
+    service_settings, start_worker, start_api, fashion_mnist, tmp_path
+) -> None:
+    start_worker(service_settings)
+    api = start_api(service_settings)
+    key = make_key(service_settings, "node-backend")
+    path = tmp_path / "trouser.png"
+    path.write_bytes(photo(fashion_mnist))
+
+    run = subprocess.run(
+        ["node", str(ROOT / "tests" / "node" / "classify.mjs"), str(path)],
+        env={**os.environ, "FASHION_API_URL": api.url, "FASHION_API_KEY": key.key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["status"] == 200
+    assert answer["result"]["name"] == "Trouser" and answer["read"] == answer["result"]
+
+
+def test_killing_the_api_mid_request_loses_no_accepted_upload(
+    service_settings, start_worker, start_api, fashion_mnist
+) -> None:
+    settings = service_settings.model_copy(update={"stuck_after_seconds": 1.0})
+    start_worker(settings)
+    api = start_api(settings)
+    key = make_key(settings)
+    uploads = [photo(fashion_mnist, i) for i in range(300)]
+
+    def post(data: bytes) -> str | None:
+        try:
+            response = httpx.post(
+                f"{api.url}/v1/classifications",
+                content=data,
+                headers={**bearer(key), "Content-Type": "image/png"},
+                timeout=10,
+            )
+        except httpx.HTTPError:
+            return None
+        return response.json()["id"] if response.status_code in (200, 202) else None
+
+    first = post(photo(fashion_mnist, 300))  # a warm server: connections made
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(post, data) for data in uploads]
+        next(future for future in as_completed(pending) if future.result())
+        time.sleep(0.1)
+        api.process.send_signal(signal.SIGKILL)
+        accepted = [job_id for job_id in (f.result() for f in pending) if job_id]
+    assert 0 < len(accepted) < len(uploads), "the kill should land mid-way"
+
+    time.sleep(1.5)
+    sweep(settings)  # beat's sweeper: a row committed whose message was never sent
+    wait_until(
+        lambda: all(job.status in ("done", "failed") for job in job_rows(settings)),
+        60,
+        "every recorded job to finish",
+    )
+    finished = {str(job.id): job.status for job in job_rows(settings)}
+    assert {first, *accepted} <= set(finished)
+    assert set(finished.values()) == {"done"}
+    REPORTS.append(
+        f"SIGKILL of the API mid-burst: {len(uploads)} sent, {len(accepted)} accepted, "
+        f"{len(finished) - 1 - len(accepted)} recorded unanswered; all {len(finished)} done, "
+        f"0 accepted lost"
+    )
+
+
+def readme_section(heading: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(heading)
+    return text[start : text.index("\n## ", start + len(heading))]
+
+
+def fenced(section: str, language: str) -> list[str]:
+    blocks = section.split(f"```{language}\n")[1:]
+    return [block.split("```", 1)[0] for block in blocks]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_readme_curl_and_node_examples_work_as_written(
+    service_settings, start_worker, start_api, tmp_path
+) -> None:
+    start_worker(service_settings)
+    api = start_api(service_settings)
+    key = make_key(service_settings, "readme")
+    env = {**os.environ, "FASHION_API": api.url, "FASHION_KEY": key.key}
+    section = readme_section("## The HTTP API")
+    curl = next(
+        line.removeprefix("$ ")
+        for block in fenced(section, "console")
+        for line in block.splitlines()
+        if line.startswith("$ curl")
+    )
+    script = tmp_path / "classify.mjs"
+    (script.write_text(fenced(section, "js")[0]))
+
+    by_curl = subprocess.run(
+        ["bash", "-c", curl], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    by_node = subprocess.run(
+        ["node", str(script), "worker/samples/products/TRS-001.png"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert by_curl.returncode == 0, by_curl.stderr
+    answer = json.loads(by_curl.stdout)
+    assert answer["status"] == "done" and answer["name"] == "Trouser"
+    assert by_node.returncode == 0, by_node.stderr
+    assert by_node.stdout.startswith("200 Trouser"), by_node.stdout
