@@ -676,3 +676,29 @@ def test_the_readme_curl_and_node_examples_work_as_written(
     assert answer["status"] == "done" and answer["name"] == "Trouser"
     assert by_node.returncode == 0, by_node.stderr
     assert by_node.stdout.startswith("200 Trouser"), by_node.stdout
+
+
+def test_api_keys_are_created_once_listed_without_the_key_and_revoked(cli_env) -> None:
+    from click.testing import CliRunner
+
+    from catalog.api_keys import authenticate
+    from worker.cli import main
+
+    runner = CliRunner()
+    made = runner.invoke(main, ["api-key", "create", "web-shop", "--json"])
+    again = runner.invoke(main, ["api-key", "create", "web-shop"])
+    listed = runner.invoke(main, ["api-key", "list", "--json"])
+    revoked = runner.invoke(main, ["api-key", "revoke", "web-shop"])
+    revoked_again = runner.invoke(main, ["api-key", "revoke", "web-shop"])
+
+    assert made.exit_code == 0, made.output
+    key = json.loads(made.output)
+    assert key["name"] == "web-shop" and key["key"].startswith("fsk_")
+    assert key["webhook_secret"].startswith("whsec_")
+    assert again.exit_code != 0 and "exists already" in again.output
+    row = json.loads(listed.output)
+    assert row["name"] == "web-shop" and row["revoked_at"] is None
+    assert key["key"] not in listed.output and key["key"].startswith(row["prefix"])
+    assert revoked.exit_code == 0 and revoked_again.exit_code != 0
+    with get_sessionmaker(cli_env.resolved_database_url)() as session:
+        assert authenticate(session=session, key=key["key"]) is None

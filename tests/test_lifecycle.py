@@ -18,8 +18,11 @@ from catalog.lifecycle import (
     claim_jobs,
     complete_job,
     create_job,
+    delete_jobs,
+    expire_overdue,
     fail_job,
     mark_products_poison,
+    old_jobs,
     record_predictions,
     requeue_stuck,
 )
@@ -29,7 +32,7 @@ from tests.conftest import make_product
 PROBABILITIES = [0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
 
 
-def new_job(session: Session) -> str:
+def new_job(session: Session, *, deadline: dt.timedelta | None = None) -> str:
     job_id = uuid.uuid4()
     create_job(
         session=session,
@@ -37,6 +40,7 @@ def new_job(session: Session) -> str:
         image_key=f"uploads/{job_id}",
         filename="photo.jpg",
         content_sha256="0" * 64,
+        deadline=deadline,
     )
     session.flush()
     return str(job_id)
@@ -155,3 +159,44 @@ def test_product_predictions_and_errors_are_written_for_the_model_version(sessio
     )
     assert products[killer.id].classification_error == "poison"
     assert {p.model_version for p in products.values()} == {"m2"}
+
+
+def test_a_job_not_started_by_its_deadline_is_expired_at_claim_and_by_the_sweep(
+    session,
+) -> None:
+    overdue, also_overdue, patient, started = (
+        new_job(session, deadline=dt.timedelta(seconds=-1)),
+        new_job(session, deadline=dt.timedelta(seconds=-1)),
+        new_job(session, deadline=dt.timedelta(hours=1)),
+        new_job(session, deadline=dt.timedelta(seconds=-1)),
+    )
+    row(session, started).status = JobStatus.RUNNING.value  # started in time, then retried
+
+    claim = claim_jobs(session=session, job_ids=[overdue, patient, started], max_attempts=5)
+    swept = expire_overdue(session=session, limit=100)
+
+    assert claim.settled == {overdue: JobStatus.FAILED}
+    assert set(claim.claimed) == {patient, started}
+    assert [(f.job_id, f.code) for f in claim.finished] == [(overdue, ErrorCode.EXPIRED)]
+    assert [(f.job_id, f.code) for f in swept] == [(also_overdue, ErrorCode.EXPIRED)]
+    for job_id in (overdue, also_overdue):
+        assert row(session, job_id).status == JobStatus.FAILED
+        assert row(session, job_id).error_code == ErrorCode.EXPIRED
+    assert expire_overdue(session=session, limit=100) == []
+
+
+def test_old_finished_jobs_are_listed_for_erasure_and_deleted_with_their_rows(session) -> None:
+    old_done, old_queued, recent_done = new_job(session), new_job(session), new_job(session)
+    for job_id in (old_done, recent_done):
+        complete(session, job_id)
+    for job_id in (old_done, old_queued):
+        row(session, job_id).created_at = utcnow() - dt.timedelta(days=40)
+    session.flush()
+
+    old = old_jobs(session=session, created_before=utcnow() - dt.timedelta(days=30), limit=10)
+
+    assert old == [(old_done, f"uploads/{old_done}")]
+    assert delete_jobs(session=session, job_ids=[old_done]) == 1
+    session.expire_all()
+    assert row(session, old_done) is None
+    assert row(session, old_queued) is not None and row(session, recent_done) is not None

@@ -12,7 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import botocore.exceptions
 import kombu.exceptions
+import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -134,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(kombu.exceptions.OperationalError)
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(botocore.exceptions.BotoCoreError)
     @app.exception_handler(client.SubmitError)
     async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
         error = ApiError(
