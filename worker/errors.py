@@ -21,6 +21,7 @@ backend may branch on them. Never rename one. Raised or recorded as:
 
     recorded, never raised to a caller
           enqueue_failed      the broker could not be reached at submission
+          expired             not started within FASHION_JOB_DEADLINE_SECONDS of submission
           retries_exhausted   a transient error outlasted its retries
           internal_error      a bug: the job that caused it ends failed, not lost
           poison              delivered more than FASHION_MAX_ATTEMPTS times unfinished
