@@ -5,9 +5,9 @@ enqueues task ``fashion.classify`` with the job id. If the broker cannot be
 reached the job is marked ``failed`` (``enqueue_failed``) and ``SubmitError`` is
 raised, so the caller always learns the truth and no row is left dangling.
 
-A non-Python backend can do the same: put the object, insert the row, and
-publish a Celery protocol-2 JSON message for task ``fashion.classify`` with
-``args: ["<job id>"]`` on queue ``interactive`` (see README).
+A Python backend calls this module; any other backend uses the HTTP API
+(``worker.api``, ``fashion api``), which calls ``submit_upload`` here. The raw
+protocol underneath (object, row, Celery message) is in the README.
 """
 
 from __future__ import annotations
