@@ -92,7 +92,8 @@ def bench(
 
     Starts real workers against a throw-away database, bucket and queues, and
     measures the naive baseline (one task per image, Keras predict), bulk
-    re-classification, interactive latency idle and during a bulk run,
+    re-classification, interactive latency idle (directly and through the HTTP
+    API: api_idle_ms, api_overhead_ms) and during a bulk run,
     inference against the raw LiteRT engine, and worker RSS. Needs the train
     extra (TensorFlow, for the baseline) and, without --s3-endpoint, moto.
     Takes a few minutes with the defaults.
