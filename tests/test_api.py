@@ -607,8 +607,11 @@ def test_killing_the_api_mid_request_loses_no_accepted_upload(
     first = post(photo(fashion_mnist, 300))  # a warm server: connections made
     with ThreadPoolExecutor(8) as pool:
         pending = [pool.submit(post, data) for data in uploads]
-        next(future for future in as_completed(pending) if future.result())
-        time.sleep(0.1)
+        answered = 0
+        for future in as_completed(pending):  # kill once 20 were accepted
+            answered += future.result() is not None
+            if answered == 20:
+                break
         api.process.send_signal(signal.SIGKILL)
         accepted = [job_id for job_id in (f.result() for f in pending) if job_id]
     assert 0 < len(accepted) < len(uploads), "the kill should land mid-way"
