@@ -38,6 +38,15 @@ class Keys:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Caller]] = {}
 
+    def remembered(self, authorization: str | None) -> Caller | None:
+        """The caller, if this header's key was found in the last ``CACHE_SECONDS``."""
+        key = (authorization or "").partition(" ")[2].strip()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        return None
+
     def caller(self, authorization: str | None) -> Caller:
         """The caller behind an ``Authorization`` header, or a 401 ``ApiError``."""
         scheme, _, key = (authorization or "").partition(" ")

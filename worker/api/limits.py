@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 
-import redis
+import redis.asyncio
 from kombu.exceptions import ChannelError
 
 from worker.config import Settings
@@ -57,29 +57,29 @@ class QueueDepth:
 
 
 class RateLimiter:
-    """``allow(key)`` → seconds to wait (0: go ahead)."""
+    """``await allow(key)`` → seconds to wait (0: go ahead)."""
 
     def __init__(self, settings: Settings) -> None:
         self.limit = settings.api_rate_limit
         self._redis = (
             None
             if settings.filesystem_broker or not settings.resolved_broker_url.startswith("redis")
-            else redis.Redis.from_url(settings.resolved_broker_url)
+            else redis.asyncio.Redis.from_url(settings.resolved_broker_url)
         )
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int], int] = defaultdict(int)
 
-    def allow(self, key: str) -> int:
+    async def allow(self, key: str) -> int:
         if not self.limit:
             return 0
         now = time.time()
         window = int(now // WINDOW)
         if self._redis is not None:
             name = f"fashion:api-rate:{key}:{window}"
-            pipe = self._redis.pipeline()
-            pipe.incr(name)
-            pipe.expire(name, WINDOW * 2)
-            count = pipe.execute()[0]
+            async with self._redis.pipeline() as pipe:
+                pipe.incr(name)
+                pipe.expire(name, WINDOW * 2)
+                count = (await pipe.execute())[0]
         else:
             with self._lock:
                 self._counts = defaultdict(

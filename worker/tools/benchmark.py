@@ -220,18 +220,18 @@ def measure_interactive(
 
 
 def _poll_until_finished(settings: Settings, job_id: str) -> client.JobResult:
-    """``client.result`` on the API's long-poll schedule (5 ms, growing to 50 ms)."""
-    from worker.api.app import FIRST_POLL, LAST_POLL
+    """``client.result`` on the API's long-poll schedule (``worker.api.app.poll_interval``)."""
+    from worker.api.app import poll_interval
 
-    interval, deadline = FIRST_POLL, time.monotonic() + 60
+    started = time.monotonic()
     while True:
         job = client.result(job_id, settings=settings)
         if job is not None and job.finished:
             return job
-        if time.monotonic() > deadline:
+        waited = time.monotonic() - started
+        if waited > 60:
             raise RuntimeError(f"job {job_id} did not finish in 60 s")
-        time.sleep(interval)
-        interval = min(LAST_POLL, interval * 1.5)
+        time.sleep(poll_interval(waited))
 
 
 def measure_api(
