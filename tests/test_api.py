@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -559,7 +558,6 @@ def test_the_api_serves_health_metrics_openapi_and_product_similar_items(
     assert "fashion_api_queue_depth 0.0" in metrics
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_a_node_backend_submits_a_photo_and_reads_the_result_with_fetch(
     service_settings, start_worker, start_api, fashion_mnist, tmp_path
 ) -> None:
@@ -644,7 +642,6 @@ def fenced(section: str, language: str) -> list[str]:
     return [block.split("```", 1)[0] for block in blocks]
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
 def test_the_readme_curl_and_node_examples_work_as_written(
     service_settings, start_worker, start_api, tmp_path
 ) -> None:

@@ -98,14 +98,19 @@ class WorkerProcess:
         return [round(v, 1) for v in values if v is not None]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
         self._log.close()
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM ``process``; SIGKILL it if it is still there after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:
@@ -321,12 +326,6 @@ class ApiProcess:
         return _proc_status(self.process.pid, "VmRSS")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 20)
         if self._log:
             self._log.close()
