@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from catalog.codes import KeyScope
 from catalog.models import ApiKey, utcnow
 
 KEY_PREFIX = "fsk_"
@@ -34,8 +35,9 @@ class NewKey:
     webhook_secret: str
 
 
-def create_api_key(*, session: Session, name: str) -> NewKey:
-    """A new key named ``name``; ``ValueError`` if the name is taken or empty."""
+def create_api_key(*, session: Session, name: str, scope: KeyScope = KeyScope.BACKEND) -> NewKey:
+    """A new key named ``name`` for ``scope`` (a backend calling the API, or a person
+    reviewing on the review page); ``ValueError`` if the name is taken or empty."""
     name = name.strip()
     if not name or len(name) > 100:
         raise ValueError("a key's name must be 1 to 100 characters")
@@ -44,16 +46,24 @@ def create_api_key(*, session: Session, name: str) -> NewKey:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     session.add(
-        ApiKey(name=name, key_prefix=key[:12], key_hash=hash_key(key), webhook_secret=secret)
+        ApiKey(
+            name=name,
+            key_prefix=key[:12],
+            key_hash=hash_key(key),
+            webhook_secret=secret,
+            scope=KeyScope(scope).value,
+        )
     )
     session.flush()
     return NewKey(name, key, secret)
 
 
-def authenticate(*, session: Session, key: str) -> ApiKey | None:
-    """The live (not revoked) key ``key`` is, or ``None``."""
+def authenticate(*, session: Session, key: str, scope: KeyScope | None = None) -> ApiKey | None:
+    """The live (not revoked) key ``key`` is, of ``scope`` when given, or ``None``."""
     found = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
-    return found if found is not None and found.revoked_at is None else None
+    if found is None or found.revoked_at is not None:
+        return None
+    return found if scope is None or found.scope == scope else None
 
 
 def list_api_keys(*, session: Session) -> list[ApiKey]:

@@ -84,3 +84,36 @@ class ReclassifyMode(StrEnum):
     ALL = "all"
     STALE = "stale"
     CHANGED = "changed"
+
+
+@unique
+class KeyScope(StrEnum):
+    """What an API key may do: call the HTTP API as a ``backend``, or log in to the
+    review page as a ``reviewer``. Neither can do the other's work."""
+
+    BACKEND = "backend"
+    REVIEWER = "reviewer"
+
+
+@unique
+class ReviewQueue(StrEnum):
+    """The review page's two queues: uploads the model flagged ``uncertain``, and
+    catalog products whose photo the model puts in another category than listed."""
+
+    UPLOADS = "uploads"
+    AUDIT = "audit"
+
+
+@unique
+class ReviewAnswer(StrEnum):
+    """A reviewer's answer: one of the ten categories (the review's ``label``), the
+    photo shows nothing the catalog sells, or no answer (skipped)."""
+
+    LABEL = "label"
+    OUT_OF_CATALOG = "out_of_catalog"
+    SKIP = "skip"
+
+
+#: ``products.reviewed_category`` when a reviewer said the photo shows nothing the
+#: catalog sells (otherwise one of ``CATEGORIES``).
+OUT_OF_CATALOG = "out of catalog"

@@ -331,6 +331,7 @@ class ProductOutcome:
     product_id: int
     label: int | None = None
     confidence: float | None = None
+    probabilities: Sequence[float] | None = None
     embedding: Any = None
     error: ErrorCode | None = None
     kept_input: KeptInput | None = None
@@ -356,6 +357,11 @@ def record_predictions(
                 "id": outcome.product_id,
                 "predicted_label": outcome.label,
                 "predicted_confidence": outcome.confidence,
+                "predicted_probabilities": (
+                    None
+                    if outcome.probabilities is None
+                    else [round(float(p), 4) for p in outcome.probabilities]
+                ),
                 "model_version": model_version,
                 "embedding": (
                     None if outcome.embedding is None else encode_embedding(outcome.embedding)

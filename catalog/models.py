@@ -28,11 +28,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from catalog.codes import CATEGORIES, JobStatus, ReclassifyMode
+from catalog.codes import (
+    CATEGORIES,
+    OUT_OF_CATALOG,
+    JobStatus,
+    KeyScope,
+    ReclassifyMode,
+    ReviewAnswer,
+)
 from catalog.embeddings import Embedding
 
 JOB_STATUSES = tuple(status.value for status in JobStatus)
 RECLASSIFY_MODES = tuple(mode.value for mode in ReclassifyMode)
+KEY_SCOPES = tuple(scope.value for scope in KeyScope)
+REVIEW_ANSWERS = tuple(answer.value for answer in ReviewAnswer)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -61,6 +70,10 @@ class Product(Base):
         Index("ix_products_classified", "model_version", "classified_at"),
         Index("ix_products_category_updated", "category", "updated_at"),
         CheckConstraint(_in("category", CATEGORIES), name="ck_products_category"),
+        CheckConstraint(
+            _in("reviewed_category", (*CATEGORIES, OUT_OF_CATALOG)),
+            name="ck_products_reviewed_category",
+        ),
         CheckConstraint("stock_quantity >= 0", name="ck_products_stock_nonnegative"),
         CheckConstraint("price >= 0", name="ck_products_price_nonnegative"),
     )
@@ -81,6 +94,8 @@ class Product(Base):
     # Computed by the worker from the product photo (see worker.service.products).
     predicted_label: Mapped[int | None] = mapped_column(Integer)
     predicted_confidence: Mapped[float | None]
+    #: The ten calibrated probabilities (4 decimals), for the review page's top-3.
+    predicted_probabilities: Mapped[list[float] | None] = mapped_column(JSON)
     model_version: Mapped[str | None] = mapped_column(String(100), index=True)
     #: The model's L2-normalised penultimate layer, float16 little-endian bytes in
     #: Python (``catalog.embeddings``): pgvector ``halfvec`` with an HNSW index on
@@ -102,6 +117,10 @@ class Product(Base):
     #: if it was missing: a nightly run compares it with a bucket listing to find
     #: the photos that changed (``worker.service.changes``).
     photo_etag: Mapped[str | None] = mapped_column(String(128))
+    #: What a reviewer said ``image_key`` shows (one of ``CATEGORIES`` or
+    #: ``OUT_OF_CATALOG``; the latest answer wins); the audit takes it over the
+    #: model's prediction. Cleared when the photo changes.
+    reviewed_category: Mapped[str | None] = mapped_column(String(32))
 
     @property
     def predicted_category(self) -> str | None:
@@ -114,12 +133,14 @@ class ApiKey(Base):
     request. ``webhook_secret`` signs the callbacks of this key's jobs."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(_in("scope", KEY_SCOPES), name="ck_api_keys_scope"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     key_prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     webhook_secret: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16), default=KeyScope.BACKEND.value)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -250,3 +271,60 @@ class ReclassifyRun(Base):
     #: changed photo, other model, …); ``None`` for ``all`` and ``stale`` runs.
     reasons: Mapped[dict[str, int] | None] = mapped_column(JSON)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Review(Base):
+    """One reviewer's answer about one photo: a flagged upload (``job_id``) or a
+    catalog product (``product_id``). One answer per item per reviewer; a product's
+    answer holds for the photo it was given on (``image_key``).
+
+    A job's reviews go when the job goes (``DELETE``, retention): the export reads
+    the photo through the job, so an erased upload is never exported.
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint(_in("answer", REVIEW_ANSWERS), name="ck_reviews_answer"),
+        CheckConstraint("(job_id IS NULL) <> (product_id IS NULL)", name="ck_reviews_one_item"),
+        CheckConstraint(
+            "(answer = 'label') = (label IS NOT NULL)", name="ck_reviews_label_with_answer"
+        ),
+        UniqueConstraint("job_id", "reviewer_id", name="uq_reviews_job_reviewer"),
+        UniqueConstraint("product_id", "image_key", "reviewer_id", name="uq_reviews_product"),
+        Index("ix_reviews_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("classification_jobs.id", ondelete="CASCADE"), index=True
+    )
+    product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), index=True
+    )
+    #: The photo the answer is about (the job's or the product's at the time).
+    image_key: Mapped[str] = mapped_column(String(512))
+    reviewer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
+    )
+    reviewer_name: Mapped[str] = mapped_column(String(100))
+    answer: Mapped[str] = mapped_column(String(16))
+    #: The category the reviewer chose (``answer == "label"``).
+    label: Mapped[int | None] = mapped_column(Integer)
+    #: What the model said when the answer was given: agreement is measured on it.
+    model_label: Mapped[int | None] = mapped_column(Integer)
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewSession(Base):
+    """A reviewer logged in to the review page. The browser holds a random token in
+    an HttpOnly cookie; only its SHA-256 is kept, with the session's CSRF token."""
+
+    __tablename__ = "review_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
@@ -93,25 +93,49 @@ def upsert_product(
     product.category = category
     product.price = price
     product.stock_quantity = stock_quantity
+    if product.image_key != image_key:
+        # A reviewer's answer was about the old photo.
+        product.reviewed_category = None
     product.image_key = image_key
     session.flush()
     return product
 
 
 def audit_mismatches(*, session: Session, limit: int | None = None) -> list[Product]:
-    """Products whose photo the model puts in another category, most confident first."""
-    disagrees = or_(
-        *(
-            (Product.predicted_label == label) & (Product.category != name)
-            for label, name in enumerate(CATEGORIES)
-        )
-    )
+    """Products whose photo shows another category than the one listed: as a reviewer
+    said (``reviewed_category``: these first), else as the model predicts (most
+    confident first). A product a reviewer confirmed as listed is not one."""
     query = (
         select(Product)
-        .where(Product.predicted_label.is_not(None), disagrees)
-        .order_by(Product.predicted_confidence.desc(), Product.sku)
+        .where(
+            or_(
+                and_(
+                    Product.reviewed_category.is_not(None),
+                    Product.reviewed_category != Product.category,
+                ),
+                and_(Product.reviewed_category.is_(None), model_disagrees()),
+            )
+        )
+        .order_by(
+            Product.reviewed_category.is_(None),
+            Product.predicted_confidence.desc(),
+            Product.sku,
+        )
     )
     return list(session.scalars(query.limit(limit) if limit else query))
+
+
+def model_disagrees() -> ColumnElement[bool]:
+    """SQL condition: the model puts the product's photo in another category than listed."""
+    return and_(
+        Product.predicted_label.is_not(None),
+        or_(
+            *(
+                (Product.predicted_label == label) & (Product.category != name)
+                for label, name in enumerate(CATEGORIES)
+            )
+        ),
+    )
 
 
 def all_products(*, session: Session) -> list[Product]:

@@ -127,23 +127,32 @@ def catalog_export(fmt: str, out: str | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def catalog_audit(limit: int | None, as_json: bool) -> None:
-    """Products whose photo the model puts in another category, most confident first."""
+    """Products whose photo shows another category than listed: as a reviewer said
+    (on the review page; listed first), else as the model predicts (most confident
+    first). A product a reviewer confirmed as listed is left out."""
     from catalog.db import get_sessionmaker
     from catalog.queries import audit_mismatches
 
     with get_sessionmaker(get_settings().resolved_database_url)() as session:
         products = audit_mismatches(session=session, limit=limit)
     for product in products:
+        confidence = product.predicted_confidence
         line = {
             "sku": product.sku,
             "name": product.name,
             "listed": product.category,
             "predicted": product.predicted_category,
-            "confidence": round(product.predicted_confidence, 4),
+            "confidence": None if confidence is None else round(confidence, 4),
             "model_version": product.model_version,
+            "reviewed": product.reviewed_category,
         }
         if as_json:
             echo_json(line)
+        elif line["reviewed"] is not None:
+            click.echo(
+                f"{line['sku']}: listed {line['listed']}, a reviewer says the photo shows "
+                f"{line['reviewed']}"
+            )
         else:
             click.echo(
                 f"{line['sku']}: listed {line['listed']}, photo looks like "

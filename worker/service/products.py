@@ -88,6 +88,7 @@ def classify_products(
             rows[i].id,
             label=prediction.label,
             confidence=prediction.confidence,
+            probabilities=prediction.probabilities,
             embedding=prediction.embedding,
             kept_input=kept.get(i),
             fetched=i in etags,

@@ -1,0 +1,384 @@
+"""The review loop's data: what waits for a person, their answers, and what they say
+about the model.
+
+Two queues (``ReviewQueue``): finished uploads the model flagged ``uncertain``,
+newest first; and catalog products whose photo the model puts in another category
+than listed, most confident first. An item leaves a queue for everyone once anybody
+answered it, and for one reviewer once they skipped it. A product's answer is about
+the photo it was given on: a new photo clears ``reviewed_category`` (see
+``catalog.queries.upsert_product``) and brings the product back.
+
+Reviewer log-ins (``ReviewSession``) live here too: the browser holds a random
+token, the database its SHA-256 and the session's CSRF token.
+
+Keyword-only functions with an explicit ``session``, like ``catalog.queries``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, exists, func, not_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from catalog.codes import CATEGORIES, OUT_OF_CATALOG, JobStatus, ReviewAnswer, ReviewQueue
+from catalog.models import ApiKey, ClassificationJob, Product, Review, ReviewSession, as_utc, utcnow
+from catalog.queries import as_uuid, model_disagrees, similar_for_job
+from catalog.similar import similar_to_product
+
+#: Similar items shown beside an item.
+SIMILAR_SHOWN = 4
+#: Agreement of the model with reviewers is measured over this many latest answers
+#: that name a category.
+AGREEMENT_WINDOW = 200
+#: How long a reviewer stays logged in.
+SESSION_LIFETIME = dt.timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class Offered:
+    """A similar item shown beside the photo under review."""
+
+    product_id: int
+    sku: str
+    name: str
+    score: float
+    in_stock: bool
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """One photo waiting for an answer, with what the model said about it."""
+
+    queue: ReviewQueue
+    #: The job's UUID (uploads) or the product's id (audit), as text.
+    item_id: str
+    image_key: str
+    #: The catalog's listed category (audit), ``None`` for uploads.
+    listed: str | None
+    #: The model's three most likely categories: (label, name, probability).
+    top: list[tuple[int, str, float]]
+    model_label: int | None
+    model_version: str | None
+    created_at: dt.datetime | None
+    sku: str | None
+    name: str | None
+    similar: list[Offered]
+
+
+# --- queues -----------------------------------------------------------------------
+
+
+def _answered_upload(reviewer_id: int | None):  # type: ignore[no-untyped-def]
+    """SQL: someone answered this job, or this reviewer skipped it."""
+    return exists().where(
+        Review.job_id == ClassificationJob.id,
+        (Review.answer != ReviewAnswer.SKIP.value) | (Review.reviewer_id == reviewer_id),
+    )
+
+
+def _answered_product(reviewer_id: int | None):  # type: ignore[no-untyped-def]
+    return exists().where(
+        Review.product_id == Product.id,
+        Review.image_key == Product.image_key,
+        (Review.answer != ReviewAnswer.SKIP.value) | (Review.reviewer_id == reviewer_id),
+    )
+
+
+def _uploads_waiting(reviewer_id: int | None):  # type: ignore[no-untyped-def]
+    return select(ClassificationJob).where(
+        ClassificationJob.status == JobStatus.DONE.value,
+        ClassificationJob.uncertain.is_(True),
+        not_(_answered_upload(reviewer_id)),
+    )
+
+
+def _audit_waiting(reviewer_id: int | None):  # type: ignore[no-untyped-def]
+    return select(Product).where(
+        Product.image_key.is_not(None),
+        Product.reviewed_category.is_(None),
+        model_disagrees(),
+        not_(_answered_product(reviewer_id)),
+    )
+
+
+def queue_lengths(*, session: Session, reviewer_id: int | None = None) -> dict[ReviewQueue, int]:
+    """Items waiting in each queue (for ``reviewer_id``: less those they skipped)."""
+    counts = {}
+    for queue, query in (
+        (ReviewQueue.UPLOADS, _uploads_waiting(reviewer_id)),
+        (ReviewQueue.AUDIT, _audit_waiting(reviewer_id)),
+    ):
+        counts[queue] = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return counts
+
+
+def next_item(
+    *, session: Session, reviewer_id: int, queue: ReviewQueue, ef_search: int = 40
+) -> ReviewItem | None:
+    """The next item of ``queue`` for this reviewer, or ``None`` when it is empty."""
+    if queue == ReviewQueue.UPLOADS:
+        job = session.scalar(
+            _uploads_waiting(reviewer_id)
+            .order_by(ClassificationJob.created_at.desc(), ClassificationJob.id)
+            .limit(1)
+        )
+        return None if job is None else upload_item(session=session, job=job)
+    product = session.scalar(
+        _audit_waiting(reviewer_id)
+        .order_by(Product.predicted_confidence.desc(), Product.sku)
+        .limit(1)
+    )
+    return (
+        None
+        if product is None
+        else audit_item(session=session, product=product, ef_search=ef_search)
+    )
+
+
+def upload_item(*, session: Session, job: ClassificationJob) -> ReviewItem:
+    offered = similar_for_job(session=session, job_id=job.id) or []
+    ids = dict(
+        session.execute(
+            select(Product.sku, Product.id).where(Product.sku.in_([item.sku for item in offered]))
+        ).all()
+    )
+    return ReviewItem(
+        queue=ReviewQueue.UPLOADS,
+        item_id=str(job.id),
+        image_key=job.image_key,
+        listed=None,
+        top=top_three(job.probabilities, job.label, job.confidence),
+        model_label=job.label,
+        model_version=job.model_version,
+        created_at=job.created_at,
+        sku=None,
+        name=job.filename,
+        similar=[
+            Offered(ids[item.sku], item.sku, item.name, item.score, item.stock_quantity > 0)
+            for item in offered[:SIMILAR_SHOWN]
+            if item.sku in ids
+        ],
+    )
+
+
+def audit_item(*, session: Session, product: Product, ef_search: int = 40) -> ReviewItem:
+    ranked = similar_to_product(
+        session=session, product=product, top_k=SIMILAR_SHOWN, ef_search=ef_search
+    )
+    return ReviewItem(
+        queue=ReviewQueue.AUDIT,
+        item_id=str(product.id),
+        image_key=product.image_key or "",
+        listed=product.category,
+        top=top_three(
+            product.predicted_probabilities, product.predicted_label, product.predicted_confidence
+        ),
+        model_label=product.predicted_label,
+        model_version=product.model_version,
+        created_at=product.classified_at,
+        sku=product.sku,
+        name=product.name,
+        similar=[
+            Offered(other.id, other.sku, other.name, score, other.stock_quantity > 0)
+            for other, score in ranked
+        ],
+    )
+
+
+def top_three(
+    probabilities: Sequence[float] | None, label: int | None, confidence: float | None
+) -> list[tuple[int, str, float]]:
+    """The three most likely categories; the top one alone where only it was kept
+    (products classified before migration 0010)."""
+    if probabilities:
+        order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:3]
+        return [(i, CATEGORIES[i], float(probabilities[i])) for i in order]
+    if label is None:
+        return []
+    return [(label, CATEGORIES[label], float(confidence or 0.0))]
+
+
+# --- answers ----------------------------------------------------------------------
+
+
+class ReviewError(ValueError):
+    """The answer names no waiting item, or is not a valid answer."""
+
+
+def record_answer(
+    *,
+    session: Session,
+    reviewer: ApiKey,
+    queue: ReviewQueue,
+    item_id: str,
+    answer: ReviewAnswer,
+    label: int | None = None,
+) -> Review:
+    """Store ``reviewer``'s answer about an item (again: the new answer replaces theirs).
+
+    An audit answer naming a category (or out of catalog) becomes the product's
+    ``reviewed_category``; the latest answer wins.
+    """
+    if (answer == ReviewAnswer.LABEL) != (label is not None):
+        raise ReviewError("a category answer needs its label, and only it")
+    if label is not None and not 0 <= label < len(CATEGORIES):
+        raise ReviewError(f"label must be 0-{len(CATEGORIES) - 1}")
+    if queue == ReviewQueue.UPLOADS:
+        job_id = as_uuid(item_id)
+        job = None if job_id is None else session.get(ClassificationJob, job_id)
+        if job is None or job.status != JobStatus.DONE:
+            raise ReviewError(f"no finished upload {item_id}")
+        where = and_(Review.job_id == job.id, Review.reviewer_id == reviewer.id)
+        fields = {"job_id": job.id, "image_key": job.image_key}
+        model_label, model_version = job.label, job.model_version
+    else:
+        product = session.get(Product, int(item_id)) if item_id.isdigit() else None
+        if product is None or product.image_key is None:
+            raise ReviewError(f"no product {item_id} with a photo")
+        where = and_(
+            Review.product_id == product.id,
+            Review.image_key == product.image_key,
+            Review.reviewer_id == reviewer.id,
+        )
+        fields = {"product_id": product.id, "image_key": product.image_key}
+        model_label, model_version = product.predicted_label, product.model_version
+        if answer != ReviewAnswer.SKIP:
+            product.reviewed_category = CATEGORIES[label] if label is not None else OUT_OF_CATALOG
+    review = session.scalar(select(Review).where(where))
+    if review is None:
+        review = Review(reviewer_id=reviewer.id, reviewer_name=reviewer.name, **fields)
+        session.add(review)
+    review.answer = answer.value
+    review.label = label
+    review.model_label = model_label
+    review.model_version = model_version
+    review.created_at = utcnow()
+    try:
+        session.flush()
+    except IntegrityError as exc:  # the same reviewer, twice at once (a double click)
+        raise ReviewError("this item was answered twice at once; answer again") from exc
+    return review
+
+
+# --- what reviewers say about the model ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewStats:
+    by_answer: dict[str, int]
+    #: Share of the latest ``AGREEMENT_WINDOW`` category answers where the model's
+    #: top class was the reviewer's (``None``: none yet), and how many it is over.
+    agreement: float | None
+    agreement_over: int
+
+
+def review_stats(*, session: Session) -> ReviewStats:
+    by_answer = {answer.value: 0 for answer in ReviewAnswer}
+    for answer, count in session.execute(
+        select(Review.answer, func.count()).group_by(Review.answer)
+    ):
+        by_answer[answer] = count
+    latest = session.execute(
+        select(Review.label, Review.model_label)
+        .where(Review.answer == ReviewAnswer.LABEL.value)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(AGREEMENT_WINDOW)
+    ).all()
+    agreement = (
+        sum(label == model_label for label, model_label in latest) / len(latest) if latest else None
+    )
+    return ReviewStats(by_answer, agreement, len(latest))
+
+
+# --- the export ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reviewed:
+    """One photo and what its reviewers settled on (``label`` ``None``: out of catalog)."""
+
+    key: str
+    image_key: str
+    label: int | None
+    reviewers: int
+
+
+def settled_answers(
+    *, session: Session, since: dt.datetime | None = None
+) -> tuple[list[Reviewed], int]:
+    """Every reviewed photo (answered since ``since``) with the answer most of its
+    reviewers gave, and how many photos were left out because reviewers split evenly.
+    Skips are not answers. An erased upload's reviews went with it."""
+    query = select(
+        Review.job_id, Review.product_id, Review.image_key, Review.answer, Review.label
+    ).where(Review.answer != ReviewAnswer.SKIP.value)
+    if since is not None:
+        query = query.where(Review.created_at >= since)
+    votes: dict[tuple[str, str], Counter[int | None]] = {}
+    for job_id, product_id, image_key, _answer, label in session.execute(query.order_by(Review.id)):
+        key = f"upload-{job_id}" if job_id is not None else f"product-{product_id}"
+        votes.setdefault((key, image_key), Counter())[label] += 1
+    settled, split = [], 0
+    for (key, image_key), counter in votes.items():
+        ranked = counter.most_common()
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            split += 1
+            continue
+        settled.append(Reviewed(key, image_key, ranked[0][0], sum(counter.values())))
+    return settled, split
+
+
+# --- reviewer log-ins ------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    token: str
+    csrf_token: str
+
+
+def open_session(*, session: Session, reviewer: ApiKey) -> OpenedSession:
+    """Log ``reviewer`` in: the token for the cookie and the session's CSRF token."""
+    now = utcnow()
+    session.execute(delete(ReviewSession).where(ReviewSession.expires_at < now))
+    token, csrf_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    session.add(
+        ReviewSession(
+            token_hash=_token_hash(token),
+            api_key_id=reviewer.id,
+            csrf_token=csrf_token,
+            expires_at=now + SESSION_LIFETIME,
+        )
+    )
+    session.flush()
+    return OpenedSession(token, csrf_token)
+
+
+def find_session(*, session: Session, token: str) -> tuple[ReviewSession, ApiKey] | None:
+    """The live session behind a cookie's token and its reviewer (not revoked), or ``None``."""
+    row = session.execute(
+        select(ReviewSession, ApiKey)
+        .join(ApiKey, ReviewSession.api_key_id == ApiKey.id)
+        .where(ReviewSession.token_hash == _token_hash(token))
+    ).first()
+    if row is None:
+        return None
+    found, key = row
+    if key.revoked_at is not None or as_utc(found.expires_at) <= utcnow():
+        return None
+    return found, key
+
+
+def close_session(*, session: Session, token: str) -> None:
+    session.execute(delete(ReviewSession).where(ReviewSession.token_hash == _token_hash(token)))
