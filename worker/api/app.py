@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,11 +30,13 @@ from catalog.codes import TERMINAL_STATUSES, ErrorCode
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob
 from catalog.queries import as_uuid, get_job, get_product
+from catalog.reviews import AGREEMENT_WINDOW, queue_lengths, review_stats
 from catalog.similar import similar_to_product
 from worker import client
-from worker.api.auth import Caller, Keys
+from worker.api.auth import Caller, Keys, backend_only
 from worker.api.errors import ApiError, ApiErrorCode
 from worker.api.limits import QueueDepth, RateLimiter
+from worker.api.review import review_router
 from worker.api.uploads import read_upload
 from worker.callbacks import CallbackUrlError, check_callback_url
 from worker.config import Settings, get_settings
@@ -151,8 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def authorize(authorization: str | None) -> Caller:
         # A key seen in the last seconds and the rate counter (async Redis) cost no
         # thread-pool hop: on this 2-core machine each hop was ~1 ms of the overhead.
-        caller = keys.remembered(authorization) or await run_in_threadpool(
-            keys.caller, authorization
+        caller = backend_only(
+            keys.remembered(authorization) or await run_in_threadpool(keys.caller, authorization)
         )
         wait_s = await rate.allow(caller.prefix)
         if wait_s:
@@ -358,6 +361,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     registry.register(_DepthCollector(depth))
+    registry.register(_ReviewCollector(sessions))
+    app.include_router(review_router(settings, sessions))
     return app
 
 
@@ -407,6 +412,43 @@ class _DepthCollector:
         except Exception:  # noqa: BLE001 - a scrape must answer when the broker is down
             return
         yield gauge
+
+
+class _ReviewCollector:
+    """The review loop, read from the database at each scrape (so every API process
+    reports the same figures): items waiting per queue, answers, agreement."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            with self.sessions() as session:
+                lengths = queue_lengths(session=session)
+                stats = review_stats(session=session)
+        except sqlalchemy.exc.SQLAlchemyError:
+            return
+        waiting = GaugeMetricFamily(
+            "fashion_review_queue_length", "Items waiting for a reviewer.", labels=["queue"]
+        )
+        for queue, length in lengths.items():
+            waiting.add_metric([queue.value], length)
+        yield waiting
+        answers = GaugeMetricFamily(
+            "fashion_reviews", "Review answers stored, by answer.", labels=["answer"]
+        )
+        for answer, count in stats.by_answer.items():
+            answers.add_metric([answer], count)
+        yield answers
+        if stats.agreement is not None:
+            yield GaugeMetricFamily(
+                "fashion_review_model_agreement",
+                f"Share of the latest (up to {AGREEMENT_WINDOW}) category answers where the "
+                "model's top class was the reviewer's.",
+                value=stats.agreement,
+            )
 
 
 def factory() -> FastAPI:

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from catalog.api_keys import authenticate
+from catalog.codes import KeyScope
 from catalog.db import get_sessionmaker
 from worker.api.errors import ApiError, ApiErrorCode
 from worker.config import Settings
@@ -24,6 +25,18 @@ class Caller:
     name: str
     #: The key's first characters: unique across deployments sharing one Redis.
     prefix: str
+    scope: str = KeyScope.BACKEND.value
+
+
+def backend_only(caller: Caller) -> Caller:
+    """``caller``, or a 403 if its key is a reviewer's (they log in to /review)."""
+    if caller.scope != KeyScope.BACKEND:
+        raise ApiError(
+            403,
+            ApiErrorCode.FORBIDDEN,
+            f"this is a {caller.scope} key: it logs in to the review page, not the API",
+        )
+    return caller
 
 
 def unauthorized(message: str) -> ApiError:
@@ -62,7 +75,7 @@ class Keys:
             found = authenticate(session=session, key=key)
             if found is None:
                 raise unauthorized("unknown or revoked API key")
-            caller = Caller(found.id, found.name, found.key_prefix)
+            caller = Caller(found.id, found.name, found.key_prefix, found.scope)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

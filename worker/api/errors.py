@@ -4,6 +4,7 @@ An upload's own problems use the product's error codes (``catalog.codes.ErrorCod
 ``too_large``, ``unsupported_format``, ``empty``); the rest are the API's:
 
     unauthorized          401  no or an unknown/revoked API key
+    forbidden             403  a reviewer's key on the API; a review form without its CSRF token
     not_found             404  no such job or product (or not this key's)
     idempotency_conflict  409  the Idempotency-Key was used with other bytes
     job_not_finished      409  DELETE of a job still queued or running
@@ -21,6 +22,7 @@ from enum import StrEnum, unique
 @unique
 class ApiErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     JOB_NOT_FINISHED = "job_not_finished"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from catalog.codes import KeyScope
 from worker.cli.common import echo_json
 from worker.config import get_settings
 
@@ -44,8 +45,16 @@ def api_key() -> None:
 
 @api_key.command(name="create")
 @click.argument("name")
+@click.option(
+    "--scope",
+    type=click.Choice([scope.value for scope in KeyScope]),
+    default=KeyScope.BACKEND.value,
+    show_default=True,
+    help="backend: calls the /v1 API; reviewer: logs in to the review page (/review) "
+    "as NAME. Neither can do the other's work.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def api_key_create(name: str, as_json: bool) -> None:
+def api_key_create(name: str, scope: str, as_json: bool) -> None:
     """Make a key named NAME and print it once (only its hash is kept), with the
     secret that signs this key's webhooks."""
     from catalog.api_keys import create_api_key
@@ -54,13 +63,20 @@ def api_key_create(name: str, as_json: bool) -> None:
     settings = get_settings()
     try:
         with get_sessionmaker(settings.resolved_database_url).begin() as session:
-            made = create_api_key(session=session, name=name)
+            made = create_api_key(session=session, name=name, scope=KeyScope(scope))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        echo_json({"name": made.name, "key": made.key, "webhook_secret": made.webhook_secret})
+        echo_json(
+            {
+                "name": made.name,
+                "scope": scope,
+                "key": made.key,
+                "webhook_secret": made.webhook_secret,
+            }
+        )
         return
-    click.echo(f"name:            {made.name}")
+    click.echo(f"name:            {made.name} ({scope})")
     click.echo(f"key:             {made.key}")
     click.echo(f"webhook secret:  {made.webhook_secret}")
     click.echo("Store both now: the key is not shown again.")
@@ -79,6 +95,7 @@ def api_key_list(as_json: bool) -> None:
             {
                 "name": key.name,
                 "prefix": key.key_prefix,
+                "scope": key.scope,
                 "created_at": key.created_at.isoformat(),
                 "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
             }
@@ -89,7 +106,10 @@ def api_key_list(as_json: bool) -> None:
             echo_json(row)
         else:
             state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "live"
-            click.echo(f"{row['name']}  {row['prefix']}…  made {row['created_at']}  {state}")
+            click.echo(
+                f"{row['name']}  {row['scope']}  {row['prefix']}…  "
+                f"made {row['created_at']}  {state}"
+            )
     if not rows and not as_json:
         click.echo("no API keys (fashion api-key create NAME)")
 
