@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +43,40 @@ PHOTO_TARGETS: dict[str, list[int] | None] = {
     **{name: target for name, target in DEFAULT_MAPPING.items() if target != "skip"},
     "longsleeve": [0, 2, 4, 6],
 }
+
+
+def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, list[int] | None]:
+    """Training targets from a scoring mapping (``training.photos``): its classes less
+    the ``"skip"`` ones; the development photos' mapping gives ``PHOTO_TARGETS``."""
+    if dict(mapping) == DEFAULT_MAPPING:
+        return dict(PHOTO_TARGETS)
+    return {name: target for name, target in mapping.items() if target != "skip"}  # type: ignore[misc]
+
+
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 
 
-def load_photos(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """28×28 pixels and target masks (n × 10) of every readable photo of a known class."""
-    pixels, targets = [], []
+def load_photos(
+    folder: Path, targets: Mapping[str, list[int] | None] = PHOTO_TARGETS
+) -> tuple[np.ndarray, np.ndarray]:
+    """28×28 pixels and target masks (n × 10) of every readable photo of a class in
+    ``targets``."""
+    pixels, masks = [], []
     for name, paths in photo_files(folder).items():
-        if name not in PHOTO_TARGETS:
+        if name not in targets:
             continue
         mask = np.zeros(NUM_CLASSES, np.float32)
-        classes = PHOTO_TARGETS[name]
+        classes = targets[name]
         mask[classes if classes is not None else slice(None)] = 1.0
         for path in paths:
             try:
                 pixels.append(preprocess(path.read_bytes(), **LIMITS))
             except ImageError:
                 continue
-            targets.append(mask)
+            masks.append(mask)
     if not pixels:
-        raise ValueError(f"{folder}: no readable photo of the classes {sorted(PHOTO_TARGETS)}")
-    return np.stack(pixels), np.stack(targets)
+        raise ValueError(f"{folder}: no readable photo of the classes {sorted(targets)}")
+    return np.stack(pixels), np.stack(masks)
 
 
 #: How a photo with several acceptable classes is scored (``--set-loss``).
@@ -104,6 +118,7 @@ def finetune_on_photos(
     batch_size: int = 128,
     limit: int | None = None,
     data_dir: Path | None = None,
+    targets: Mapping[str, list[int] | None] = PHOTO_TARGETS,
 ) -> dict[str, Any]:
     if loss not in SET_LOSSES:  # before minutes of loading photos, not at the first batch
         raise ValueError(f"unknown set loss {loss!r}; choose one of {', '.join(SET_LOSSES)}")
@@ -117,17 +132,17 @@ def finetune_on_photos(
         seed=card.get("split_seed", seed),
     )
     train_index = np.setdiff1d(np.arange(len(dataset.train_images)), held_out)[:limit]
-    photo_pixels, photo_targets = load_photos(photos_dir)
+    photo_pixels, photo_masks = load_photos(photos_dir, targets)
     images = np.concatenate([dataset.train_images[train_index], *[photo_pixels] * photo_repeat])
-    targets = np.concatenate(
+    labels = np.concatenate(
         [
             keras.utils.to_categorical(dataset.train_labels[train_index], NUM_CLASSES),
-            *[photo_targets] * photo_repeat,
+            *[photo_masks] * photo_repeat,
         ]
     )
     augmenter = make_augmenter(seed)
     batches = (
-        tf.data.Dataset.from_tensor_slices((normalize(images), targets))
+        tf.data.Dataset.from_tensor_slices((normalize(images), labels))
         .shuffle(len(images), seed=seed)
         .batch(batch_size)
         .map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)

@@ -85,6 +85,19 @@ def load_mapping(path: Path | None) -> dict[str, list[int] | str | None]:
     return mapping
 
 
+#: A photo folder may carry its own mapping beside its class folders (``fashion
+#: reviews export`` writes one); it is used when no ``--mapping`` is given.
+MAPPING_FILENAME = "mapping.json"
+
+
+def mapping_for(folder: Path, path: Path | None = None) -> dict[str, list[int] | str | None]:
+    """The mapping at ``path``; else the folder's own ``mapping.json``; else the
+    development photos' (``DEFAULT_MAPPING``)."""
+    if path is None and (folder / MAPPING_FILENAME).is_file():
+        path = folder / MAPPING_FILENAME
+    return load_mapping(path)
+
+
 def photo_files(folder: Path) -> dict[str, list[Path]]:
     """Class name → its image files (sorted), from ``folder/<class>/<image>``."""
     if not folder.is_dir():

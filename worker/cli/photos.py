@@ -28,6 +28,7 @@ from worker.config import get_settings
     help="Training photos in DIR/<class>/<image> (never the folder you report on).",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@mapping_option
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--learning-rate", default=3e-4, show_default=True, type=click.FloatRange(min=0))
 @click.option(
@@ -52,6 +53,7 @@ def finetune_photos(
     run_dir: str,
     photos_dir: str,
     out_dir: str,
+    mapping_path: str | None,
     epochs: int,
     learning_rate: float,
     photo_repeat: int,
@@ -61,12 +63,17 @@ def finetune_photos(
     """Fine-tune a trained run (fashion train's --out) on real photos mixed with its
     Fashion-MNIST training images; writes a run folder for `fashion ensemble`."""
     with needs_train_extra():
-        from training.photo_finetune import finetune_on_photos
+        from training.photo_finetune import finetune_on_photos, photo_targets
+        from training.photos import PhotoFolderError, mapping_for
     try:
+        targets = photo_targets(
+            mapping_for(Path(photos_dir), Path(mapping_path) if mapping_path else None)
+        )
         card = finetune_on_photos(
             Path(run_dir),
             Path(photos_dir),
             out_dir=Path(out_dir),
+            targets=targets,
             epochs=epochs,
             learning_rate=learning_rate,
             photo_repeat=photo_repeat,
@@ -74,7 +81,7 @@ def finetune_photos(
             limit=limit,
             data_dir=get_settings().mnist_dir,
         )
-    except ValueError as exc:
+    except (ValueError, PhotoFolderError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"{card['version']}: Fashion-MNIST validation {card['validation_accuracy']:.2%} "
@@ -121,12 +128,12 @@ def fit_photo_threshold(
 
     with needs_train_extra():
         from training.photo_threshold import fit_photo_threshold as fit
-        from training.photos import PhotoFolderError, load_mapping
+        from training.photos import PhotoFolderError, mapping_for
     try:
         result = fit(
             Path(folder),
             Path(model_path) if model_path else default_model_path(get_settings()),
-            mapping=load_mapping(Path(mapping_path) if mapping_path else None),
+            mapping=mapping_for(Path(folder), Path(mapping_path) if mapping_path else None),
             max_flagged=max_flagged,
             repeats=repeats,
             write=write,

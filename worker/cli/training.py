@@ -173,14 +173,14 @@ def _evaluate_photos(
     *,
     cutout: bool,
 ) -> None:
-    from training.photos import PhotoFolderError, evaluate_photos, load_mapping
+    from training.photos import PhotoFolderError, evaluate_photos, mapping_for
     from worker.pipeline.classifier import Classifier
 
     try:
         result = evaluate_photos(
             folder,
             Classifier(model),
-            mapping=load_mapping(mapping_path),
+            mapping=mapping_for(folder, mapping_path),
             report_dir=report_dir,
             cutout=cutout,
         )
