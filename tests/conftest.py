@@ -28,6 +28,8 @@ from PIL import Image
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from catalog.api_keys import NewKey, create_api_key
+from catalog.codes import KeyScope
 from catalog.db import get_engine, get_sessionmaker, upgrade
 from catalog.embeddings import encode_embedding
 from catalog.models import CATEGORIES, Product
@@ -38,7 +40,7 @@ from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.service.celery_app import worker_command, worker_environment
 from worker.storage import make_store
 from worker.tools import harness
-from worker.tools.harness import free_port, pgvector_server, wait_for_port
+from worker.tools.harness import ApiProcess, free_port, pgvector_server, wait_for_port
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
@@ -281,6 +283,27 @@ def start_beat() -> Iterator:
     for process in processes:
         process.terminate()
         process.wait(20)
+
+
+@pytest.fixture()
+def start_api() -> Iterator:
+    """Start real ``fashion api`` processes; all are stopped after the test."""
+    servers: list[ApiProcess] = []
+
+    def start(settings: Settings, **env: str) -> ApiProcess:
+        server = ApiProcess(settings, extra_env={f"FASHION_{k.upper()}": v for k, v in env.items()})
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def make_key(settings: Settings, name: str = "web", scope: KeyScope = KeyScope.BACKEND) -> NewKey:
+    """An API key (a backend's by default); the key itself is in ``.key``."""
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        return create_api_key(session=session, name=name, scope=scope)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,38 +22,18 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from catalog.api_keys import NewKey, create_api_key, revoke_api_key
+from catalog.api_keys import NewKey, revoke_api_key
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, WebhookDelivery
-from tests.conftest import make_product, png_bytes, random_embedding, worker_env
+from tests.conftest import make_key, make_product, png_bytes, random_embedding, worker_env
 from tests.faults import REPORTS
 from worker import client
 from worker.config import Settings
 from worker.service.sweeper import sweep
 from worker.storage import get_store
-from worker.tools.harness import ApiProcess, free_port, wait_until
+from worker.tools.harness import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def start_api() -> Iterator:
-    """Start real ``fashion api`` processes; all are stopped after the test."""
-    servers: list[ApiProcess] = []
-
-    def start(settings: Settings, **env: str) -> ApiProcess:
-        server = ApiProcess(settings, extra_env={f"FASHION_{k.upper()}": v for k, v in env.items()})
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-def make_key(settings: Settings, name: str = "web") -> NewKey:
-    with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        return create_api_key(session=session, name=name)
 
 
 def bearer(key: NewKey) -> dict[str, str]:
