@@ -27,6 +27,7 @@ from catalog.embeddings import encode_embedding
 from catalog.models import (
     ClassificationJob,
     Product,
+    Review,
     SimilarItem,
     WebhookDelivery,
     as_utc,
@@ -291,13 +292,14 @@ def old_jobs(*, session: Session, created_before: dt.datetime, limit: int) -> li
 
 
 def delete_jobs(*, session: Session, job_ids: Sequence[str]) -> int:
-    """Erase jobs with their similar items and webhook attempts; returns how many."""
+    """Erase jobs with their similar items, webhook attempts and reviews; returns how many."""
     ids = [parsed for parsed in map(as_uuid, job_ids) if parsed is not None]
     if not ids:
         return 0
     # Explicit, not ON DELETE CASCADE alone: SQLite enforces foreign keys only when asked.
     session.execute(delete(SimilarItem).where(SimilarItem.job_id.in_(ids)))
     session.execute(delete(WebhookDelivery).where(WebhookDelivery.job_id.in_(ids)))
+    session.execute(delete(Review).where(Review.job_id.in_(ids)))
     result = session.execute(delete(ClassificationJob).where(ClassificationJob.id.in_(ids)))
     return result.rowcount
 
