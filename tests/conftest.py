@@ -11,6 +11,7 @@ is moto in server mode, a separate process bound to 127.0.0.1 on a free port.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import subprocess
 import sys
@@ -29,10 +30,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from catalog.api_keys import NewKey, create_api_key
-from catalog.codes import KeyScope
+from catalog.codes import JobStatus, KeyScope
 from catalog.db import get_engine, get_sessionmaker, upgrade
 from catalog.embeddings import encode_embedding
-from catalog.models import CATEGORIES, Product
+from catalog.models import CATEGORIES, ClassificationJob, Product
 from catalog.queries import upsert_product
 from training.data import FashionMnist, load_fashion_mnist
 from worker.config import Settings, get_settings
@@ -203,6 +204,38 @@ def make_product(
         product.predicted_confidence = 0.9
         session.flush()
     return product
+
+
+def make_flagged_upload(
+    session: Session,
+    *,
+    probabilities: list[float] | None = None,
+    image_key: str | None = None,
+    filename: str = "upload.jpg",
+) -> ClassificationJob:
+    """A finished upload the model flagged ``uncertain`` (top class: the largest of
+    ``probabilities``, by default Pullover 0.55 against Coat 0.40)."""
+    if probabilities is None:
+        probabilities = [0.0, 0.0, 0.55, 0.0, 0.40, 0.0, 0.05, 0.0, 0.0, 0.0]
+    job_id = uuid.uuid4()
+    label = int(np.argmax(probabilities))
+    job = ClassificationJob(
+        id=job_id,
+        image_key=image_key or f"uploads/{job_id}",
+        filename=filename,
+        content_sha256=uuid.uuid4().hex * 2,
+        status=JobStatus.DONE.value,
+        label=label,
+        confidence=float(probabilities[label]),
+        uncertain=True,
+        probabilities=probabilities,
+        model_version="test-model",
+        attempts=1,
+        finished_at=dt.datetime.now(dt.UTC),
+    )
+    session.add(job)
+    session.flush()
+    return job
 
 
 @pytest.fixture(scope="session")

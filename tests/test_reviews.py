@@ -1,0 +1,292 @@
+"""The review loop's data (``catalog.reviews``) on SQLite and PostgreSQL: the two
+queues, answers, the audit's respect for them, agreement, the settled answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from catalog.api_keys import create_api_key
+from catalog.codes import CATEGORIES, OUT_OF_CATALOG, KeyScope, ReviewAnswer, ReviewQueue
+from catalog.lifecycle import delete_jobs
+from catalog.models import ApiKey, Product, Review
+from catalog.queries import audit_mismatches, upsert_product
+from catalog.reviews import (
+    ReviewError,
+    close_session,
+    find_session,
+    next_item,
+    open_session,
+    queue_lengths,
+    record_answer,
+    review_stats,
+    settled_answers,
+)
+from tests.conftest import make_flagged_upload, make_product
+
+BAG, DRESS, COAT, PULLOVER = (
+    CATEGORIES.index(name) for name in ("Bag", "Dress", "Coat", "Pullover")
+)
+
+
+def reviewer(session: Session, name: str = "alice") -> ApiKey:
+    create_api_key(session=session, name=name, scope=KeyScope.REVIEWER)
+    return session.scalar(select(ApiKey).where(ApiKey.name == name))
+
+
+def mislisted_product(session: Session, sku: str = "DRS-9") -> Product:
+    """Listed as a Dress; the model sees a Bag (90 %)."""
+    product = make_product(
+        session, sku=sku, category="Dress", embedding=np.ones(8), model_version="test-model"
+    )
+    product.image_key = f"products/{sku}.png"
+    product.predicted_label = BAG
+    product.predicted_confidence = 0.9
+    product.predicted_probabilities = [0.01] * 8 + [0.9, 0.01]
+    session.flush()
+    return product
+
+
+def test_a_flagged_upload_waits_with_the_models_top_three(session: Session) -> None:
+    alice = reviewer(session)
+    job = make_flagged_upload(session)
+
+    item = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.UPLOADS)
+
+    assert item is not None and item.item_id == str(job.id)
+    assert [name for _, name, _ in item.top] == ["Pullover", "Coat", "Shirt"]
+    assert item.top[0][2] == pytest.approx(0.55)
+    assert queue_lengths(session=session) == {ReviewQueue.UPLOADS: 1, ReviewQueue.AUDIT: 0}
+
+
+def test_an_answered_upload_leaves_every_queue_and_a_skipped_one_only_the_skippers(
+    session: Session,
+) -> None:
+    alice, bob = reviewer(session, "alice"), reviewer(session, "bob")
+    answered, skipped = make_flagged_upload(session), make_flagged_upload(session)
+
+    record_answer(
+        session=session,
+        reviewer=alice,
+        queue=ReviewQueue.UPLOADS,
+        item_id=str(answered.id),
+        answer=ReviewAnswer.LABEL,
+        label=COAT,
+    )
+    record_answer(
+        session=session,
+        reviewer=alice,
+        queue=ReviewQueue.UPLOADS,
+        item_id=str(skipped.id),
+        answer=ReviewAnswer.SKIP,
+    )
+
+    assert next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.UPLOADS) is None
+    left_for_bob = next_item(session=session, reviewer_id=bob.id, queue=ReviewQueue.UPLOADS)
+    assert left_for_bob is not None and left_for_bob.item_id == str(skipped.id)
+    assert queue_lengths(session=session, reviewer_id=alice.id)[ReviewQueue.UPLOADS] == 0
+    assert queue_lengths(session=session)[ReviewQueue.UPLOADS] == 1
+
+
+def test_answering_again_replaces_the_reviewers_answer(session: Session) -> None:
+    alice = reviewer(session)
+    job = make_flagged_upload(session)
+    for label in (COAT, PULLOVER):
+        record_answer(
+            session=session,
+            reviewer=alice,
+            queue=ReviewQueue.UPLOADS,
+            item_id=str(job.id),
+            answer=ReviewAnswer.LABEL,
+            label=label,
+        )
+    reviews = list(session.scalars(select(Review)))
+    assert [(r.label, r.model_label, r.reviewer_name) for r in reviews] == [
+        (PULLOVER, PULLOVER, "alice")
+    ]
+
+
+def test_an_answer_must_name_a_finished_item_and_a_valid_label(session: Session) -> None:
+    alice = reviewer(session)
+    job = make_flagged_upload(session)
+    with pytest.raises(ReviewError, match="no finished upload"):
+        record_answer(
+            session=session,
+            reviewer=alice,
+            queue=ReviewQueue.UPLOADS,
+            item_id="not-a-uuid",
+            answer=ReviewAnswer.SKIP,
+        )
+    with pytest.raises(ReviewError, match="label"):
+        record_answer(
+            session=session,
+            reviewer=alice,
+            queue=ReviewQueue.UPLOADS,
+            item_id=str(job.id),
+            answer=ReviewAnswer.LABEL,
+        )
+    with pytest.raises(ReviewError, match="label must be"):
+        record_answer(
+            session=session,
+            reviewer=alice,
+            queue=ReviewQueue.UPLOADS,
+            item_id=str(job.id),
+            answer=ReviewAnswer.LABEL,
+            label=10,
+        )
+    assert session.scalar(select(func.count()).select_from(Review)) == 0
+
+
+def test_a_product_answer_becomes_its_reviewed_category_and_the_audit_respects_it(
+    session: Session,
+) -> None:
+    alice = reviewer(session)
+    confirmed, relisted = mislisted_product(session, "DRS-1"), mislisted_product(session, "DRS-2")
+    before = {p.sku for p in audit_mismatches(session=session)}
+    queued = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT)
+
+    for product, label in ((confirmed, DRESS), (relisted, BAG)):
+        record_answer(
+            session=session,
+            reviewer=alice,
+            queue=ReviewQueue.AUDIT,
+            item_id=str(product.id),
+            answer=ReviewAnswer.LABEL,
+            label=label,
+        )
+
+    assert before == {"DRS-1", "DRS-2"}
+    assert queued is not None and queued.listed == "Dress" and queued.top[0][1] == "Bag"
+    assert (confirmed.reviewed_category, relisted.reviewed_category) == ("Dress", "Bag")
+    # Confirmed as listed: no longer a mismatch; confirmed as another category: still
+    # one, as the reviewer said, and nobody is asked about either again.
+    assert [p.sku for p in audit_mismatches(session=session)] == ["DRS-2"]
+    assert next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT) is None
+
+
+def test_out_of_catalog_on_a_product_is_kept_and_a_new_photo_brings_it_back(
+    session: Session,
+) -> None:
+    alice = reviewer(session)
+    product = mislisted_product(session)
+    record_answer(
+        session=session,
+        reviewer=alice,
+        queue=ReviewQueue.AUDIT,
+        item_id=str(product.id),
+        answer=ReviewAnswer.OUT_OF_CATALOG,
+    )
+    assert product.reviewed_category == OUT_OF_CATALOG
+    assert next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT) is None
+
+    upsert_product(
+        session=session,
+        sku=product.sku,
+        name=product.name,
+        category=product.category,
+        price=product.price,
+        stock_quantity=product.stock_quantity,
+        image_key="products/new-photo.png",
+    )
+
+    assert product.reviewed_category is None
+    back = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT)
+    assert back is not None and back.item_id == str(product.id)
+
+
+def test_erasing_an_upload_erases_its_reviews(session: Session) -> None:
+    alice = reviewer(session)
+    job = make_flagged_upload(session)
+    record_answer(
+        session=session,
+        reviewer=alice,
+        queue=ReviewQueue.UPLOADS,
+        item_id=str(job.id),
+        answer=ReviewAnswer.LABEL,
+        label=COAT,
+    )
+    assert delete_jobs(session=session, job_ids=[str(job.id)]) == 1
+    assert session.scalar(select(func.count()).select_from(Review)) == 0
+    assert settled_answers(session=session) == ([], 0)
+
+
+def test_settled_answers_follow_the_majority_and_leave_out_an_even_split(
+    session: Session,
+) -> None:
+    alice, bob, carol = (reviewer(session, name) for name in ("alice", "bob", "carol"))
+    majority, split, skipped = (make_flagged_upload(session) for _ in range(3))
+    for who, job, answer, label in (
+        (alice, majority, ReviewAnswer.LABEL, COAT),
+        (bob, majority, ReviewAnswer.LABEL, COAT),
+        (carol, majority, ReviewAnswer.OUT_OF_CATALOG, None),
+        (alice, split, ReviewAnswer.LABEL, COAT),
+        (bob, split, ReviewAnswer.LABEL, PULLOVER),
+        (alice, skipped, ReviewAnswer.SKIP, None),
+    ):
+        record_answer(
+            session=session,
+            reviewer=who,
+            queue=ReviewQueue.UPLOADS,
+            item_id=str(job.id),
+            answer=answer,
+            label=label,
+        )
+
+    settled, even = settled_answers(session=session)
+
+    assert [(item.key, item.label, item.reviewers) for item in settled] == [
+        (f"upload-{majority.id}", COAT, 3)
+    ]
+    assert even == 1
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    assert settled_answers(session=session, since=later) == ([], 0)
+
+
+def test_agreement_counts_category_answers_that_match_the_models_top_class(
+    session: Session,
+) -> None:
+    alice = reviewer(session)
+    jobs = [make_flagged_upload(session) for _ in range(4)]  # the model says Pullover
+    for job, answer, label in zip(
+        jobs,
+        (ReviewAnswer.LABEL, ReviewAnswer.LABEL, ReviewAnswer.LABEL, ReviewAnswer.OUT_OF_CATALOG),
+        (PULLOVER, PULLOVER, COAT, None),
+        strict=True,
+    ):
+        record_answer(
+            session=session,
+            reviewer=alice,
+            queue=ReviewQueue.UPLOADS,
+            item_id=str(job.id),
+            answer=answer,
+            label=label,
+        )
+
+    stats = review_stats(session=session)
+
+    assert stats.by_answer == {"label": 3, "out_of_catalog": 1, "skip": 0}
+    assert stats.agreement == pytest.approx(2 / 3) and stats.agreement_over == 3
+
+
+def test_a_reviewer_session_ends_at_logout_or_when_the_key_is_revoked(
+    session: Session,
+) -> None:
+    alice = reviewer(session)
+    first, second = (
+        open_session(session=session, reviewer=alice),
+        open_session(session=session, reviewer=alice),
+    )
+    found = find_session(session=session, token=first.token)
+    assert found is not None and found[1].name == "alice"
+    assert found[0].csrf_token == first.csrf_token != second.csrf_token
+    assert find_session(session=session, token="forged") is None
+
+    close_session(session=session, token=first.token)
+    assert find_session(session=session, token=first.token) is None
+    alice.revoked_at = dt.datetime.now(dt.UTC)
+    session.flush()
+    assert find_session(session=session, token=second.token) is None
