@@ -1,0 +1,205 @@
+"""The review page (/review) as a reviewer's browser meets it: a real ``fashion api``
+process; over plain HTTP here (log-in, CSRF, photos, form posts, metrics) and in a
+real headless Chromium (``test_review_browser.py``)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+from PIL import Image
+from sqlalchemy import func, select
+
+from catalog.codes import KeyScope
+from catalog.db import get_sessionmaker
+from catalog.models import Review
+from tests.conftest import make_flagged_upload, make_key
+from worker.api.review import THUMBNAIL_PIXELS
+from worker.config import Settings
+from worker.storage import get_store
+
+
+def log_in(url: str, key: str) -> tuple[httpx.Client, httpx.Response]:
+    """A cookie-keeping client that filled in the log-in form with ``key``."""
+    browser = httpx.Client(base_url=url, timeout=30)
+    form = browser.get("/review/login")
+    response = browser.post("/review/login", data={"key": key, "csrf_token": form_token(form.text)})
+    return browser, response
+
+
+def form_token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html)[1]
+
+
+def flagged_uploads(settings: Settings, count: int) -> list[str]:
+    """``count`` flagged uploads with a real photo each, oldest first."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (900, 600), (200, 40, 40)).save(buffer, "JPEG")
+    ids = []
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        for _ in range(count):
+            job = make_flagged_upload(session)
+            get_store(settings).put(job.image_key, buffer.getvalue())
+            ids.append(str(job.id))
+    return ids
+
+
+def stored_reviews(settings: Settings) -> list[tuple[str, int | None, str]]:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return [
+            (str(row.job_id), row.label, row.answer)
+            for row in session.scalars(select(Review).order_by(Review.id))
+        ]
+
+
+def test_only_reviewer_keys_log_in_and_reviewer_keys_cannot_call_the_api(
+    local_settings, start_api
+) -> None:
+    api = start_api(local_settings)
+    backend = make_key(local_settings, "web-shop")
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+
+    anonymous = httpx.get(f"{api.url}/review")
+    _, with_backend_key = log_in(api.url, backend.key)
+    _, with_wrong_key = log_in(api.url, "fsk_not-a-key")
+    browser, with_reviewer_key = log_in(api.url, alice.key)
+    on_the_api = httpx.get(
+        f"{api.url}/v1/classifications/00000000-0000-0000-0000-000000000000",
+        headers={"Authorization": f"Bearer {alice.key}"},
+    )
+
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/review/login"
+    assert with_backend_key.status_code == 401 and "not a reviewer" in with_backend_key.text
+    assert with_wrong_key.status_code == 401
+    assert (
+        with_reviewer_key.status_code == 303 and with_reviewer_key.headers["location"] == "/review"
+    )
+    cookie = with_reviewer_key.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/review" in cookie
+    page = browser.get("/review")
+    assert page.status_code == 200 and "alice" in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert on_the_api.status_code == 403 and on_the_api.json()["error"]["code"] == "forbidden"
+
+
+def test_posts_without_the_csrf_token_are_refused_and_store_nothing(
+    local_settings, start_api
+) -> None:
+    (job_id,) = flagged_uploads(local_settings, 1)
+    api = start_api(local_settings)
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+    browser, _ = log_in(api.url, alice.key)
+    answer = {"queue": "uploads", "item_id": job_id, "choice": "4"}
+
+    no_token = browser.post("/review/answers", data=answer, follow_redirects=False)
+    wrong_token = browser.post(
+        "/review/answers", data={**answer, "csrf_token": "guess"}, follow_redirects=False
+    )
+    login_without_token = httpx.post(f"{api.url}/review/login", data={"key": alice.key})
+
+    assert (no_token.status_code, wrong_token.status_code) == (403, 403)
+    assert login_without_token.status_code == 403
+    assert stored_reviews(local_settings) == []
+
+
+def test_without_javascript_an_answer_is_a_form_post_and_the_next_item_follows(
+    local_settings, start_api
+) -> None:
+    older, newer = flagged_uploads(local_settings, 2)
+    api = start_api(local_settings)
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+    browser, _ = log_in(api.url, alice.key)
+
+    first = browser.get("/review")
+    posted = browser.post(
+        "/review/answers",
+        data={
+            "csrf_token": form_token(first.text),
+            "queue": "uploads",
+            "item_id": newer,
+            "choice": "4",
+        },
+        follow_redirects=False,
+    )
+    second = browser.get(posted.headers["location"])
+    partial = browser.post(
+        "/review/answers",
+        data={
+            "csrf_token": form_token(first.text),
+            "queue": "uploads",
+            "item_id": older,
+            "choice": "out_of_catalog",
+        },
+        headers={"X-Review-Partial": "1"},
+    )
+    bad_choice = browser.post(
+        "/review/answers",
+        data={
+            "csrf_token": form_token(first.text),
+            "queue": "uploads",
+            "item_id": older,
+            "choice": "label",
+        },
+    )
+
+    assert f'data-item-id="{newer}"' in first.text  # newest first
+    assert posted.status_code == 303 and posted.headers["location"] == "/review?queue=uploads"
+    assert f'data-item-id="{older}"' in second.text
+    assert partial.status_code == 200 and "<html" not in partial.text
+    assert "Nothing waits in this queue" in partial.text
+    assert bad_choice.status_code == 400
+    assert stored_reviews(local_settings) == [
+        (newer, 4, "label"),
+        (older, None, "out_of_catalog"),
+    ]
+
+
+def test_photos_are_thumbnails_for_logged_in_reviewers_only_and_logout_ends_it(
+    local_settings, start_api
+) -> None:
+    (job_id,) = flagged_uploads(local_settings, 1)
+    api = start_api(local_settings)
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+    browser, _ = log_in(api.url, alice.key)
+
+    photo = browser.get(f"/review/photos/upload/{job_id}")
+    anonymous = httpx.get(f"{api.url}/review/photos/upload/{job_id}")
+    unknown = browser.get("/review/photos/upload/00000000-0000-0000-0000-000000000000")
+    page = browser.get("/review")
+    logged_out = browser.post(
+        "/review/logout", data={"csrf_token": form_token(page.text)}, follow_redirects=False
+    )
+    after = browser.get("/review", follow_redirects=False)
+
+    assert photo.status_code == 200 and photo.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(photo.content)).size) == THUMBNAIL_PIXELS
+    assert anonymous.status_code == 401 and unknown.status_code == 404
+    assert logged_out.status_code == 303
+    assert after.status_code == 303 and after.headers["location"] == "/review/login"
+
+
+def test_metrics_show_the_queues_the_answers_and_the_agreement(local_settings, start_api) -> None:
+    first, _second, _third = flagged_uploads(local_settings, 3)
+    api = start_api(local_settings)
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+    browser, _ = log_in(api.url, alice.key)
+    page = browser.get("/review")
+    browser.post(
+        "/review/answers",
+        data={
+            "csrf_token": form_token(page.text),
+            "queue": "uploads",
+            "item_id": first,
+            "choice": "2",
+        },  # Pullover: the model's top class
+    )
+
+    metrics = httpx.get(f"{api.url}/metrics").text
+
+    assert 'fashion_review_queue_length{queue="uploads"} 2.0' in metrics
+    assert 'fashion_review_queue_length{queue="audit"} 0.0' in metrics
+    assert 'fashion_reviews{answer="label"} 1.0' in metrics
+    assert "fashion_review_model_agreement 1.0" in metrics
+    with get_sessionmaker(local_settings.resolved_database_url)() as session:
+        assert session.scalar(select(func.count()).select_from(Review)) == 1
