@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -151,6 +152,13 @@ class ClassificationJob(Base):
         CheckConstraint(_in("status", JOB_STATUSES), name="ck_jobs_status"),
         UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_idempotency"),
         Index("ix_jobs_created_at", "created_at"),
+        # The review page's queue of flagged uploads, newest first.
+        Index(
+            "ix_jobs_flagged",
+            "created_at",
+            postgresql_where=text("status = 'done' AND uncertain"),
+            sqlite_where=text("status = 'done' AND uncertain"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -239,7 +239,7 @@ def record_answer(
         fields = {"job_id": job.id, "image_key": job.image_key}
         model_label, model_version = job.label, job.model_version
     else:
-        product = session.get(Product, int(item_id)) if item_id.isdigit() else None
+        product = session.get(Product, int(item_id)) if is_row_id(item_id) else None
         if product is None or product.image_key is None:
             raise ReviewError(f"no product {item_id} with a photo")
         where = and_(
@@ -265,6 +265,11 @@ def record_answer(
     except IntegrityError as exc:  # the same reviewer, twice at once (a double click)
         raise ReviewError("this item was answered twice at once; answer again") from exc
     return review
+
+
+def is_row_id(text: str) -> bool:
+    """``text`` is a product id the database can hold (an INTEGER)."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
 
 
 # --- what reviewers say about the model ----------------------------------------------

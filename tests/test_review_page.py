@@ -32,14 +32,14 @@ def form_token(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html)[1]
 
 
-def flagged_uploads(settings: Settings, count: int) -> list[str]:
+def flagged_uploads(settings: Settings, count: int, filename: str = "upload.jpg") -> list[str]:
     """``count`` flagged uploads with a real photo each, oldest first."""
     buffer = io.BytesIO()
     Image.new("RGB", (900, 600), (200, 40, 40)).save(buffer, "JPEG")
     ids = []
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
         for _ in range(count):
-            job = make_flagged_upload(session)
+            job = make_flagged_upload(session, filename=filename)
             get_store(settings).put(job.image_key, buffer.getvalue())
             ids.append(str(job.id))
     return ids
@@ -106,7 +106,8 @@ def test_posts_without_the_csrf_token_are_refused_and_store_nothing(
 def test_without_javascript_an_answer_is_a_form_post_and_the_next_item_follows(
     local_settings, start_api
 ) -> None:
-    older, newer = flagged_uploads(local_settings, 2)
+    hostile = "<img src=x onerror=alert(1)>.jpg"  # a customer names their upload
+    older, newer = flagged_uploads(local_settings, 2, filename=hostile)
     api = start_api(local_settings)
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
     browser, _ = log_in(api.url, alice.key)
@@ -144,6 +145,7 @@ def test_without_javascript_an_answer_is_a_form_post_and_the_next_item_follows(
     )
 
     assert f'data-item-id="{newer}"' in first.text  # newest first
+    assert hostile not in first.text and "&lt;img src=x onerror=alert(1)&gt;.jpg" in first.text
     assert posted.status_code == 303 and posted.headers["location"] == "/review?queue=uploads"
     assert f'data-item-id="{older}"' in second.text
     assert partial.status_code == 200 and "<html" not in partial.text

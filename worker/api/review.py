@@ -39,6 +39,7 @@ from catalog.reviews import (
     ReviewItem,
     close_session,
     find_session,
+    is_row_id,
     next_item,
     open_session,
     queue_lengths,
@@ -256,7 +257,7 @@ def review_router(settings: Settings, sessions: sessionmaker[Session]) -> APIRou
                         select(ClassificationJob.image_key).where(ClassificationJob.id == job_id)
                     )
                 )
-            elif kind == "product" and item_id.isdigit():
+            elif kind == "product" and is_row_id(item_id):
                 key = session.scalar(select(Product.image_key).where(Product.id == int(item_id)))
             else:
                 key = None

@@ -66,6 +66,13 @@ def upgrade() -> None:
     op.create_index("ix_reviews_product_id", "reviews", ["product_id"])
     op.create_index("ix_reviews_reviewer_id", "reviews", ["reviewer_id"])
     op.create_index("ix_reviews_created_at", "reviews", ["created_at"])
+    op.create_index(
+        "ix_jobs_flagged",
+        "classification_jobs",
+        ["created_at"],
+        postgresql_where=sa.text("status = 'done' AND uncertain"),
+        sqlite_where=sa.text("status = 'done' AND uncertain"),
+    )
     op.create_table(
         "review_sessions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -82,6 +89,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("review_sessions")
+    op.drop_index("ix_jobs_flagged", table_name="classification_jobs")
     op.drop_index("ix_reviews_created_at", table_name="reviews")
     op.drop_index("ix_reviews_reviewer_id", table_name="reviews")
     op.drop_index("ix_reviews_product_id", table_name="reviews")
