@@ -61,3 +61,18 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     assert len(peak["naive"]) == len(peak["bulk"]) == 2 and len(peak["interactive"]) == 1
     samples = printed["worker_rss_mb"]["bulk_during_run"]
     assert samples[0]["done"] == 0 and samples[-1]["done"] == 200
+
+
+def test_the_review_page_benchmark_answers_both_queues_on_a_small_catalog(capsys) -> None:
+    from worker.tools import bench_review
+
+    bench_review.main(["--products", "300", "--uploads", "300", "--answers", "5"])
+
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["flagged_uploads"] == 30 and figures["mislisted_products"] == 30
+    for queue in ("uploads", "audit"):
+        timed = figures["queues"][queue]
+        assert timed["answers"] == 5
+        assert 0 < timed["answer"]["p50_ms"] <= timed["answer"]["p95_ms"]
+        assert timed["items_per_minute_allowed"] > 0
+    assert figures["floor_livez"]["p50_ms"] > 0
