@@ -96,10 +96,16 @@ def test_posts_without_the_csrf_token_are_refused_and_store_nothing(
     wrong_token = browser.post(
         "/review/answers", data={**answer, "csrf_token": "guess"}, follow_redirects=False
     )
+    non_ascii_token = browser.post(
+        "/review/answers", data={**answer, "csrf_token": "jeton-été"}, follow_redirects=False
+    )
     login_without_token = httpx.post(f"{api.url}/review/login", data={"key": alice.key})
+    huge = browser.post("/review/answers", data={**answer, "padding": "x" * 100_000})
 
     assert (no_token.status_code, wrong_token.status_code) == (403, 403)
+    assert non_ascii_token.status_code == 403
     assert login_without_token.status_code == 403
+    assert huge.status_code == 413
     assert stored_reviews(local_settings) == []
 
 

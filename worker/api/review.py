@@ -16,11 +16,13 @@ a thumbnail, never by a bucket URL.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import io
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -61,6 +63,8 @@ THUMBNAIL_PIXELS = 320
 #: Keys that answer: ``1``-``9`` are labels 0-8, ``0`` is label 9 (Ankle boot).
 LABEL_KEYS = [str((label + 1) % 10) for label in range(len(CATEGORIES))]
 OUT_OF_CATALOG_KEY, SKIP_KEY = "o", "s"
+#: The page's forms are a few fields; a larger body is refused before it is all read.
+MAX_FORM_BYTES = 16 * 1024
 #: The page's script and style sheet (no inline code: the CSP forbids it).
 STATIC = {"review.js": "text/javascript", "review.css": "text/css"}
 PAGE_HEADERS = {
@@ -134,10 +138,12 @@ def review_router(settings: Settings, sessions: sessionmaker[Session]) -> APIRou
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        form = await request.form()
-        sent, expected = str(form.get("csrf_token", "")), request.cookies.get(LOGIN_CSRF_COOKIE)
-        if not expected or not secrets.compare_digest(sent, expected):
-            return forbidden(request, "the log-in form expired; load it again")
+        form = await small_form(request)
+        if form is None:
+            return too_large()
+        sent, expected = form.get("csrf_token", ""), request.cookies.get(LOGIN_CSRF_COOKIE)
+        if not expected or not same_token(sent, expected):
+            return forbidden("the log-in form expired; load it again")
 
         def check(key: str) -> str | None:
             with sessions.begin() as session:
@@ -146,7 +152,7 @@ def review_router(settings: Settings, sessions: sessionmaker[Session]) -> APIRou
                     return None
                 return open_session(session=session, reviewer=reviewer).token
 
-        token = await run_in_threadpool(check, str(form.get("key", "")).strip())
+        token = await run_in_threadpool(check, form.get("key", "").strip())
         if token is None:
             fresh = secrets.token_urlsafe(24)
             response = page(
@@ -165,10 +171,12 @@ def review_router(settings: Settings, sessions: sessionmaker[Session]) -> APIRou
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         reviewer = await run_in_threadpool(logged_in, request)
-        form = await request.form()
+        form = await small_form(request)
+        if form is None:
+            return too_large()
         if reviewer is not None:
             if not csrf_ok(request, reviewer, form.get("csrf_token")):
-                return forbidden(request, "missing or wrong CSRF token")
+                return forbidden("missing or wrong CSRF token")
 
             def close() -> None:
                 with sessions.begin() as session:
@@ -192,12 +200,14 @@ def review_router(settings: Settings, sessions: sessionmaker[Session]) -> APIRou
         reviewer = await run_in_threadpool(logged_in, request)
         if reviewer is None:
             return RedirectResponse("/review/login", status_code=303)
-        form = await request.form()
+        form = await small_form(request)
+        if form is None:
+            return too_large()
         if not csrf_ok(request, reviewer, form.get("csrf_token")):
-            return forbidden(request, "missing or wrong CSRF token")
+            return forbidden("missing or wrong CSRF token")
         try:
-            queue = ReviewQueue(str(form.get("queue", "")))
-            choice, label = parse_choice(str(form.get("choice", "")))
+            queue = ReviewQueue(form.get("queue", ""))
+            choice, label = parse_choice(form.get("choice", ""))
         except ValueError:
             return page(request, "error.html", {"message": "Not a valid answer."}, status=400)
 
@@ -207,7 +217,7 @@ def review_router(settings: Settings, sessions: sessionmaker[Session]) -> APIRou
                     session=session,
                     reviewer=session.get_one(ApiKey, reviewer.key_id),
                     queue=queue,
-                    item_id=str(form.get("item_id", "")),
+                    item_id=form.get("item_id", ""),
                     answer=choice,
                     label=label,
                 )
@@ -305,13 +315,41 @@ def parse_choice(value: str) -> tuple[ReviewAnswer, int | None]:
     return answer, None
 
 
-def csrf_ok(request: Request, reviewer: Reviewer, sent: Any) -> bool:
-    token = str(sent or request.headers.get("x-csrf-token", ""))
-    return bool(token) and secrets.compare_digest(token, reviewer.csrf_token)
+def csrf_ok(request: Request, reviewer: Reviewer, sent: str | None) -> bool:
+    token = sent or request.headers.get("x-csrf-token", "")
+    return bool(token) and same_token(token, reviewer.csrf_token)
 
 
-def forbidden(request: Request, message: str) -> HTMLResponse:
-    body = f"<!doctype html><title>Forbidden</title><p>{message}</p>"
+def same_token(sent: str, expected: str) -> bool:
+    """Constant-time comparison (of bytes: ``compare_digest`` refuses non-ASCII text)."""
+    return secrets.compare_digest(sent.encode(), expected.encode())
+
+
+async def small_form(request: Request) -> dict[str, str] | None:
+    """The url-encoded form (first value of each field), or ``None`` past
+    ``MAX_FORM_BYTES``: read as a stream and refused the moment it passes the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+def too_large() -> HTMLResponse:
+    return HTMLResponse(
+        "<!doctype html><title>Too large</title><p>The form is too large.</p>",
+        status_code=413,
+        headers=PAGE_HEADERS,
+    )
+
+
+def forbidden(message: str) -> HTMLResponse:
+    body = f"<!doctype html><title>Forbidden</title><p>{html.escape(message)}</p>"
     return HTMLResponse(body, status_code=403, headers=PAGE_HEADERS)
 
 
