@@ -328,7 +328,12 @@ def settled_answers(
         query = query.where(Review.created_at >= since)
     votes: dict[tuple[str, str], Counter[int | None]] = {}
     for job_id, product_id, image_key, _answer, label in session.execute(query.order_by(Review.id)):
-        key = f"upload-{job_id}" if job_id is not None else f"product-{product_id}"
+        # A product's photo may change: each photo it had is its own item.
+        key = (
+            f"upload-{job_id}"
+            if job_id is not None
+            else f"product-{product_id}-{hashlib.sha256(image_key.encode()).hexdigest()[:8]}"
+        )
         votes.setdefault((key, image_key), Counter())[label] += 1
     settled, split = [], 0
     for (key, image_key), counter in votes.items():

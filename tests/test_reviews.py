@@ -196,6 +196,21 @@ def test_out_of_catalog_on_a_product_is_kept_and_a_new_photo_brings_it_back(
     assert product.reviewed_category is None
     back = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT)
     assert back is not None and back.item_id == str(product.id)
+    record_answer(
+        session=session,
+        reviewer=alice,
+        queue=ReviewQueue.AUDIT,
+        item_id=str(product.id),
+        answer=ReviewAnswer.LABEL,
+        label=BAG,
+    )
+    # Each photo the product had is its own reviewed item.
+    settled, _ = settled_answers(session=session)
+    assert sorted((item.image_key, item.label) for item in settled) == [
+        ("products/DRS-9.png", None),
+        ("products/new-photo.png", BAG),
+    ]
+    assert len({item.key for item in settled}) == 2
 
 
 def test_erasing_an_upload_erases_its_reviews(session: Session) -> None:
