@@ -38,7 +38,7 @@ from sqlalchemy import insert, text
 from catalog.api_keys import create_api_key
 from catalog.codes import CATEGORIES, JobStatus, KeyScope
 from catalog.db import get_engine, get_sessionmaker, upgrade
-from catalog.embeddings import encode_embedding
+from catalog.embeddings import encode_embedding, hnsw_index_sql
 from catalog.models import ClassificationJob, Product, SimilarItem
 from worker.config import Settings
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
@@ -70,6 +70,14 @@ def build(url: str, *, products: int, uploads: int, flag_every: int, seed: int) 
     engine = get_engine(url)
     started = time.perf_counter()
     with engine.begin() as connection:
+        # The HNSW indexes are built once the rows are in: ~100× faster than row by row.
+        for (name,) in connection.execute(
+            text(
+                "SELECT indexname FROM pg_indexes "
+                "WHERE indexname LIKE 'ix_products_embedding_hnsw%'"
+            )
+        ):
+            connection.execute(text(f"DROP INDEX {name}"))
         for first in range(0, products, CHUNK):
             rows = []
             for index in range(first, min(first + CHUNK, products)):
@@ -127,6 +135,9 @@ def build(url: str, *, products: int, uploads: int, flag_every: int, seed: int) 
             connection.execute(insert(ClassificationJob), jobs)
             connection.execute(insert(SimilarItem), similar)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("SET maintenance_work_mem = '1GB'"))
+        for category in CATEGORIES:
+            connection.execute(text(hnsw_index_sql(size, category)))
         connection.execute(text("VACUUM ANALYZE"))
     return {
         "products": products,
