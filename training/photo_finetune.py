@@ -50,7 +50,7 @@ def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, li
     the ``"skip"`` ones; the development photos' mapping gives ``PHOTO_TARGETS``."""
     if dict(mapping) == DEFAULT_MAPPING:
         return dict(PHOTO_TARGETS)
-    return {name: target for name, target in mapping.items() if target != "skip"}  # type: ignore[misc]
+    return {name: target for name, target in mapping.items() if target != "skip"}
 
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
