@@ -21,8 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,20 +29,18 @@ from catalog.codes import TERMINAL_STATUSES, ErrorCode
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob
 from catalog.queries import as_uuid, get_job, get_product
-from catalog.reviews import AGREEMENT_WINDOW, queue_lengths, review_stats
 from catalog.similar import similar_to_product
 from worker import client
 from worker.api.auth import Caller, Keys, backend_only
 from worker.api.errors import ApiError, ApiErrorCode
 from worker.api.limits import QueueDepth, RateLimiter
+from worker.api.observability import DepthCollector, ReviewCollector, readiness
 from worker.api.review import review_router
 from worker.api.uploads import read_upload
 from worker.callbacks import CallbackUrlError, check_callback_url
 from worker.config import Settings, get_settings
 from worker.errors import FashionError
-from worker.service.celery_app import make_celery
 from worker.service.retention import erase
-from worker.storage import get_store
 
 #: The longest a request may wait for its result (``wait``), in seconds.
 MAX_WAIT = 10.0
@@ -360,8 +357,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus: requests, latency, and the upload queue's depth."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    registry.register(_DepthCollector(depth))
-    registry.register(_ReviewCollector(sessions))
+    registry.register(DepthCollector(depth))
+    registry.register(ReviewCollector(sessions))
     app.include_router(review_router(settings, sessions))
     return app
 
@@ -373,82 +370,6 @@ def poll_interval(waited: float) -> float:
 
 def not_found(message: str) -> ApiError:
     return ApiError(404, ApiErrorCode.NOT_FOUND, message)
-
-
-def readiness(settings: Settings) -> dict[str, str]:
-    """Each dependency: ``ok`` or why not."""
-    checks: dict[str, str] = {}
-    try:
-        with get_sessionmaker(settings.resolved_database_url)() as session:
-            session.execute(text("SELECT 1"))
-            session.execute(select(ClassificationJob.id).limit(1))
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        checks["database"] = f"{type(exc).__name__}: {exc}"[:300]
-    try:
-        with make_celery(settings).connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=2)
-        checks["broker"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["broker"] = f"{type(exc).__name__}: {exc}"[:300]
-    try:
-        get_store(settings).exists("uploads/readyz-probe")
-        checks["storage"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["storage"] = f"{type(exc).__name__}: {exc}"[:300]
-    return checks
-
-
-class _DepthCollector:
-    def __init__(self, depth: QueueDepth) -> None:
-        self.depth = depth
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        from prometheus_client.core import GaugeMetricFamily
-
-        gauge = GaugeMetricFamily("fashion_api_queue_depth", "Uploads waiting (as the API sees).")
-        try:
-            gauge.add_metric([], self.depth.current())
-        except Exception:  # noqa: BLE001 - a scrape must answer when the broker is down
-            return
-        yield gauge
-
-
-class _ReviewCollector:
-    """The review loop, read from the database at each scrape (so every API process
-    reports the same figures): items waiting per queue, answers, agreement."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
-
-    def collect(self):  # type: ignore[no-untyped-def]
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:
-            with self.sessions() as session:
-                lengths = queue_lengths(session=session)
-                stats = review_stats(session=session)
-        except sqlalchemy.exc.SQLAlchemyError:
-            return
-        waiting = GaugeMetricFamily(
-            "fashion_review_queue_length", "Items waiting for a reviewer.", labels=["queue"]
-        )
-        for queue, length in lengths.items():
-            waiting.add_metric([queue.value], length)
-        yield waiting
-        answers = GaugeMetricFamily(
-            "fashion_reviews", "Review answers stored, by answer.", labels=["answer"]
-        )
-        for answer, count in stats.by_answer.items():
-            answers.add_metric([answer], count)
-        yield answers
-        if stats.agreement is not None:
-            yield GaugeMetricFamily(
-                "fashion_review_model_agreement",
-                f"Share of the latest (up to {AGREEMENT_WINDOW}) category answers where the "
-                "model's top class was the reviewer's.",
-                value=stats.agreement,
-            )
 
 
 def factory() -> FastAPI:
