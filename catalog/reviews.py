@@ -27,6 +27,7 @@ from sqlalchemy import and_, delete, exists, func, not_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from catalog.api_keys import hash_key
 from catalog.codes import CATEGORIES, OUT_OF_CATALOG, JobStatus, ReviewAnswer, ReviewQueue
 from catalog.models import ApiKey, ClassificationJob, Product, Review, ReviewSession, as_utc, utcnow
 from catalog.queries import as_uuid, model_disagrees, similar_for_job
@@ -348,10 +349,6 @@ def settled_answers(
 # --- reviewer log-ins ------------------------------------------------------------------
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class OpenedSession:
     token: str
@@ -365,7 +362,7 @@ def open_session(*, session: Session, reviewer: ApiKey) -> OpenedSession:
     token, csrf_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     session.add(
         ReviewSession(
-            token_hash=_token_hash(token),
+            token_hash=hash_key(token),
             api_key_id=reviewer.id,
             csrf_token=csrf_token,
             expires_at=now + SESSION_LIFETIME,
@@ -380,7 +377,7 @@ def find_session(*, session: Session, token: str) -> tuple[ReviewSession, ApiKey
     row = session.execute(
         select(ReviewSession, ApiKey)
         .join(ApiKey, ReviewSession.api_key_id == ApiKey.id)
-        .where(ReviewSession.token_hash == _token_hash(token))
+        .where(ReviewSession.token_hash == hash_key(token))
     ).first()
     if row is None:
         return None
@@ -391,4 +388,4 @@ def find_session(*, session: Session, token: str) -> tuple[ReviewSession, ApiKey
 
 
 def close_session(*, session: Session, token: str) -> None:
-    session.execute(delete(ReviewSession).where(ReviewSession.token_hash == _token_hash(token)))
+    session.execute(delete(ReviewSession).where(ReviewSession.token_hash == hash_key(token)))
