@@ -26,15 +26,17 @@ import numpy as np
 import pytest
 import redis
 from PIL import Image
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from catalog.api_keys import NewKey, create_api_key
-from catalog.codes import JobStatus, KeyScope
+from catalog.codes import JobStatus, KeyScope, ReviewAnswer, ReviewQueue
 from catalog.db import get_engine, get_sessionmaker, upgrade
 from catalog.embeddings import encode_embedding
-from catalog.models import CATEGORIES, ClassificationJob, Product
+from catalog.models import CATEGORIES, ApiKey, ClassificationJob, Product, Review
 from catalog.queries import upsert_product
+from catalog.reviews import record_answer
 from training.data import FashionMnist, load_fashion_mnist
 from worker.config import Settings, get_settings
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
@@ -236,6 +238,32 @@ def make_flagged_upload(
     session.add(job)
     session.flush()
     return job
+
+
+def make_reviewer(session: Session, name: str = "alice") -> ApiKey:
+    """A reviewer-scope API key's row (its key is not needed in data tests)."""
+    create_api_key(session=session, name=name, scope=KeyScope.REVIEWER)
+    return session.scalar(select(ApiKey).where(ApiKey.name == name))
+
+
+def answer(
+    session: Session,
+    reviewer: ApiKey,
+    item: ClassificationJob | Product,
+    given: ReviewAnswer,
+    label: int | None = None,
+    *,
+    queue: ReviewQueue = ReviewQueue.UPLOADS,
+) -> Review:
+    """``reviewer``'s answer about an upload (or, with ``queue``, a product)."""
+    return record_answer(
+        session=session,
+        reviewer=reviewer,
+        queue=queue,
+        item_id=str(item.id),
+        answer=given,
+        label=label,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from sqlalchemy import select
 
-from catalog.api_keys import create_api_key
-from catalog.codes import CATEGORIES, KeyScope, ReviewAnswer, ReviewQueue
+from catalog.codes import CATEGORIES, ReviewAnswer
 from catalog.db import get_sessionmaker
-from catalog.models import ApiKey
 from catalog.queries import get_job
-from catalog.reviews import record_answer
-from tests.conftest import make_flagged_upload
+from tests.conftest import answer, make_flagged_upload, make_reviewer
 from worker.cli import main
 from worker.pipeline.classify import classify_files
 from worker.review_export import MAPPING_FILENAME, folder_name
@@ -40,23 +36,13 @@ def reviewed_samples(settings) -> dict[str, str]:
     sample file name → job id."""
     jobs = {}
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        reviewers = []
-        for name in ("alice", "bob"):
-            create_api_key(session=session, name=name, scope=KeyScope.REVIEWER)
-            reviewers.append(session.scalar(select(ApiKey).where(ApiKey.name == name)))
+        reviewers = [make_reviewer(session, name) for name in ("alice", "bob")]
         for filename, answers in ANSWERS.items():
             job = make_flagged_upload(session, filename=filename)
             get_store(settings).put(job.image_key, (SAMPLE_UPLOADS / filename).read_bytes())
             jobs[filename] = str(job.id)
-            for reviewer, (answer, label) in zip(reviewers, answers, strict=False):
-                record_answer(
-                    session=session,
-                    reviewer=reviewer,
-                    queue=ReviewQueue.UPLOADS,
-                    item_id=str(job.id),
-                    answer=answer,
-                    label=label,
-                )
+            for reviewer, (given, label) in zip(reviewers, answers, strict=False):
+                answer(session, reviewer, job, given, label)
     return jobs
 
 

@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from catalog.api_keys import create_api_key
-from catalog.codes import CATEGORIES, OUT_OF_CATALOG, KeyScope, ReviewAnswer, ReviewQueue
+from catalog.codes import CATEGORIES, OUT_OF_CATALOG, ReviewAnswer, ReviewQueue
 from catalog.lifecycle import delete_jobs
-from catalog.models import ApiKey, Product, Review
+from catalog.models import Product, Review
 from catalog.queries import audit_mismatches, upsert_product
 from catalog.reviews import (
     ReviewError,
@@ -26,16 +25,11 @@ from catalog.reviews import (
     review_stats,
     settled_answers,
 )
-from tests.conftest import make_flagged_upload, make_product
+from tests.conftest import answer, make_flagged_upload, make_product, make_reviewer
 
 BAG, DRESS, COAT, PULLOVER = (
     CATEGORIES.index(name) for name in ("Bag", "Dress", "Coat", "Pullover")
 )
-
-
-def reviewer(session: Session, name: str = "alice") -> ApiKey:
-    create_api_key(session=session, name=name, scope=KeyScope.REVIEWER)
-    return session.scalar(select(ApiKey).where(ApiKey.name == name))
 
 
 def mislisted_product(session: Session, sku: str = "DRS-9") -> Product:
@@ -52,7 +46,7 @@ def mislisted_product(session: Session, sku: str = "DRS-9") -> Product:
 
 
 def test_a_flagged_upload_waits_with_the_models_top_three(session: Session) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     job = make_flagged_upload(session)
 
     item = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.UPLOADS)
@@ -66,24 +60,11 @@ def test_a_flagged_upload_waits_with_the_models_top_three(session: Session) -> N
 def test_an_answered_upload_leaves_every_queue_and_a_skipped_one_only_the_skippers(
     session: Session,
 ) -> None:
-    alice, bob = reviewer(session, "alice"), reviewer(session, "bob")
+    alice, bob = make_reviewer(session, "alice"), make_reviewer(session, "bob")
     answered, skipped = make_flagged_upload(session), make_flagged_upload(session)
 
-    record_answer(
-        session=session,
-        reviewer=alice,
-        queue=ReviewQueue.UPLOADS,
-        item_id=str(answered.id),
-        answer=ReviewAnswer.LABEL,
-        label=COAT,
-    )
-    record_answer(
-        session=session,
-        reviewer=alice,
-        queue=ReviewQueue.UPLOADS,
-        item_id=str(skipped.id),
-        answer=ReviewAnswer.SKIP,
-    )
+    answer(session, alice, answered, ReviewAnswer.LABEL, COAT)
+    answer(session, alice, skipped, ReviewAnswer.SKIP)
 
     assert next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.UPLOADS) is None
     left_for_bob = next_item(session=session, reviewer_id=bob.id, queue=ReviewQueue.UPLOADS)
@@ -93,17 +74,10 @@ def test_an_answered_upload_leaves_every_queue_and_a_skipped_one_only_the_skippe
 
 
 def test_answering_again_replaces_the_reviewers_answer(session: Session) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     job = make_flagged_upload(session)
     for label in (COAT, PULLOVER):
-        record_answer(
-            session=session,
-            reviewer=alice,
-            queue=ReviewQueue.UPLOADS,
-            item_id=str(job.id),
-            answer=ReviewAnswer.LABEL,
-            label=label,
-        )
+        answer(session, alice, job, ReviewAnswer.LABEL, label)
     reviews = list(session.scalars(select(Review)))
     assert [(r.label, r.model_label, r.reviewer_name) for r in reviews] == [
         (PULLOVER, PULLOVER, "alice")
@@ -111,7 +85,7 @@ def test_answering_again_replaces_the_reviewers_answer(session: Session) -> None
 
 
 def test_an_answer_must_name_a_finished_item_and_a_valid_label(session: Session) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     job = make_flagged_upload(session)
     with pytest.raises(ReviewError, match="no finished upload"):
         record_answer(
@@ -122,42 +96,22 @@ def test_an_answer_must_name_a_finished_item_and_a_valid_label(session: Session)
             answer=ReviewAnswer.SKIP,
         )
     with pytest.raises(ReviewError, match="label"):
-        record_answer(
-            session=session,
-            reviewer=alice,
-            queue=ReviewQueue.UPLOADS,
-            item_id=str(job.id),
-            answer=ReviewAnswer.LABEL,
-        )
+        answer(session, alice, job, ReviewAnswer.LABEL)
     with pytest.raises(ReviewError, match="label must be"):
-        record_answer(
-            session=session,
-            reviewer=alice,
-            queue=ReviewQueue.UPLOADS,
-            item_id=str(job.id),
-            answer=ReviewAnswer.LABEL,
-            label=10,
-        )
+        answer(session, alice, job, ReviewAnswer.LABEL, 10)
     assert session.scalar(select(func.count()).select_from(Review)) == 0
 
 
 def test_a_product_answer_becomes_its_reviewed_category_and_the_audit_respects_it(
     session: Session,
 ) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     confirmed, relisted = mislisted_product(session, "DRS-1"), mislisted_product(session, "DRS-2")
     before = {p.sku for p in audit_mismatches(session=session)}
     queued = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT)
 
     for product, label in ((confirmed, DRESS), (relisted, BAG)):
-        record_answer(
-            session=session,
-            reviewer=alice,
-            queue=ReviewQueue.AUDIT,
-            item_id=str(product.id),
-            answer=ReviewAnswer.LABEL,
-            label=label,
-        )
+        answer(session, alice, product, ReviewAnswer.LABEL, label, queue=ReviewQueue.AUDIT)
 
     assert before == {"DRS-1", "DRS-2"}
     assert queued is not None and queued.listed == "Dress" and queued.top[0][1] == "Bag"
@@ -171,15 +125,9 @@ def test_a_product_answer_becomes_its_reviewed_category_and_the_audit_respects_i
 def test_out_of_catalog_on_a_product_is_kept_and_a_new_photo_brings_it_back(
     session: Session,
 ) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     product = mislisted_product(session)
-    record_answer(
-        session=session,
-        reviewer=alice,
-        queue=ReviewQueue.AUDIT,
-        item_id=str(product.id),
-        answer=ReviewAnswer.OUT_OF_CATALOG,
-    )
+    answer(session, alice, product, ReviewAnswer.OUT_OF_CATALOG, queue=ReviewQueue.AUDIT)
     assert product.reviewed_category == OUT_OF_CATALOG
     assert next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT) is None
 
@@ -196,14 +144,7 @@ def test_out_of_catalog_on_a_product_is_kept_and_a_new_photo_brings_it_back(
     assert product.reviewed_category is None
     back = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT)
     assert back is not None and back.item_id == str(product.id)
-    record_answer(
-        session=session,
-        reviewer=alice,
-        queue=ReviewQueue.AUDIT,
-        item_id=str(product.id),
-        answer=ReviewAnswer.LABEL,
-        label=BAG,
-    )
+    answer(session, alice, product, ReviewAnswer.LABEL, BAG, queue=ReviewQueue.AUDIT)
     # Each photo the product had is its own reviewed item.
     settled, _ = settled_answers(session=session)
     assert sorted((item.image_key, item.label) for item in settled) == [
@@ -214,16 +155,9 @@ def test_out_of_catalog_on_a_product_is_kept_and_a_new_photo_brings_it_back(
 
 
 def test_erasing_an_upload_erases_its_reviews(session: Session) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     job = make_flagged_upload(session)
-    record_answer(
-        session=session,
-        reviewer=alice,
-        queue=ReviewQueue.UPLOADS,
-        item_id=str(job.id),
-        answer=ReviewAnswer.LABEL,
-        label=COAT,
-    )
+    answer(session, alice, job, ReviewAnswer.LABEL, COAT)
     assert delete_jobs(session=session, job_ids=[str(job.id)]) == 1
     assert session.scalar(select(func.count()).select_from(Review)) == 0
     assert settled_answers(session=session) == ([], 0)
@@ -232,9 +166,9 @@ def test_erasing_an_upload_erases_its_reviews(session: Session) -> None:
 def test_settled_answers_follow_the_majority_and_leave_out_an_even_split(
     session: Session,
 ) -> None:
-    alice, bob, carol = (reviewer(session, name) for name in ("alice", "bob", "carol"))
+    alice, bob, carol = (make_reviewer(session, name) for name in ("alice", "bob", "carol"))
     majority, split, skipped = (make_flagged_upload(session) for _ in range(3))
-    for who, job, answer, label in (
+    for who, job, given, label in (
         (alice, majority, ReviewAnswer.LABEL, COAT),
         (bob, majority, ReviewAnswer.LABEL, COAT),
         (carol, majority, ReviewAnswer.OUT_OF_CATALOG, None),
@@ -242,14 +176,7 @@ def test_settled_answers_follow_the_majority_and_leave_out_an_even_split(
         (bob, split, ReviewAnswer.LABEL, PULLOVER),
         (alice, skipped, ReviewAnswer.SKIP, None),
     ):
-        record_answer(
-            session=session,
-            reviewer=who,
-            queue=ReviewQueue.UPLOADS,
-            item_id=str(job.id),
-            answer=answer,
-            label=label,
-        )
+        answer(session, who, job, given, label)
 
     settled, even = settled_answers(session=session)
 
@@ -264,22 +191,15 @@ def test_settled_answers_follow_the_majority_and_leave_out_an_even_split(
 def test_agreement_counts_category_answers_that_match_the_models_top_class(
     session: Session,
 ) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     jobs = [make_flagged_upload(session) for _ in range(4)]  # the model says Pullover
-    for job, answer, label in zip(
+    for job, given, label in zip(
         jobs,
         (ReviewAnswer.LABEL, ReviewAnswer.LABEL, ReviewAnswer.LABEL, ReviewAnswer.OUT_OF_CATALOG),
         (PULLOVER, PULLOVER, COAT, None),
         strict=True,
     ):
-        record_answer(
-            session=session,
-            reviewer=alice,
-            queue=ReviewQueue.UPLOADS,
-            item_id=str(job.id),
-            answer=answer,
-            label=label,
-        )
+        answer(session, alice, job, given, label)
 
     stats = review_stats(session=session)
 
@@ -290,7 +210,7 @@ def test_agreement_counts_category_answers_that_match_the_models_top_class(
 def test_a_reviewer_session_ends_at_logout_or_when_the_key_is_revoked(
     session: Session,
 ) -> None:
-    alice = reviewer(session)
+    alice = make_reviewer(session)
     first, second = (
         open_session(session=session, reviewer=alice),
         open_session(session=session, reviewer=alice),
