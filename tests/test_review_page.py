@@ -28,6 +28,29 @@ def log_in(url: str, key: str) -> tuple[httpx.Client, httpx.Response]:
     return browser, response
 
 
+def post_answer(
+    browser: httpx.Client,
+    page: httpx.Response,
+    item_id: str,
+    choice: str,
+    *,
+    partial: bool = False,
+    follow_redirects: bool = True,
+) -> httpx.Response:
+    """Answer an upload as the page's form does (``partial``: as its script does)."""
+    return browser.post(
+        "/review/answers",
+        data={
+            "csrf_token": form_token(page.text),
+            "queue": "uploads",
+            "item_id": item_id,
+            "choice": choice,
+        },
+        headers={"X-Review-Partial": "1"} if partial else {},
+        follow_redirects=follow_redirects,
+    )
+
+
 def form_token(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html)[1]
 
@@ -119,36 +142,10 @@ def test_without_javascript_an_answer_is_a_form_post_and_the_next_item_follows(
     browser, _ = log_in(api.url, alice.key)
 
     first = browser.get("/review")
-    posted = browser.post(
-        "/review/answers",
-        data={
-            "csrf_token": form_token(first.text),
-            "queue": "uploads",
-            "item_id": newer,
-            "choice": "4",
-        },
-        follow_redirects=False,
-    )
+    posted = post_answer(browser, first, newer, "4", follow_redirects=False)
     second = browser.get(posted.headers["location"])
-    partial = browser.post(
-        "/review/answers",
-        data={
-            "csrf_token": form_token(first.text),
-            "queue": "uploads",
-            "item_id": older,
-            "choice": "out_of_catalog",
-        },
-        headers={"X-Review-Partial": "1"},
-    )
-    bad_choice = browser.post(
-        "/review/answers",
-        data={
-            "csrf_token": form_token(first.text),
-            "queue": "uploads",
-            "item_id": older,
-            "choice": "label",
-        },
-    )
+    partial = post_answer(browser, first, older, "out_of_catalog", partial=True)
+    bad_choice = post_answer(browser, first, older, "label")
 
     assert f'data-item-id="{newer}"' in first.text  # newest first
     assert hostile not in first.text and "&lt;img src=x onerror=alert(1)&gt;.jpg" in first.text
@@ -193,15 +190,7 @@ def test_metrics_show_the_queues_the_answers_and_the_agreement(local_settings, s
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
     browser, _ = log_in(api.url, alice.key)
     page = browser.get("/review")
-    browser.post(
-        "/review/answers",
-        data={
-            "csrf_token": form_token(page.text),
-            "queue": "uploads",
-            "item_id": first,
-            "choice": "2",
-        },  # Pullover: the model's top class
-    )
+    post_answer(browser, page, first, "2")  # Pullover: the model's top class
 
     metrics = httpx.get(f"{api.url}/metrics").text
 
