@@ -9,17 +9,19 @@ for the model card; export ``model.keras`` and the LiteRT ``model.tflite``.
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from training.architectures import RECIPES, Recipe, make_model
+from training.augment import Augmentation, Batches
 from training.calibrate import (
     calibrated_probabilities,
     choose_uncertain_threshold,
@@ -28,7 +30,6 @@ from training.calibrate import (
     risk_coverage,
 )
 from training.data import NUM_CLASSES, dataset_sha256, load_fashion_mnist, train_validation_split
-from training.export import MODEL_FILENAME, export_tflite, logits_model, write_model_card
 from worker.pipeline.preprocess import normalize
 
 
@@ -52,26 +53,13 @@ def make_augmenter(seed: int) -> keras.Sequential:
     )
 
 
-def make_dataset(
-    images: np.ndarray, labels: np.ndarray, recipe: Recipe, *, seed: int, training: bool
-) -> tf.data.Dataset:
-    one_hot = keras.utils.to_categorical(labels, NUM_CLASSES)
-    dataset = tf.data.Dataset.from_tensor_slices((normalize(images), one_hot))
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(recipe.batch_size)
-    if training and recipe.augment:
-        augmenter = make_augmenter(seed)
-        dataset = dataset.map(
-            lambda batch, target: (augmenter(batch, training=True), target),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    recipe: Recipe, steps_per_epoch: int, *, per_epoch_schedule: bool = False
+) -> keras.optimizers.Optimizer:
+    """The recipe's optimiser; its learning-rate schedule runs per step unless
+    ``per_epoch_schedule`` (a ``BudgetedCosine`` callback then sets the rate)."""
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = recipe.learning_rate
-    if recipe.cosine_schedule:
+    if recipe.cosine_schedule and not per_epoch_schedule:
         total_steps = recipe.epochs * steps_per_epoch
         # Short smoke runs keep at most a quarter of their steps for warm-up.
         warmup_steps = min(recipe.warmup_epochs * steps_per_epoch, total_steps // 4)
@@ -83,15 +71,89 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Opt
             warmup_target=recipe.learning_rate if warmup_steps else None,
             warmup_steps=warmup_steps,
         )
-    if recipe.weight_decay:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=recipe.weight_decay)
+    decay = recipe.weight_decay or None
+    optimizer: keras.optimizers.Optimizer
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            learning_rate, momentum=recipe.momentum, nesterov=True, weight_decay=decay
+        )
+    elif decay:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=decay)
+    else:
+        return keras.optimizers.Adam(learning_rate)
+    if decay:
         # Decay the weights that shape features, not the norm scales and shifts or biases.
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-        return optimizer
-    return keras.optimizers.Adam(learning_rate)
+    return optimizer
 
 
-def train(
+class BudgetedCosine(keras.callbacks.Callback):
+    """Warm-up then cosine decay, per epoch, over as many epochs as fit a time budget.
+
+    The epoch count is fixed once, at the start of the first epoch after the warm-up
+    (and not before epoch 2, so the first epoch's compilation is not counted), from
+    the mean duration of the epochs since the first: ``epochs`` is only a cap. Training
+    stops after the planned epoch; the cosine reaches zero there.
+    """
+
+    def __init__(
+        self,
+        *,
+        peak: float,
+        warmup_epochs: int,
+        max_epochs: int,
+        deadline: float = math.inf,
+        first_epoch: int = 0,
+    ) -> None:
+        super().__init__()
+        self.first_epoch = first_epoch
+        self.peak = peak
+        self.warmup = warmup_epochs
+        self.max_epochs = max_epochs
+        self.deadline = deadline
+        self.plan_at = max(warmup_epochs, 3)
+        self.planned: int | None = None
+        self.epoch_starts: list[float] = []
+
+    def rate(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return self.peak * (epoch + 1) / self.warmup
+        if self.planned is None:
+            return self.peak
+        progress = (epoch - self.warmup) / max(self.planned - self.warmup, 1)
+        return self.peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        epoch -= self.first_epoch
+        now = time.monotonic()
+        self.epoch_starts.append(now)
+        if self.deadline == math.inf:
+            self.planned = self.max_epochs
+        if epoch == self.plan_at and self.planned is None:
+            # Epochs slow down once concurrent runs all compiled: keep a 15 % margin.
+            per_epoch = 1.15 * (now - self.epoch_starts[1]) / (epoch - 1)
+            fits = int((self.deadline - time.time()) / per_epoch)
+            self.planned = max(epoch + 1, min(self.max_epochs, epoch + fits))
+            print(f"time budget: {self.planned} epochs of ~{per_epoch:.1f} s", flush=True)
+        self.model.optimizer.learning_rate = self.rate(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        epoch -= self.first_epoch
+        planned = self.planned if self.planned is not None else self.max_epochs
+        if epoch + 1 >= planned or time.time() > self.deadline:
+            self.model.stop_training = True
+
+
+@dataclass(frozen=True)
+class FitResult:
+    out_dir: Path
+    record: dict[str, Any]
+
+
+FIT_RECORD = "fit.json"
+
+
+def fit(
     *,
     arch: str,
     out_dir: Path,
@@ -101,27 +163,37 @@ def train(
     limit: int | None = None,
     data_dir: Path | None = None,
     verbose: int | None = None,
-) -> TrainingResult:
-    """Fit ``arch`` with its recipe, calibrate on validation, export; returns the model card.
+    time_budget_s: float | None = None,
+) -> FitResult:
+    """Fit ``arch`` with its recipe; keep the best epoch by validation accuracy.
 
+    Writes ``model.keras``, ``history.csv`` and ``fit.json`` (what ``finish``
+    needs). Runs on any Keras backend and needs no TensorFlow: a GPU machine
+    without it can fit, and this machine finishes (``scripts/train_on_device.py``).
     ``limit`` trains on the first ``limit`` training images only (smoke runs).
-    ``split_seed`` picks the validation images (default: ``seed``); giving runs
-    of different seeds one split keeps a common held-out set for ensembling.
+    ``split_seed`` picks the validation images (default: ``seed``); giving runs of
+    different seeds one split keeps a common held-out set for ensembling.
+    ``time_budget_s`` fits as many epochs as the budget allows (at most the
+    recipe's or ``epochs``), with the cosine schedule stretched over them.
     """
     if arch not in RECIPES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(RECIPES))}")
     recipe = RECIPES[arch] if epochs is None else replace(RECIPES[arch], epochs=epochs)
     if recipe.epochs < 1:
         raise ValueError("epochs must be at least 1")
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise ValueError("the time budget must be positive")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    started_at = time.time()
     keras.utils.set_random_seed(seed)
+    split_seed = seed if split_seed is None else split_seed
     dataset = load_fashion_mnist(data_dir)
     train_images, train_labels, validation_images, validation_labels = train_validation_split(
         dataset.train_images,
         dataset.train_labels,
         validation_size=recipe.validation_size,
-        seed=seed if split_seed is None else split_seed,
+        seed=split_seed,
     )
     if limit is not None:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
@@ -129,20 +201,77 @@ def train(
 
     model = make_model(arch, NUM_CLASSES)
     steps_per_epoch = int(np.ceil(len(train_images) / recipe.batch_size))
+    budgeted = time_budget_s is not None
     model.compile(
-        optimizer=make_optimizer(recipe, steps_per_epoch),
+        optimizer=make_optimizer(recipe, steps_per_epoch, per_epoch_schedule=budgeted),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=["accuracy"],
     )
+    schedule = None
+    if budgeted:
+        schedule = BudgetedCosine(
+            peak=recipe.learning_rate,
+            warmup_epochs=recipe.warmup_epochs,
+            max_epochs=recipe.epochs,
+            deadline=started_at + time_budget_s,
+        )
+    history, seconds = _fit_epochs(
+        model,
+        recipe,
+        (train_images, train_labels, validation_images, validation_labels),
+        out_dir=out_dir,
+        seed=seed,
+        schedule=schedule,
+        verbose=verbose,
+    )
+    record = {
+        "architecture": arch,
+        "seed": seed,
+        "split_seed": split_seed,
+        "limit": limit,
+        "epochs": len(history.history["loss"]),
+        "planned_epochs": schedule.planned if schedule else recipe.epochs,
+        "best_validation_accuracy": round(max(history.history["val_accuracy"]), 4),
+        "training_seconds": seconds,
+        "time_budget_s": time_budget_s,
+        "train_images": len(train_images),
+        "validation_images": len(validation_images),
+        "recipe": asdict(recipe),
+        "backend": keras.backend.backend(),
+        "device": _device_name(),
+        "keras": keras.__version__,
+    }
+    (out_dir / FIT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return FitResult(out_dir, record)
+
+
+def _fit_epochs(
+    model: keras.Model,
+    recipe: Recipe,
+    split: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    *,
+    out_dir: Path,
+    seed: int,
+    schedule: keras.callbacks.Callback | None,
+    initial_epoch: int = 0,
+    best_so_far: float | None = None,
+    verbose: int = 2,
+) -> tuple[keras.callbacks.History, float]:
+    """``model.fit`` with the run's logging and best-by-validation checkpoint."""
+    train_images, train_labels, validation_images, validation_labels = split
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out_dir / "model.keras"
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
+        keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=initial_epoch > 0),
         # Model selection looks at the validation split only, never the test set.
         keras.callbacks.ModelCheckpoint(
-            str(checkpoint_path), monitor="val_accuracy", save_best_only=True
+            str(out_dir / "model.keras"),
+            monitor="val_accuracy",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
         ),
     ]
+    if schedule is not None:
+        callbacks.append(schedule)
     if recipe.early_stopping_patience is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -151,17 +280,115 @@ def train(
         )
     started = time.perf_counter()
     history = model.fit(
-        make_dataset(train_images, train_labels, recipe, seed=seed, training=True),
-        validation_data=make_dataset(
-            validation_images, validation_labels, recipe, seed=seed, training=False
+        Batches(
+            normalize(train_images),
+            keras.utils.to_categorical(train_labels, NUM_CLASSES),
+            batch_size=recipe.batch_size,
+            policy=recipe.augmentation,
+            seed=seed + initial_epoch,
         ),
-        epochs=recipe.epochs,
+        validation_data=(
+            normalize(validation_images),
+            keras.utils.to_categorical(validation_labels, NUM_CLASSES),
+        ),
+        validation_batch_size=256,
+        epochs=initial_epoch + recipe.epochs,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
-    training_seconds = time.perf_counter() - started
+    return history, round(time.perf_counter() - started, 1)
 
-    best = keras.models.load_model(checkpoint_path)
+
+def anneal(
+    out_dir: Path, *, epochs: int, learning_rate: float, data_dir: Path | None = None
+) -> FitResult:
+    """Continue a fitted run from its checkpoint: a cosine from ``learning_rate`` to
+    zero over ``epochs`` more epochs (its optimiser state kept).
+
+    For a run whose time-budget plan ran out before its schedule did: the best
+    epoch by validation over the whole run stays the checkpoint.
+    """
+    record = json.loads((out_dir / FIT_RECORD).read_text())
+    recipe = Recipe(**{**record["recipe"], "epochs": epochs, "learning_rate": learning_rate})
+    if recipe.augmentation is not None:
+        augmentation = dict(recipe.augmentation)
+        for key in ("erasing_scale", "erasing_aspect"):
+            augmentation[key] = tuple(augmentation[key])
+        recipe = replace(recipe, augmentation=Augmentation(**augmentation))
+    keras.utils.set_random_seed(record["seed"] + record["epochs"])
+    dataset = load_fashion_mnist(data_dir)
+    split = train_validation_split(
+        dataset.train_images,
+        dataset.train_labels,
+        validation_size=recipe.validation_size,
+        seed=record["split_seed"],
+    )
+    if record["limit"] is not None:
+        split = tuple(part[: record["limit"]] for part in split)
+    model = keras.models.load_model(out_dir / "model.keras")
+    history, seconds = _fit_epochs(
+        model,
+        recipe,
+        split,
+        out_dir=out_dir,
+        seed=record["seed"],
+        schedule=BudgetedCosine(
+            peak=learning_rate, warmup_epochs=0, max_epochs=epochs, first_epoch=record["epochs"]
+        ),
+        initial_epoch=record["epochs"],
+        best_so_far=record["best_validation_accuracy"],
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    record["annealed"] = {
+        "from_epoch": record["epochs"],
+        "epochs": len(history.history["loss"]),
+        "learning_rate": learning_rate,
+        "training_seconds": seconds,
+        "device": _device_name(),
+    }
+    record["epochs"] += len(history.history["loss"])
+    record["training_seconds"] = round(record["training_seconds"] + seconds, 1)
+    record["best_validation_accuracy"] = round(
+        max(record["best_validation_accuracy"], *history.history["val_accuracy"]), 4
+    )
+    (out_dir / FIT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return FitResult(out_dir, record)
+
+
+def _device_name() -> str:
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return str(jax.devices()[0].device_kind)
+    return "cpu"
+
+
+def finish(out_dir: Path, *, data_dir: Path | None = None) -> TrainingResult:
+    """Calibrate a fitted run on its validation split, test it once, export it.
+
+    Fits a softmax temperature and the uncertainty threshold on the validation
+    logits; measures the test split once, for the model card; exports
+    ``model.tflite``. Needs TensorFlow (the LiteRT converter).
+    """
+    from training.export import MODEL_FILENAME, export_tflite, logits_model, write_model_card
+
+    record_path = out_dir / FIT_RECORD
+    if not record_path.is_file():
+        raise ValueError(f"{out_dir} holds no {FIT_RECORD}: fit it with `fashion train` first")
+    record = json.loads(record_path.read_text())
+    dataset = load_fashion_mnist(data_dir)
+    _, _, validation_images, validation_labels = train_validation_split(
+        dataset.train_images,
+        dataset.train_labels,
+        validation_size=record["recipe"]["validation_size"],
+        seed=record["split_seed"],
+    )
+    if record["limit"] is not None:
+        validation_images = validation_images[: record["limit"]]
+        validation_labels = validation_labels[: record["limit"]]
+
+    best = keras.models.load_model(out_dir / "model.keras")
     to_logits = logits_model(best)
     validation_logits = to_logits.predict(normalize(validation_images), verbose=0)
     temperature = fit_temperature(validation_logits, validation_labels)
@@ -181,15 +408,15 @@ def train(
     export_tflite(best, out_dir / MODEL_FILENAME, temperature=temperature)
     card = write_model_card(
         out_dir,
-        architecture=arch,
+        architecture=record["architecture"],
         params=best.count_params(),
         test_accuracy=test_accuracy,
         validation_accuracy=validation_accuracy,
-        epochs=len(history.history["loss"]),
-        seed=seed,
-        training_seconds=training_seconds,
+        epochs=record["epochs"],
+        seed=record["seed"],
+        training_seconds=record["training_seconds"],
         extra={
-            "split_seed": seed if split_seed is None else split_seed,
+            "split_seed": record["split_seed"],
             "temperature": round(temperature, 4),
             "uncertain_threshold": uncertain_threshold,
             "validation_risk_coverage": risk_coverage(
@@ -197,10 +424,17 @@ def train(
             ),
             "test_ece": round(test_ece, 4),
             "test_ece_uncalibrated": round(uncalibrated_ece, 4),
-            "train_images": len(train_images),
-            "validation_images": len(validation_images),
-            "recipe": {key: value for key, value in recipe.__dict__.items()},
+            "train_images": record["train_images"],
+            "validation_images": record["validation_images"],
+            "recipe": record["recipe"],
+            "fitted_on": {key: record[key] for key in ("backend", "device", "keras")},
             "dataset_sha256": dataset_sha256(dataset.source),
         },
     )
     return TrainingResult(out_dir, card)
+
+
+def train(*, out_dir: Path, data_dir: Path | None = None, **fit_options: Any) -> TrainingResult:
+    """``fit`` then ``finish``: the model card of a calibrated, exported run."""
+    fit(out_dir=out_dir, data_dir=data_dir, **fit_options)
+    return finish(out_dir, data_dir=data_dir)
