@@ -28,6 +28,19 @@ CATEGORIES = (
     "Ankle boot",
 )
 
+#: Categories judged together by the ``uncertain`` flag (issue 20): when the most
+#: likely class is one of a family's, the flag looks at the family's summed
+#: probability, so a photo that is surely a shoe but could be a sneaker or an ankle
+#: boot is "footwear", not "uncertain"; its similar items then come from every
+#: category of the family. Tops (T-shirt/top, Pullover, Shirt) were measured as a
+#: family too and rejected: it hid wrong answers (docs/model.md).
+FAMILIES: dict[str, tuple[int, ...]] = {"footwear": (5, 7, 9)}
+
+
+def family_of(label: int) -> str | None:
+    """The family of class ``label``, or ``None``."""
+    return next((name for name, members in FAMILIES.items() if label in members), None)
+
 
 @unique
 class JobStatus(StrEnum):

@@ -189,6 +189,7 @@ def complete_job(
     uncertain: bool,
     probabilities: list[float],
     model_version: str,
+    family: str | None = None,
 ) -> tuple[ClassificationJob, Finished]:
     """Record a job's result: ``done``. The caller adds its similar items in the same
     transaction (``catalog.similar.replace_similar_items``)."""
@@ -197,6 +198,7 @@ def complete_job(
     job.label = label
     job.confidence = confidence
     job.uncertain = uncertain
+    job.family = family
     job.probabilities = probabilities
     job.model_version = model_version
     job.error_code = job.error_message = None

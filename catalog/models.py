@@ -169,6 +169,9 @@ class ClassificationJob(Base):
     label: Mapped[int | None] = mapped_column(Integer)
     confidence: Mapped[float | None]
     uncertain: Mapped[bool | None]
+    #: The family of ``label`` (``catalog.codes.FAMILIES``: ``"footwear"``) or ``None``;
+    #: ``uncertain`` judged the family's summed probability then.
+    family: Mapped[str | None] = mapped_column(String(32))
     probabilities: Mapped[list[float] | None] = mapped_column(JSON)
     model_version: Mapped[str | None] = mapped_column(String(100))
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -210,6 +213,7 @@ class ClassificationJob(Base):
             "name": self.label_name,
             "confidence": self.confidence,
             "uncertain": self.uncertain,
+            "family": self.family,
             "model_version": self.model_version,
             "error": (
                 {"code": self.error_code, "message": self.error_message}

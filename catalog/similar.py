@@ -1,7 +1,8 @@
 """Choose the in-stock products to offer beside a classified upload.
 
 Candidates are in-stock products (stock > 0) of the predicted category -- of the
-two most probable categories when the upload is ``uncertain`` -- whose photos
+two most probable categories when the upload is ``uncertain``, of every category
+of its family when only the family is sure (footwear) -- whose photos
 were embedded by the *same model version* as the upload (embeddings of
 different models are not comparable). They are ranked by cosine similarity and
 the top ``k`` kept. Every filter is part of the query, so a product that sold
@@ -42,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, defer
 
+from catalog.codes import FAMILIES
 from catalog.embeddings import decode_embeddings, halfvec_type
 from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
 
@@ -52,11 +54,18 @@ EF_SEARCH = 100
 SCAN_PARTITION = 2_000
 
 
-def candidate_categories(probabilities: Sequence[float], *, uncertain: bool) -> list[str]:
+def candidate_categories(
+    probabilities: Sequence[float], *, uncertain: bool, family: str | None = None
+) -> list[str]:
+    """The predicted category; the two most probable when ``uncertain``; every
+    category of ``family`` (most probable first) when sure of the family only."""
     if len(probabilities) != len(CATEGORIES):
         raise ValueError(f"expected {len(CATEGORIES)} probabilities, got {len(probabilities)}")
-    order = np.argsort(np.asarray(probabilities))[::-1]
-    return [CATEGORIES[int(index)] for index in order[: 2 if uncertain else 1]]
+    order = [int(index) for index in np.argsort(np.asarray(probabilities))[::-1]]
+    if family is not None and not uncertain:
+        members = FAMILIES[family]
+        return [CATEGORIES[index] for index in order if index in members]
+    return [CATEGORIES[index] for index in order[: 2 if uncertain else 1]]
 
 
 def _offerable(model_version: str):  # type: ignore[no-untyped-def]
@@ -86,8 +95,12 @@ def rank_similar(
     uncertain: bool,
     top_k: int,
     ef_search: int = EF_SEARCH,
+    family: str | None = None,
 ) -> list[tuple[Product, float]]:
     """The ``top_k`` most similar in-stock products, best first, with cosine scores.
+
+    ``family``: sure of the family but not of the class (``Prediction.family_only``):
+    search all of the family's categories.
 
     ``ef_search`` (PostgreSQL): the HNSW candidate list; larger finds more of the
     exact top ``k`` and takes longer.
@@ -97,7 +110,7 @@ def rank_similar(
     query = _unit(embedding)
     if query is None:
         return []
-    categories = candidate_categories(probabilities, uncertain=uncertain)
+    categories = candidate_categories(probabilities, uncertain=uncertain, family=family)
     if session.get_bind().dialect.name == "postgresql":
         _configure_scan(session, ef_search)
         return _pgvector_search(session, query, categories, model_version, top_k)

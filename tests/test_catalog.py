@@ -70,7 +70,7 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5):
+def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5, family=None):
     ranked = rank_similar(
         session=session,
         probabilities=probabilities,
@@ -78,6 +78,7 @@ def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5
         model_version=VERSION,
         uncertain=uncertain,
         top_k=top_k,
+        family=family,
     )
     return [(product.sku, round(score, 3)) for product, score in ranked]
 
@@ -122,6 +123,30 @@ def test_uncertain_upload_draws_from_its_top_two_categories(session) -> None:
         "TOP",
         "SHIRT",
     ]
+
+
+def test_a_sure_family_draws_from_all_of_its_categories(session) -> None:
+    # Surely footwear (0.95), unsure which: Sneaker 0.4, Ankle boot 0.35, Sandal 0.2.
+    footwear = [0.05, 0.0, 0.0, 0.0, 0.0, 0.2, 0.0, 0.4, 0.0, 0.35]
+    for sku, category, embedding in (
+        ("SNEAKER", "Sneaker", unit(1, 0.5)),
+        ("BOOT", "Ankle boot", unit(1, 0)),
+        ("SANDAL", "Sandal", unit(1, 0.1)),
+        ("TOP", "T-shirt/top", unit(1, 0)),
+    ):
+        make_product(
+            session, sku=sku, category=category, embedding=embedding, model_version=VERSION
+        )
+    assert [sku for sku, _ in rank(session, footwear, unit(1, 0))] == ["SNEAKER"]
+    assert [sku for sku, _ in rank(session, footwear, unit(1, 0), family="footwear")] == [
+        "BOOT",
+        "SANDAL",
+        "SNEAKER",
+    ]
+    # Unsure of the family too: the two most probable categories, as before.
+    assert [
+        sku for sku, _ in rank(session, footwear, unit(1, 0), uncertain=True, family="footwear")
+    ] == ["BOOT", "SNEAKER"]
 
 
 def test_a_catalog_change_is_seen_by_the_next_lookup(session) -> None:

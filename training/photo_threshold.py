@@ -108,7 +108,7 @@ def fit_photo_threshold(
     mapped = np.array([mapping[row["class"]] is not None for row in busy], dtype=bool)
     if not mapped.any():
         raise PhotoFolderError(f"{folder}: no photo of a mapped class on a busy background")
-    confidences = np.array([float(row["probabilities"].max()) for row in busy])
+    confidences = np.array([row["judged_confidence"] for row in busy])
     correct = np.array([bool(row.get("correct", False)) for row in busy])
     threshold = fit_threshold(confidences[mapped], max_flagged)
     kept = mapped & (confidences >= threshold)

@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from training.data import CLASS_NAMES
 from worker.errors import ImageError
-from worker.pipeline.classifier import Classifier
+from worker.pipeline.classifier import Classifier, judged_confidence
 from worker.pipeline.preprocess import normalize, prepare
 
 #: Photo class → Fashion-MNIST class indices; None: out of catalog; "skip": not scored.
@@ -155,9 +155,11 @@ def score_photos(
         raise PhotoFolderError(f"{folder}: no photo of a scored or out-of-catalog class")
     probabilities = classifier.predict_proba(normalize(np.stack([r["pixels"] for r in rows])))
     thresholds = classifier.thresholds([r["busy_background"] for r in rows])
-    for row, p, threshold in zip(rows, probabilities, thresholds, strict=True):
+    judged = judged_confidence(probabilities)
+    for row, p, threshold, sure in zip(rows, probabilities, thresholds, judged, strict=True):
         row["probabilities"] = p
-        row["uncertain"] = bool(p.max() < threshold)
+        row["judged_confidence"] = float(sure)
+        row["uncertain"] = bool(sure < threshold)
         target = mapping[row["class"]]
         if target is not None:
             inside = p[target].sum()
@@ -197,6 +199,7 @@ def evaluate_photos(
     }
     result: dict[str, Any] = {
         "model_version": classifier.version,
+        "engine": classifier.engine,
         "folder": str(folder),
         "cutout": cutout,
         "photos": len(rows),

@@ -70,6 +70,7 @@ class JobResult:
     name: str | None = None
     confidence: float | None = None
     uncertain: bool | None = None
+    family: str | None = None
     model_version: str | None = None
     error: dict[str, str] | None = None
     similar: list[dict[str, Any]] = field(default_factory=list)
@@ -88,6 +89,7 @@ class JobResult:
             "name": self.name,
             "confidence": self.confidence,
             "uncertain": self.uncertain,
+            "family": self.family,
             "model_version": self.model_version,
             "error": self.error,
             "similar": self.similar,
@@ -215,6 +217,7 @@ def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
         name=summary["name"],
         confidence=summary["confidence"],
         uncertain=summary["uncertain"],
+        family=summary["family"],
         model_version=summary["model_version"],
         error=summary["error"],
         similar=[

@@ -38,4 +38,5 @@ def classify_files(paths: Iterable[Path], settings: Settings) -> Iterator[dict[s
             "name": CATEGORIES[prediction.label],
             "confidence": round(prediction.confidence, 4),
             "uncertain": prediction.uncertain,
+            "family": prediction.family,
         }

@@ -137,6 +137,7 @@ def classify_jobs(
                 uncertain=prediction.uncertain,
                 top_k=settings.similar_top_k,
                 ef_search=settings.similar_ef_search,
+                family=prediction.family if prediction.family_only else None,
             )
             job, done = complete_job(
                 session=session,
@@ -146,6 +147,7 @@ def classify_jobs(
                 uncertain=prediction.uncertain,
                 probabilities=prediction.probabilities,
                 model_version=classifier.version,
+                family=prediction.family,
             )
             replace_similar_items(session=session, job=job, ranked=ranked)
             statuses[job_id] = JobStatus.DONE
