@@ -7,8 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from catalog.codes import family_of
 from catalog.models import CATEGORIES
-from worker.pipeline.classifier import BUNDLED_MODEL, Classifier, ModelError
+from worker.pipeline.classifier import (
+    BUNDLED_MODEL,
+    Classifier,
+    ModelError,
+    Outputs,
+    judged_confidence,
+)
 from worker.pipeline.preprocess import ModelInput, normalize
 
 
@@ -116,3 +123,57 @@ def test_settings_override_each_threshold() -> None:
     assert default.photo_uncertain_threshold == card["photo_uncertain_threshold"]
     overridden = get_classifier(Settings(uncertain_threshold=0.2, photo_uncertain_threshold=0.9))
     assert (overridden.uncertain_threshold, overridden.photo_uncertain_threshold) == (0.2, 0.9)
+
+
+def test_footwear_is_judged_as_one_family() -> None:
+    shoe = np.zeros(10)
+    shoe[[5, 7, 9]] = [0.3, 0.35, 0.3]  # surely footwear, unsure which
+    shoe[0] = 0.05
+    top = np.zeros(10)
+    top[[0, 6]] = [0.5, 0.5]  # T-shirt or shirt: tops are not a family
+    bag = np.zeros(10)
+    bag[8] = 1.0
+    np.testing.assert_allclose(judged_confidence(np.stack([shoe, top, bag])), [0.95, 0.5, 1.0])
+    assert family_of(7) == "footwear" and family_of(0) is None
+
+
+def test_a_sure_family_with_an_unsure_class_is_not_uncertain(tmp_path: Path) -> None:
+    classifier = Classifier(BUNDLED_MODEL, engine="float", uncertain_threshold=0.9)
+    probabilities = np.zeros((2, 10), np.float32)
+    probabilities[0, [5, 7, 9]] = [0.3, 0.6, 0.1]  # footwear 1.0, Sneaker 0.6
+    probabilities[1, [0, 6]] = [0.6, 0.4]
+    outputs = Outputs(probabilities, np.ones((2, 4), np.float32) / 2)
+    classifier.run = lambda images: outputs  # type: ignore[method-assign]
+    shoe, top = classifier.predict(np.zeros((2, 28, 28, 1), np.float32))
+    assert (shoe.label, shoe.family, shoe.uncertain) == (7, "footwear", False)
+    assert shoe.family_only
+    assert (top.label, top.family, top.uncertain, top.family_only) == (0, None, True, False)
+
+
+def test_the_int8_engine_is_chosen_by_setting_and_has_a_version_of_its_own(tmp_path) -> None:
+    from worker.config import Settings
+    from worker.pipeline.classifier import get_classifier, model_version
+
+    card = Classifier(BUNDLED_MODEL).card
+    assert card["int8"]["file"] == "model-int8.tflite"
+    as_float = get_classifier(Settings(model_engine="float"))
+    as_int8 = get_classifier(Settings(model_engine="int8"))
+    assert (as_float.engine, as_int8.engine) == ("float", "int8")
+    assert as_int8.version == as_float.version + "-int8" == card["version"] + "-int8"
+    assert model_version(Settings(model_engine="int8")) == as_int8.version
+    assert as_int8.path.name == "model-int8.tflite"
+    default = card.get("default_engine", "float")
+    assert get_classifier(Settings()).engine == default
+
+    shutil.copy(BUNDLED_MODEL, tmp_path / "model.tflite")
+    shutil.copy(BUNDLED_MODEL.with_name("model-int8.tflite"), tmp_path / "model-int8.tflite")
+    card["int8"]["sha256"] = "0" * 64
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="sha256"):
+        Classifier(tmp_path / "model.tflite", engine="int8")
+    del card["int8"]
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="no int8 artifact"):
+        Classifier(tmp_path / "model.tflite", engine="int8")
+    with pytest.raises(ModelError, match="unknown model engine"):
+        Classifier(tmp_path / "model.tflite", engine="fp16")

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 
 from training.architectures import ARCHITECTURES, RECIPES, make_model
+from training.augment import Augmentation, Batches, augment
 from training.ensemble import build_ensemble
 from training.export import MODEL_FILENAME, SERVING_FILENAME, serving_model, sha256_of
-from training.train import train
+from training.photo_finetune import run_card
+from training.quantize import quantize_run
+from training.train import BudgetedCosine, anneal, finish, fit, train
 from worker.pipeline.classifier import Classifier
 from worker.pipeline.preprocess import normalize
 
@@ -155,3 +158,92 @@ def test_the_max_set_loss_scores_the_likeliest_class_of_the_set() -> None:
     )
     with pytest.raises(ValueError, match="reduce must be one of"):
         set_loss(shoes, logits, reduce="mean")
+
+
+def test_augmentation_keeps_shapes_and_range_and_is_reproducible() -> None:
+    images = np.random.default_rng(0).random((32, 28, 28, 1), dtype=np.float32)
+    policy = Augmentation(max_shift=4, erasing_probability=1.0, erasing_scale=(0.1, 0.2))
+    first = augment(images, policy, np.random.default_rng(7))
+    again = augment(images, policy, np.random.default_rng(7))
+    np.testing.assert_array_equal(first, again)
+    assert first.shape == images.shape and first.dtype == np.float32
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    assert not np.array_equal(first, images)
+    # A shift of 0 and no flip or erasing is the identity.
+    still = augment(images, Augmentation(flip=False, max_shift=0, erasing_probability=0), None)
+    np.testing.assert_array_equal(still, images)
+
+
+def test_erasing_covers_the_asked_share_of_each_image() -> None:
+    images = np.zeros((200, 28, 28, 1), np.float32)
+    policy = Augmentation(
+        flip=False, max_shift=0, erasing_probability=1.0, erasing_scale=(0.1, 0.1)
+    )
+    erased = augment(images, policy, np.random.default_rng(1))
+    share = (erased > 0).mean(axis=(1, 2, 3))
+    # Rounded rectangles of ~10 % of 784 pixels, clipped to the image.
+    assert 0.05 <= np.median(share) <= 0.13
+
+
+def test_batches_reshuffle_every_epoch_and_cover_every_image() -> None:
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((10, 28, 28, 1))
+    targets = np.eye(10, dtype=np.float32)
+    batches = Batches(images, targets, batch_size=4, policy=None, seed=3)
+    assert len(batches) == 3
+    first = np.concatenate([batches[i][1].argmax(1) for i in range(len(batches))])
+    batches.on_epoch_end()
+    second = np.concatenate([batches[i][1].argmax(1) for i in range(len(batches))])
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert list(first) != list(second)
+    x, y = batches[0]
+    np.testing.assert_array_equal(x[:, 0, 0, 0], y.argmax(1))  # images stay with their labels
+
+
+class _Model:
+    stop_training = False
+
+    class optimizer:  # noqa: N801 — stands in for the attribute Keras sets
+        learning_rate = None
+
+
+def test_budgeted_cosine_plans_the_epochs_that_fit_and_decays_to_zero(monkeypatch) -> None:
+    clock = {"now": 0.0}
+    monkeypatch.setattr("training.train.time.monotonic", lambda: clock["now"])
+    monkeypatch.setattr("training.train.time.time", lambda: clock["now"])
+    schedule = BudgetedCosine(peak=0.1, warmup_epochs=2, max_epochs=300, deadline=100.0)
+    schedule.set_model(_Model())
+    rates = []
+    for epoch in range(300):
+        schedule.on_epoch_begin(epoch)
+        rates.append(schedule.model.optimizer.learning_rate)
+        clock["now"] += 10.0 if epoch == 0 else 2.0  # the first epoch compiles
+        schedule.on_epoch_end(epoch)
+        if schedule.model.stop_training:
+            break
+    # Planned at epoch 3 from epochs 1-2 (2 s each, +15 %): 86 s left → 37 more epochs.
+    assert schedule.planned == 3 + int(86 / 2.3) == len(rates)
+    assert rates[:2] == [0.05, 0.1]
+    assert rates[2] == 0.1 and all(a >= b for a, b in zip(rates[2:], rates[3:], strict=False))
+    assert rates[-1] < 0.001
+
+
+def test_fit_only_then_finish_then_anneal_then_quantize(tmp_path, fashion_mnist) -> None:
+    run = tmp_path / "run"
+    record = fit(arch="resnet20", out_dir=run, epochs=2, limit=256, verbose=0).record
+    assert record["epochs"] == 2 and record["backend"] == "tensorflow"
+    assert not (run / "model_card.json").exists()  # no test figure before finish
+    assert run_card(run)["version"] == "resnet20-s1-fit"
+    annealed = anneal(run, epochs=1, learning_rate=0.01).record
+    assert annealed["epochs"] == 3 and annealed["annealed"]["from_epoch"] == 2
+    assert (run / "history.csv").read_text().count("\n") == 4
+    card = finish(run).card
+    assert card["epochs"] == 3 and card["fitted_on"]["backend"] == "tensorflow"
+    entry = quantize_run(run, samples=50, make_default=True)
+    assert entry["sha256"] == sha256_of(run / "model-int8.tflite")
+    assert entry["bytes"] < entry["float_bytes"] / 2
+    int8 = Classifier(run / MODEL_FILENAME)  # the card's default engine now
+    assert int8.engine == "int8" and int8.version == card["version"] + "-int8"
+    images = normalize(fashion_mnist.train_images[:64])
+    as_float = Classifier(run / MODEL_FILENAME, engine="float").predict_proba(images)
+    np.testing.assert_allclose(int8.predict_proba(images).sum(axis=1), 1.0, atol=0.02)
+    assert (int8.predict_proba(images).argmax(1) == as_float.argmax(1)).mean() >= 0.9

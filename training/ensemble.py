@@ -39,6 +39,10 @@ from training.export import (
 from worker.pipeline.preprocess import normalize
 
 
+def _split_seed(card: dict) -> int:
+    return card.get("split_seed", card["seed"])
+
+
 def build_ensemble(
     run_dirs: list[Path], *, out_dir: Path, data_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -72,6 +76,7 @@ def build_ensemble(
     probabilities = calibrated_probabilities(logits, temperature)
     threshold = choose_uncertain_threshold(probabilities, labels)
 
+    split_seeds = [_split_seed(card) for card in cards]
     serving = serving_model(members, temperature=temperature)
     test_probabilities = serving.predict(normalize(dataset.test_images), batch_size=512, verbose=0)[
         "probabilities"
@@ -92,6 +97,8 @@ def build_ensemble(
         extra={
             "members": [card["version"] for card in cards],
             "member_seeds": [card["seed"] for card in cards],
+            # One split for all members: the held-out images are exactly that split's.
+            "split_seed": split_seeds[0] if len(set(split_seeds)) == 1 else None,
             "shared_validation_images": int(len(held_out)),
             "member_accuracy_on_shared_validation": [round(a, 4) for a in member_accuracy],
             "temperature": round(temperature, 4),

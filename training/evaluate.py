@@ -35,9 +35,13 @@ def predict_in_batches(classifier: Classifier, images: np.ndarray) -> np.ndarray
 
 
 def evaluate(
-    model_path: Path, *, data_dir: Path | None = None, report_dir: Path | None = None
+    model_path: Path,
+    *,
+    data_dir: Path | None = None,
+    report_dir: Path | None = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
-    classifier = Classifier(model_path)
+    classifier = Classifier(model_path, engine=engine)
     dataset = load_fashion_mnist(data_dir)
     labels = dataset.test_labels
     probabilities = predict_in_batches(classifier, dataset.test_images)
@@ -49,6 +53,7 @@ def evaluate(
     bins = reliability_bins(probabilities, labels)
     result: dict[str, Any] = {
         "model_version": classifier.version,
+        "engine": classifier.engine,
         "model_path": str(model_path),
         "images": len(labels),
         "accuracy": round(float((predictions == labels).mean()), 4),

@@ -20,6 +20,7 @@ from training.data import CLASS_NAMES
 from worker.pipeline.preprocess import IMAGE_SIZE
 
 MODEL_FILENAME = "model.tflite"
+INT8_FILENAME = "model-int8.tflite"
 CARD_FILENAME = "model_card.json"
 # The Keras form of exactly what model.tflite computes (for parity checks).
 SERVING_FILENAME = "serving.keras"
@@ -87,13 +88,20 @@ def export_tflite(model: keras.Model, path: Path, *, temperature: float = 1.0) -
 
 
 def ship(run_dir: Path, destination: Path) -> dict:
-    """Copy a run's artifact, card and serving Keras model to ``destination`` (the worker's)."""
+    """Copy a run's artifacts (float and, if quantized, int8), card and serving Keras
+    model to ``destination`` (the worker's)."""
     destination.mkdir(parents=True, exist_ok=True)
+    stale = destination / INT8_FILENAME
+    if stale.exists() and not (run_dir / INT8_FILENAME).exists():
+        stale.unlink()
     for source, target in (
         (MODEL_FILENAME, MODEL_FILENAME),
+        (INT8_FILENAME, INT8_FILENAME),
         (CARD_FILENAME, CARD_FILENAME),
         (SERVING_FILENAME, "model.keras"),
     ):
+        if source == INT8_FILENAME and not (run_dir / source).exists():
+            continue
         (destination / target).write_bytes((run_dir / source).read_bytes())
     return json.loads((destination / CARD_FILENAME).read_text())
 

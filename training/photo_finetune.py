@@ -32,7 +32,7 @@ import tensorflow as tf
 from training.data import NUM_CLASSES, load_fashion_mnist, validation_indices
 from training.export import CARD_FILENAME, features_model
 from training.photos import DEFAULT_MAPPING, photo_files
-from training.train import make_augmenter
+from training.train import FIT_RECORD, make_augmenter
 from worker.errors import ImageError
 from worker.pipeline.preprocess import normalize, preprocess
 
@@ -106,6 +106,17 @@ def set_loss(targets: tf.Tensor, logits: tf.Tensor, *, reduce: str = "sum") -> t
     return uniform * to_uniform + (1.0 - uniform) * in_set
 
 
+def run_card(run_dir: Path) -> dict[str, Any]:
+    """A run's model card, or for a run only fitted so far (``fashion train --fit-only``)
+    its ``fit.json`` — so photo tuning needs no test figure before a model is chosen."""
+    if (run_dir / CARD_FILENAME).is_file():
+        return json.loads((run_dir / CARD_FILENAME).read_text())
+    if not (run_dir / FIT_RECORD).is_file():
+        raise ValueError(f"{run_dir} holds neither {CARD_FILENAME} nor {FIT_RECORD}")
+    record = json.loads((run_dir / FIT_RECORD).read_text())
+    return {**record, "version": f"{record['architecture']}-s{record['seed']}-fit"}
+
+
 def finetune_on_photos(
     run_dir: Path,
     photos_dir: Path,
@@ -122,7 +133,7 @@ def finetune_on_photos(
 ) -> dict[str, Any]:
     if loss not in SET_LOSSES:  # before minutes of loading photos, not at the first batch
         raise ValueError(f"unknown set loss {loss!r}; choose one of {', '.join(SET_LOSSES)}")
-    card = json.loads((run_dir / CARD_FILENAME).read_text())
+    card = run_card(run_dir)
     seed = int(card["seed"])
     keras.utils.set_random_seed(seed)
     dataset = load_fashion_mnist(data_dir)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     )
     model_uri: Path | None = Field(
         None, description="A .tflite file with model_card.json beside it; default: the bundled one."
+    )
+    model_engine: Literal["float", "int8"] | None = Field(
+        None,
+        description=(
+            "Which artifact of the model runs: float (model.tflite) or int8 (its "
+            "full-integer quantization); default: the model card's default_engine."
+        ),
     )
     uncertain_threshold: float | None = Field(
         None,

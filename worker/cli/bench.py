@@ -156,4 +156,36 @@ def bench_photos(folder: str, rounds: int, limit: int | None, as_json: bool) -> 
     click.echo(f"  p95 ratio with/without: {result['p95_ratio']}×")
 
 
-COMMANDS = (bench, bench_photos)
+@click.command("bench-inference")
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Another model.tflite (card beside it) to time beside the configured model.",
+)
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--rounds", default=100, show_default=True, type=click.IntRange(min=5))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_inference(baseline: str | None, batch: int, rounds: int, as_json: bool) -> None:
+    """Images per second of inference alone (Classifier.predict, one process), for each
+    engine of the configured model (float; int8 when its card lists one) and of
+    --baseline, in interleaved rounds; ratios against the configured model's float."""
+    from worker.pipeline.classifier import model_path
+    from worker.tools.bench_inference import measure_engines
+
+    settings = get_settings()
+    models = {"model": model_path(settings)}
+    if baseline:
+        models["baseline"] = Path(baseline)
+    result = measure_engines(models, batch=batch, rounds=rounds, threads=settings.inference_threads)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"batch {batch}, median of {rounds} interleaved rounds, one process:")
+    for key, figures in result["engines"].items():
+        click.echo(
+            f"  {key:<16} {figures['images_per_s']:>9.1f} img/s  "
+            f"{figures['vs_float']:.2f}× model/float  ({figures['version']})"
+        )
+
+
+COMMANDS = (bench, bench_photos, bench_inference)

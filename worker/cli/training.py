@@ -33,6 +33,18 @@ from worker.config import get_settings
 @click.option(
     "--limit", type=click.IntRange(min=64), help="Train on this many images (smoke runs)."
 )
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=1),
+    help="Minutes to fit for: as many epochs as fit (at most --epochs or the recipe's), "
+    "the cosine schedule stretched over them.",
+)
+@click.option(
+    "--fit-only",
+    is_flag=True,
+    help="Stop after fitting (model.keras, fit.json): no test split read, no export; "
+    "`fashion finish OUT` does the rest.",
+)
 def train(
     arch: str,
     epochs: int | None,
@@ -40,31 +52,91 @@ def train(
     split_seed: int | None,
     out_dir: str,
     limit: int | None,
+    time_budget: float | None,
+    fit_only: bool,
 ) -> None:
     """Train ARCH on Fashion-MNIST; write model.keras, model.tflite and model_card.json.
 
-    Architectures: fashion-vgg (ours), small-cnn, and the earlier reports'
-    seed-a, seed-b, seed-c, seed-d, each with its own recipe. The validation
+    Architectures: resnet20 and resnet32 (v2, Zhong et al.'s random-erasing
+    recipe), fashion-vgg (v1), small-cnn, and the earlier reports' seed-a,
+    seed-b, seed-c, seed-d, each with its own recipe. The validation
     set comes from the 60 k training images and picks the best epoch and the
     softmax temperature; the 10 k test images are used once, for the model card.
     Logs every epoch to OUT/history.csv. Needs the [train] extra.
     """
     with needs_train_extra():
         from training.data import DatasetNotFoundError
+        from training.train import fit
         from training.train import train as run_training
+    options = {
+        "arch": arch,
+        "epochs": epochs,
+        "seed": seed,
+        "split_seed": split_seed,
+        "limit": limit,
+        "out_dir": Path(out_dir),
+        "data_dir": get_settings().mnist_dir,
+        "time_budget_s": None if time_budget is None else time_budget * 60,
+    }
     try:
-        outcome = run_training(
-            arch=arch,
-            epochs=epochs,
-            seed=seed,
-            split_seed=split_seed,
-            limit=limit,
-            out_dir=Path(out_dir),
-            data_dir=get_settings().mnist_dir,
-        )
+        if fit_only:
+            click.echo(json.dumps(fit(**options).record, indent=2))
+            return
+        outcome = run_training(**options)
     except (DatasetNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(outcome.card, indent=2))
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+def finish(run: str) -> None:
+    """Calibrate, test once and export a RUN fitted with `fashion train --fit-only`
+    (on this machine or a GPU machine without TensorFlow): the temperature and
+    uncertainty threshold from its validation images, model.tflite, model_card.json."""
+    with needs_train_extra():
+        from training.data import DatasetNotFoundError
+        from training.train import finish as finish_run
+    try:
+        outcome = finish_run(Path(run), data_dir=get_settings().mnist_dir)
+    except (DatasetNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(outcome.card, indent=2))
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--samples",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="Training images that calibrate the int8 ranges.",
+)
+@click.option(
+    "--make-default",
+    is_flag=True,
+    help="Make int8 the card's default engine (issue 20's rule: within 0.2 points of float "
+    "on the test images and on photos, and ≥ 1.5× as fast).",
+)
+def quantize(run: str, samples: int, make_default: bool) -> None:
+    """Write RUN/model-int8.tflite, the full-integer (int8) form of RUN's model.tflite,
+    and record it in its card with its agreement with float on the validation images.
+    Run it on the shipped model folder after exporting; FASHION_MODEL_ENGINE=int8
+    makes the worker use it."""
+    with needs_train_extra():
+        from training.data import DatasetNotFoundError
+        from training.quantize import quantize_run
+    try:
+        entry = quantize_run(
+            Path(run),
+            samples=samples,
+            data_dir=get_settings().mnist_dir,
+            make_default=make_default,
+        )
+    except (DatasetNotFoundError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(entry, indent=2))
 
 
 @click.command()
@@ -105,6 +177,11 @@ def ensemble(runs: tuple[str, ...], out_dir: str) -> None:
     is_flag=True,
     help="With --photos: skip the foreground cut-out, to measure what it brings.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["float", "int8"]),
+    help="Which artifact runs (default: FASHION_MODEL_ENGINE, else the card's default_engine).",
+)
 def evaluate(
     model_path: str | None,
     as_json: bool,
@@ -112,6 +189,7 @@ def evaluate(
     photos_dir: str | None,
     mapping_path: str | None,
     no_cutout: bool,
+    engine: str | None,
 ) -> None:
     """Score a model on the Fashion-MNIST test split, as the worker runs it.
 
@@ -130,8 +208,10 @@ def evaluate(
     from worker.pipeline.classifier import model_path as default_model_path
 
     settings = get_settings()
+    engine = engine or settings.model_engine
     if photos_dir is not None:
         _evaluate_photos(
+            engine,
             Path(model_path) if model_path else default_model_path(settings),
             Path(photos_dir),
             Path(mapping_path) if mapping_path else None,
@@ -145,6 +225,7 @@ def evaluate(
             Path(model_path) if model_path else default_model_path(settings),
             data_dir=settings.mnist_dir,
             report_dir=Path(report_dir) if report_dir else None,
+            engine=engine,
         )
     except DatasetNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -165,6 +246,7 @@ def evaluate(
 
 
 def _evaluate_photos(
+    engine: str | None,
     model: Path,
     folder: Path,
     mapping_path: Path | None,
@@ -179,7 +261,7 @@ def _evaluate_photos(
     try:
         result = evaluate_photos(
             folder,
-            Classifier(model),
+            Classifier(model, engine=engine),
             mapping=mapping_for(folder, mapping_path),
             report_dir=report_dir,
             cutout=cutout,
@@ -321,6 +403,8 @@ def tune(
 
 COMMANDS = (
     train,
+    finish,
+    quantize,
     ensemble,
     evaluate,
     baselines,

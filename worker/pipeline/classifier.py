@@ -21,16 +21,43 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from catalog.codes import CATEGORIES
+from catalog.codes import CATEGORIES, FAMILIES, family_of
 from worker.config import Settings
 from worker.pipeline.preprocess import ModelInput, normalize
 
 BUNDLED_MODEL = Path(__file__).parents[1] / "model" / "model.tflite"
 CARD_FILENAME = "model_card.json"
+ENGINES = ("float", "int8")
+
+
+def engine_version(card: dict[str, Any], engine: str | None) -> tuple[str, str]:
+    """``(engine, model version)`` for ``engine`` (``None``: the card's ``default_engine``).
+
+    The int8 artifact's version is the float one's plus ``-int8``: its embeddings
+    differ a little, and similar items only compare embeddings of one version.
+    """
+    chosen = engine or card.get("default_engine", "float")
+    if chosen not in ENGINES:
+        raise ModelError(f"unknown model engine {chosen!r}; choose one of {', '.join(ENGINES)}")
+    return chosen, card["version"] + ("-int8" if chosen == "int8" else "")
 
 
 class ModelError(RuntimeError):
     """The model artifact is missing, does not match its card, or has the wrong shape."""
+
+
+def judged_confidence(probabilities: np.ndarray) -> np.ndarray:
+    """What the ``uncertain`` flag compares with the threshold, per row of ``(n, 10)``:
+    the top class's probability, or its family's summed probability when the top
+    class belongs to one (``catalog.codes.FAMILIES``). The worker, ``fashion
+    evaluate --photos`` and the photo-threshold fit all judge with this."""
+    probabilities = np.asarray(probabilities)
+    top = probabilities.argmax(axis=1)
+    judged = probabilities.max(axis=1)
+    for members in FAMILIES.values():
+        in_family = np.isin(top, members)
+        judged = np.where(in_family, probabilities[:, list(members)].sum(axis=1), judged)
+    return judged
 
 
 @dataclass(frozen=True)
@@ -40,6 +67,10 @@ class Prediction:
     uncertain: bool
     probabilities: list[float]
     embedding: np.ndarray
+    #: The family of ``label`` (``"footwear"``) or ``None``.
+    family: str | None = None
+    #: Sure of the family, not of the class: similar items come from all its categories.
+    family_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,8 +90,9 @@ class Classifier:
     interpreter is not thread-safe, so calls are serialised with a lock; run one
     ``Classifier`` per process (or per thread) for parallelism.
 
-    A result is ``uncertain`` below one of two confidence thresholds from the
-    card: ``uncertain_threshold`` for product-style images (fitted on
+    A result is ``uncertain`` when its judged confidence (``judged_confidence``:
+    the top class's, or its family's summed probability) is below one of two
+    thresholds from the card: ``uncertain_threshold`` for product-style images (fitted on
     Fashion-MNIST validation images) and ``photo_uncertain_threshold`` for
     photos on a busy background (fitted on real photos; a card without it uses
     the first for both).
@@ -73,24 +105,34 @@ class Classifier:
         num_threads: int = 1,
         uncertain_threshold: float | None = None,
         photo_uncertain_threshold: float | None = None,
+        engine: str | None = None,
     ) -> None:
         card_path = model_path.with_name(CARD_FILENAME)
-        if not model_path.is_file():
-            raise ModelError(f"model file {model_path} does not exist")
         if not card_path.is_file():
             raise ModelError(f"model card {card_path} does not exist")
         self.card: dict[str, Any] = json.loads(card_path.read_text())
+        #: ``float`` or ``int8``: which artifact runs (``FASHION_MODEL_ENGINE``).
+        self.engine, self.version = engine_version(self.card, engine)
+        expected_digest = self.card.get("sha256")
+        if self.engine == "int8":
+            if "int8" not in self.card:
+                raise ModelError(f"{card_path} lists no int8 artifact (fashion quantize)")
+            expected_digest = self.card["int8"]["sha256"]
+            model_path = model_path.with_name(self.card["int8"]["file"])
+        if not model_path.is_file():
+            raise ModelError(f"model file {model_path} does not exist")
+        #: The artifact that runs (``model.tflite`` or ``model-int8.tflite``).
+        self.path = model_path
         content = model_path.read_bytes()
         digest = hashlib.sha256(content).hexdigest()
-        if digest != self.card.get("sha256"):
+        if digest != expected_digest:
             raise ModelError(
-                f"{model_path} has sha256 {digest}, its model card says {self.card.get('sha256')}"
+                f"{model_path} has sha256 {digest}, its model card says {expected_digest}"
             )
         if self.card.get("classes") != list(CATEGORIES):
             raise ModelError(
                 f"{card_path} lists classes {self.card.get('classes')}, expected {list(CATEGORIES)}"
             )
-        self.version: str = self.card["version"]
         if not 0 <= self.card.get("uncertain_threshold", -1) <= 1:
             raise ModelError(f"{card_path} has no uncertain_threshold in [0, 1]")
         #: Below this calibrated confidence a result is flagged ``uncertain``;
@@ -142,16 +184,19 @@ class Classifier:
         if len(thresholds) != len(images):
             raise ValueError(f"{len(thresholds)} busy_background flags for {len(images)} images")
         outputs = self.run(images)
+        judged = judged_confidence(outputs.probabilities)
         return [
             Prediction(
                 label=int(row.argmax()),
                 confidence=float(row.max()),
-                uncertain=bool(row.max() < threshold),
+                uncertain=bool(sure < threshold),
                 probabilities=[float(p) for p in row],
                 embedding=embedding,
+                family=family_of(int(row.argmax())),
+                family_only=bool(row.max() < threshold <= sure),
             )
-            for row, embedding, threshold in zip(
-                outputs.probabilities, outputs.embeddings, thresholds, strict=True
+            for row, embedding, threshold, sure in zip(
+                outputs.probabilities, outputs.embeddings, thresholds, judged, strict=True
             )
         ]
 
@@ -170,10 +215,12 @@ def model_path(settings: Settings) -> Path:
 
 
 def model_version(settings: Settings) -> str:
-    """The configured model's version, read from its card without loading the model."""
+    """The configured model's version (its engine's), read from its card without
+    loading the model."""
     card_path = model_path(settings).with_name(CARD_FILENAME)
     try:
-        return json.loads(card_path.read_text())["version"]
+        card = json.loads(card_path.read_text())
+        return engine_version(card, settings.model_engine)[1]
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot read the model version from {card_path}: {exc}") from exc
 
@@ -184,6 +231,7 @@ def _classifier_for(
     num_threads: int,
     uncertain_threshold: float | None,
     photo_uncertain_threshold: float | None,
+    engine: str | None,
     pid: int,
 ) -> Classifier:
     return Classifier(
@@ -191,6 +239,7 @@ def _classifier_for(
         num_threads=num_threads,
         uncertain_threshold=uncertain_threshold,
         photo_uncertain_threshold=photo_uncertain_threshold,
+        engine=engine,
     )
 
 
@@ -201,5 +250,6 @@ def get_classifier(settings: Settings) -> Classifier:
         settings.inference_threads,
         settings.uncertain_threshold,
         settings.photo_uncertain_threshold,
+        settings.model_engine,
         os.getpid(),
     )

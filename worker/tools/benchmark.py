@@ -57,6 +57,7 @@ from worker.pipeline.preprocess import normalize, preprocess
 from worker.service.celery_app import WORKER_APP, make_celery
 from worker.service.reclassify import run_progress, start_run
 from worker.storage import get_store
+from worker.tools.bench_inference import measure_engines
 from worker.tools.harness import (
     SAMPLES,
     ApiProcess,
@@ -279,9 +280,11 @@ def measure_inference(settings: Settings, batch: int, rounds: int = 200) -> dict
         [preprocess(photo, max_bytes=1 << 24, max_pixels=1 << 24) for photo in photos]
     )
     pixels = np.resize(pixels, (batch, 28, 28))
-    classifier = Classifier(model_path(settings), num_threads=settings.inference_threads)
+    classifier = Classifier(
+        model_path(settings), num_threads=settings.inference_threads, engine=settings.model_engine
+    )
     interpreter = Interpreter(
-        model_content=model_path(settings).read_bytes(), num_threads=settings.inference_threads
+        model_content=classifier.path.read_bytes(), num_threads=settings.inference_threads
     )
     runner = interpreter.get_signature_runner("serving_default")
     ready = np.ascontiguousarray(normalize(pixels), dtype=np.float32)
@@ -390,6 +393,8 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         log(f"interactive, during bulk: {percentiles(busy)}; bulk meanwhile {loaded_rate:.0f}/s")
 
         engine = measure_inference(settings, config.chunk)
+        engines = measure_engines({"model": model_path(settings)}, batch=config.chunk)
+        log(f"inference per engine: {engines['engines']}")
         rss_peak = {
             "naive": naive_rss,
             "bulk": bulk.memory_mb("VmHWM"),
@@ -412,6 +417,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "bulk_images_per_s_while_interactive": round(loaded_rate, 1),
             **engine,
             "inference_vs_engine": round(ratio, 3),
+            "engines": engines["engines"],
             "worker_rss_mb": {
                 "peak": rss_peak,
                 "max_per_process_ours": max(rss_peak["bulk"] + rss_peak["interactive"]),
@@ -428,7 +434,9 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
                 "s3_server": "given"
                 if config.s3_endpoint
                 else ("s3rver" if config.s3rver else "moto"),
-                "model_version": Classifier(model_path(settings)).version,
+                "model_version": Classifier(
+                    model_path(settings), engine=settings.model_engine
+                ).version,
                 "cpus": os.cpu_count(),
                 "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             },

@@ -1,0 +1,117 @@
+"""The int8 LiteRT artifact: full-integer quantization of a finished run's serving model.
+
+``fashion quantize RUN`` reads ``RUN/serving.keras`` (exactly what ``model.tflite``
+computes) and writes ``RUN/model-int8.tflite``: every weight and activation int8,
+calibrated on ``samples`` images of the run's *training* images (never its
+validation images, never the test split), with float32 input and outputs so the
+worker's signature (``image`` → ``probabilities``, ``embedding``) is unchanged.
+The card gains an ``int8`` entry: file, sha256, how it was calibrated, and its
+agreement with the float artifact on the run's validation images. Which engine
+the worker runs is ``FASHION_MODEL_ENGINE`` (default: the card's
+``default_engine``, ``float`` when absent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training.data import load_fashion_mnist, validation_indices
+from training.export import (
+    CARD_FILENAME,
+    INT8_FILENAME,
+    MODEL_FILENAME,
+    SERVING_FILENAME,
+    sha256_of,
+)
+from worker.pipeline.classifier import Classifier
+from worker.pipeline.preprocess import normalize
+
+
+def held_out_indices(card: dict[str, Any], count: int) -> np.ndarray:
+    """The validation images of the run (or of every member of an ensemble)."""
+    if "members" in card and card.get("split_seed") is None:
+        raise ValueError("an ensemble whose members held out different splits: give it one split")
+    return validation_indices(
+        count,
+        validation_size=card["recipe"]["validation_size"],
+        seed=card.get("split_seed", card["seed"]),
+    )
+
+
+def representative_images(
+    card: dict[str, Any], *, samples: int, data_dir: Path | None = None
+) -> np.ndarray:
+    """``samples`` of the run's training images (its validation images left out)."""
+    dataset = load_fashion_mnist(data_dir)
+    held_out = held_out_indices(card, len(dataset.train_images))
+    train_index = np.setdiff1d(np.arange(len(dataset.train_images)), held_out)
+    picked = np.random.default_rng(0).choice(train_index, size=samples, replace=False)
+    return normalize(dataset.train_images[np.sort(picked)])
+
+
+def convert_int8(serving: keras.Model, images: np.ndarray) -> bytes:
+    """Full-integer quantization with float32 input and outputs."""
+
+    def batches() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[np.newaxis]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(serving)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = batches
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def quantize_run(
+    run_dir: Path,
+    *,
+    samples: int = 1_000,
+    data_dir: Path | None = None,
+    make_default: bool = False,
+) -> dict[str, Any]:
+    """Write ``run_dir/model-int8.tflite``; record it in the card; return the card's entry.
+
+    ``make_default`` sets the card's ``default_engine`` to ``int8`` (else ``float``).
+    """
+    card_path = run_dir / CARD_FILENAME
+    card = json.loads(card_path.read_text())
+    serving = keras.models.load_model(run_dir / SERVING_FILENAME)
+    images = representative_images(card, samples=samples, data_dir=data_dir)
+    target = run_dir / INT8_FILENAME
+    target.write_bytes(convert_int8(serving, images))
+
+    dataset = load_fashion_mnist(data_dir)
+    held_out = held_out_indices(card, len(dataset.train_images))
+    validation = normalize(dataset.train_images[held_out])
+    labels = dataset.train_labels[held_out]
+    entry: dict[str, Any] = {
+        "file": INT8_FILENAME,
+        "sha256": sha256_of(target),
+        "bytes": target.stat().st_size,
+        "float_bytes": (run_dir / MODEL_FILENAME).stat().st_size,
+        "quantization": "full integer (weights and activations int8), float32 input/outputs",
+        "representative_images": samples,
+        "representative_from": "the run's training images, its validation images left out",
+    }
+    card["int8"] = entry
+    card["default_engine"] = "int8" if make_default else "float"
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    as_float = Classifier(run_dir / MODEL_FILENAME, engine="float").predict_proba(validation)
+    as_int8 = Classifier(run_dir / MODEL_FILENAME, engine="int8").predict_proba(validation)
+    entry["validation"] = {
+        "images": int(len(labels)),
+        "float_accuracy": round(float((as_float.argmax(1) == labels).mean()), 4),
+        "int8_accuracy": round(float((as_int8.argmax(1) == labels).mean()), 4),
+        "top1_agreement": round(float((as_float.argmax(1) == as_int8.argmax(1)).mean()), 4),
+        "max_probability_difference": round(float(np.abs(as_float - as_int8).max()), 4),
+    }
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    return entry
