@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 
 from catalog.db import get_sessionmaker
@@ -44,7 +45,11 @@ def test_upload_travels_through_a_real_worker_to_the_catalog(
         png_bytes(fashion_mnist.test_images[index]), "trouser.png", settings=settings
     )
     bad = client.submit(b"GIF89a but not really", "broken.gif", settings=settings)
-    results = client.wait([good, bad], timeout=90, settings=settings)
+    sneaker_index = int(np.flatnonzero(fashion_mnist.test_labels == 7)[0])
+    shoe = client.submit(
+        png_bytes(fashion_mnist.test_images[sneaker_index]), "sneaker.png", settings=settings
+    )
+    results = client.wait([good, bad, shoe], timeout=90, settings=settings)
 
     assert worker.poll() is None, "the worker died"
     done = results[good]
@@ -55,6 +60,12 @@ def test_upload_travels_through_a_real_worker_to_the_catalog(
     assert len(done.similar) == (2 if done.uncertain else 1)
     assert results[bad].status == "failed"
     assert results[bad].error["code"] in {"corrupt", "unsupported_format"}
+    # Footwear is one family: recorded on the job; a sure family draws similar items
+    # from its categories only (one in-stock product each here).
+    assert done.family is None
+    assert results[shoe].status == "done" and results[shoe].name == "Sneaker"
+    assert results[shoe].family == "footwear" and not results[shoe].uncertain
+    assert 1 <= len(results[shoe].similar) <= 3
     with get_sessionmaker(settings.resolved_database_url)() as session:
         row = get_job(session=session, job_id=good)
         assert row.attempts == 1 and row.model_version == done.model_version
