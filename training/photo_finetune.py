@@ -126,6 +126,7 @@ def finetune_on_photos(
     learning_rate: float = 3e-4,
     photo_repeat: int = 5,
     loss: str = "max",
+    freeze_norm: bool = False,
     batch_size: int = 128,
     limit: int | None = None,
     data_dir: Path | None = None,
@@ -160,6 +161,12 @@ def finetune_on_photos(
         .prefetch(tf.data.AUTOTUNE)
     )
     member = keras.models.load_model(run_dir / "model.keras", compile=False)
+    if freeze_norm:
+        # A frozen batch-norm layer runs in inference mode: its statistics stay
+        # Fashion-MNIST's instead of drifting towards the photo mix.
+        for layer in member.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     model = keras.Model(member.inputs, member.get_layer("logits").output)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * len(batches))
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=card["recipe"]["weight_decay"])
@@ -187,6 +194,7 @@ def finetune_on_photos(
             "epochs": epochs,
             "learning_rate": learning_rate,
             "set_loss": loss,
+            "freeze_norm": freeze_norm,
             "seconds": round(seconds, 1),
             "loss": [round(float(v), 4) for v in history.history["loss"]],
         },

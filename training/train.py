@@ -327,6 +327,14 @@ def anneal(
     if record["limit"] is not None:
         split = tuple(part[: record["limit"]] for part in split)
     model = keras.models.load_model(out_dir / "model.keras")
+    try:
+        model.optimizer.learning_rate = learning_rate
+    except TypeError:  # fitted with a per-step schedule: a fresh optimiser, its state lost
+        model.compile(
+            optimizer=make_optimizer(recipe, 1, per_epoch_schedule=True),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            metrics=["accuracy"],
+        )
     history, seconds = _fit_epochs(
         model,
         recipe,

@@ -48,6 +48,12 @@ from worker.config import get_settings
     "probability (sum; the probability may spread over them) or of the largest one (max; "
     "the model commits to one, so its confidence is not split).",
 )
+@click.option(
+    "--freeze-norm",
+    is_flag=True,
+    help="Keep the batch-norm layers as trained (statistics and scales): for nets with "
+    "many of them (resnet20), whose Fashion-MNIST accuracy otherwise drops ~0.9 points.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Use only N Fashion-MNIST images.")
 def finetune_photos(
     run_dir: str,
@@ -58,6 +64,7 @@ def finetune_photos(
     learning_rate: float,
     photo_repeat: int,
     set_loss: str,
+    freeze_norm: bool,
     limit: int | None,
 ) -> None:
     """Fine-tune a trained run (fashion train's --out) on real photos mixed with its
@@ -78,6 +85,7 @@ def finetune_photos(
             learning_rate=learning_rate,
             photo_repeat=photo_repeat,
             loss=set_loss,
+            freeze_norm=freeze_norm,
             limit=limit,
             data_dir=get_settings().mnist_dir,
         )
