@@ -1,10 +1,14 @@
 """Train one architecture on Fashion-MNIST, calibrate it, and export it for the worker.
 
-Run as ``fashion train --arch fashion-vgg --out runs/vgg-s1``. Reading top to
-bottom: carve a validation set out of the 60 k training images; fit with the
-architecture's recipe, keeping the weights with the best *validation* accuracy;
-fit a softmax temperature on the validation logits; measure the test split once,
-for the model card; export ``model.keras`` and the LiteRT ``model.tflite``.
+Run as ``fashion train --arch resnet20 --out runs/r20-s1``. Two halves, so the
+first can run where TensorFlow cannot (Keras on JAX on a GPU machine):
+
+- ``fit``: carve a validation set out of the 60 k training images; fit with the
+  architecture's recipe (NumPy augmentation, ``training.augment``), keeping the
+  weights with the best *validation* accuracy; optionally within a time budget
+  (``BudgetedCosine``); writes ``model.keras`` and ``fit.json``.
+- ``finish``: fit a softmax temperature on the validation logits; measure the
+  test split once, for the model card; export the LiteRT ``model.tflite``.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class TrainingResult:
 
 
 def make_augmenter(seed: int) -> keras.Sequential:
-    """Flips, shifts of up to ~3 px and random erasing: label-preserving for clothing."""
+    """Flips, shifts of up to ~3 px and random erasing as Keras layers, for the photo
+    fine-tuning's tf.data pipeline (``training.photo_finetune``)."""
     return keras.Sequential(
         [
             keras.layers.RandomFlip("horizontal", seed=seed),
