@@ -57,6 +57,12 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
         printed["api_idle_ms"]["p50"] - printed["api_direct_ms"]["p50"], abs=0.11
     )
     assert 0 < printed["inference_vs_engine"] <= 1.5
+    # Every engine the shipped model has, each with its own version; float is the reference.
+    engines = printed["engines"]
+    assert set(engines) == {"model/float", "model/int8"}
+    assert engines["model/float"]["vs_float"] == 1.0
+    assert engines["model/int8"]["version"] == engines["model/float"]["version"] + "-int8"
+    assert engines["model/int8"]["images_per_s"] > 0
     peak = printed["worker_rss_mb"]["peak"]
     assert len(peak["naive"]) == len(peak["bulk"]) == 2 and len(peak["interactive"]) == 1
     samples = printed["worker_rss_mb"]["bulk_during_run"]
@@ -76,3 +82,34 @@ def test_the_review_page_benchmark_answers_both_queues_on_a_small_catalog(capsys
         assert 0 < timed["answer"]["p50_ms"] <= timed["answer"]["p95_ms"]
         assert timed["items_per_minute_allowed"] > 0
     assert figures["floor_livez"]["p50_ms"] > 0
+
+
+def test_bench_inference_times_each_engine_of_the_model_and_a_baseline(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from worker.cli import main
+    from worker.pipeline.classifier import BUNDLED_MODEL
+
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    for name in ("model.tflite", "model_card.json"):
+        (baseline / name).write_bytes(BUNDLED_MODEL.with_name(name).read_bytes())
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench-inference",
+            "--baseline",
+            str(baseline / "model.tflite"),
+            "--rounds",
+            "5",
+            "--batch",
+            "8",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    # The baseline's copied card lists the int8 file, which was not copied: float only.
+    assert set(printed["engines"]) == {"model/float", "model/int8", "baseline/float"}
+    assert all(figures["images_per_s"] > 0 for figures in printed["engines"].values())
+    assert printed["batch"] == 8 and printed["rounds"] == 5

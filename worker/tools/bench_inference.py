@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.pipeline.classifier import ENGINES, Classifier
+from worker.pipeline.classifier import Classifier
 from worker.pipeline.preprocess import normalize, preprocess
 from worker.tools.harness import product_photos
 
@@ -31,8 +31,9 @@ def sample_batch(batch: int) -> np.ndarray:
 
 
 def engines_of(path: Path) -> list[str]:
-    card = Classifier(path, engine="float").card
-    return [engine for engine in ENGINES if engine == "float" or engine in card]
+    """``float``, and ``int8`` where the card lists it and its file is beside the model."""
+    int8 = Classifier(path, engine="float").card.get("int8")
+    return ["float"] + (["int8"] if int8 and path.with_name(int8["file"]).is_file() else [])
 
 
 def measure_engines(
