@@ -133,6 +133,18 @@ def validation_indices(count: int, *, validation_size: int, seed: int) -> np.nda
     return np.random.default_rng(seed).permutation(count)[:validation_size]
 
 
+def split_seed_of(card: dict) -> int:
+    """The seed of a run's validation split (its model card or ``fit.json``)."""
+    return card.get("split_seed", card["seed"])
+
+
+def held_out_by(card: dict, count: int) -> np.ndarray:
+    """The training images a run (its model card or ``fit.json``) held out for validation."""
+    return validation_indices(
+        count, validation_size=card["recipe"]["validation_size"], seed=split_seed_of(card)
+    )
+
+
 def train_validation_split(
     images: np.ndarray, labels: np.ndarray, *, validation_size: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from training.calibrate import (
     fit_temperature,
     risk_coverage,
 )
-from training.data import dataset_sha256, load_fashion_mnist, validation_indices
+from training.data import dataset_sha256, held_out_by, load_fashion_mnist, split_seed_of
 from training.export import (
     CARD_FILENAME,
     MODEL_FILENAME,
@@ -37,10 +37,6 @@ from training.export import (
     write_model_card,
 )
 from worker.pipeline.preprocess import normalize
-
-
-def _split_seed(card: dict) -> int:
-    return card.get("split_seed", card["seed"])
 
 
 def build_ensemble(
@@ -54,15 +50,7 @@ def build_ensemble(
     members = [keras.models.load_model(run / "model.keras", compile=False) for run in run_dirs]
     dataset = load_fashion_mnist(data_dir)
     held_out = reduce(
-        np.intersect1d,
-        [
-            validation_indices(
-                len(dataset.train_images),
-                validation_size=card["recipe"]["validation_size"],
-                seed=card.get("split_seed", card["seed"]),
-            )
-            for card in cards
-        ],
+        np.intersect1d, [held_out_by(card, len(dataset.train_images)) for card in cards]
     )
     images = normalize(dataset.train_images[held_out])
     labels = dataset.train_labels[held_out]
@@ -76,7 +64,7 @@ def build_ensemble(
     probabilities = calibrated_probabilities(logits, temperature)
     threshold = choose_uncertain_threshold(probabilities, labels)
 
-    split_seeds = [_split_seed(card) for card in cards]
+    split_seeds = [split_seed_of(card) for card in cards]
     serving = serving_model(members, temperature=temperature)
     test_probabilities = serving.predict(normalize(dataset.test_images), batch_size=512, verbose=0)[
         "probabilities"

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.data import NUM_CLASSES, load_fashion_mnist, validation_indices
+from training.data import NUM_CLASSES, held_out_by, load_fashion_mnist
 from training.export import CARD_FILENAME, features_model
 from training.photos import DEFAULT_MAPPING, photo_files
 from training.train import FIT_RECORD, make_augmenter
@@ -138,11 +138,7 @@ def finetune_on_photos(
     seed = int(card["seed"])
     keras.utils.set_random_seed(seed)
     dataset = load_fashion_mnist(data_dir)
-    held_out = validation_indices(
-        len(dataset.train_images),
-        validation_size=card["recipe"]["validation_size"],
-        seed=card.get("split_seed", seed),
-    )
+    held_out = held_out_by(card, len(dataset.train_images))
     train_index = np.setdiff1d(np.arange(len(dataset.train_images)), held_out)[:limit]
     photo_pixels, photo_masks = load_photos(photos_dir, targets)
     images = np.concatenate([dataset.train_images[train_index], *[photo_pixels] * photo_repeat])

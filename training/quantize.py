@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.data import load_fashion_mnist, validation_indices
+from training.data import held_out_by, load_fashion_mnist
 from training.export import (
     CARD_FILENAME,
     INT8_FILENAME,
@@ -38,11 +38,7 @@ def held_out_indices(card: dict[str, Any], count: int) -> np.ndarray:
     """The validation images of the run (or of every member of an ensemble)."""
     if "members" in card and card.get("split_seed") is None:
         raise ValueError("an ensemble whose members held out different splits: give it one split")
-    return validation_indices(
-        count,
-        validation_size=card["recipe"]["validation_size"],
-        seed=card.get("split_seed", card["seed"]),
-    )
+    return held_out_by(card, count)
 
 
 def representative_images(
