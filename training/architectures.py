@@ -42,6 +42,20 @@ class Recipe:
     warmup_epochs: int = 0
     early_stopping_patience: int | None = None
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> Recipe:
+        """The recipe a run recorded (``dataclasses.asdict`` read back from JSON)."""
+        augmentation = fields.get("augmentation")
+        if augmentation is not None:
+            augmentation = Augmentation(
+                **{
+                    **augmentation,
+                    "erasing_scale": tuple(augmentation["erasing_scale"]),
+                    "erasing_aspect": tuple(augmentation["erasing_aspect"]),
+                }
+            )
+        return cls(**{**fields, "augmentation": augmentation})
+
 
 ModelFactory = Callable[[tuple[int, int, int], int], keras.Model]
 

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from training.architectures import RECIPES, Recipe, make_model
-from training.augment import Augmentation, Batches
+from training.augment import Batches
 from training.calibrate import (
     calibrated_probabilities,
     choose_uncertain_threshold,
@@ -33,7 +33,13 @@ from training.calibrate import (
     fit_temperature,
     risk_coverage,
 )
-from training.data import NUM_CLASSES, dataset_sha256, load_fashion_mnist, train_validation_split
+from training.data import (
+    NUM_CLASSES,
+    FashionMnist,
+    dataset_sha256,
+    load_fashion_mnist,
+    train_validation_split,
+)
 from worker.pipeline.preprocess import normalize
 
 
@@ -117,7 +123,8 @@ class BudgetedCosine(keras.callbacks.Callback):
         self.max_epochs = max_epochs
         self.deadline = deadline
         self.plan_at = max(warmup_epochs, 3)
-        self.planned: int | None = None
+        # Without a deadline the cap is the plan; with one, it is fixed at ``plan_at``.
+        self.planned: int | None = max_epochs if deadline == math.inf else None
         self.epoch_starts: list[float] = []
 
     def rate(self, epoch: int) -> float:
@@ -132,8 +139,6 @@ class BudgetedCosine(keras.callbacks.Callback):
         epoch -= self.first_epoch
         now = time.monotonic()
         self.epoch_starts.append(now)
-        if self.deadline == math.inf:
-            self.planned = self.max_epochs
         if epoch == self.plan_at and self.planned is None:
             # Epochs slow down once concurrent runs all compiled: keep a 15 % margin.
             per_epoch = 1.15 * (now - self.epoch_starts[1]) / (epoch - 1)
@@ -193,16 +198,9 @@ def fit(
     started_at = time.time()
     keras.utils.set_random_seed(seed)
     split_seed = seed if split_seed is None else split_seed
-    dataset = load_fashion_mnist(data_dir)
-    train_images, train_labels, validation_images, validation_labels = train_validation_split(
-        dataset.train_images,
-        dataset.train_labels,
-        validation_size=recipe.validation_size,
-        seed=split_seed,
+    train_images, train_labels, validation_images, validation_labels = _split(
+        load_fashion_mnist(data_dir), recipe.validation_size, split_seed, limit
     )
-    if limit is not None:
-        train_images, train_labels = train_images[:limit], train_labels[:limit]
-        validation_images, validation_labels = validation_images[:limit], validation_labels[:limit]
 
     model = make_model(arch, NUM_CLASSES)
     steps_per_epoch = int(np.ceil(len(train_images) / recipe.batch_size))
@@ -248,6 +246,21 @@ def fit(
     }
     (out_dir / FIT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return FitResult(out_dir, record)
+
+
+def _split(
+    dataset: FashionMnist, validation_size: int, split_seed: int, limit: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A run's training and validation images and labels, each cut to ``limit``."""
+    split = train_validation_split(
+        dataset.train_images,
+        dataset.train_labels,
+        validation_size=validation_size,
+        seed=split_seed,
+    )
+    if limit is None:
+        return split
+    return tuple(part[:limit] for part in split)  # type: ignore[return-value]
 
 
 def _fit_epochs(
@@ -315,22 +328,11 @@ def anneal(
     epoch by validation over the whole run stays the checkpoint.
     """
     record = json.loads((out_dir / FIT_RECORD).read_text())
-    recipe = Recipe(**{**record["recipe"], "epochs": epochs, "learning_rate": learning_rate})
-    if recipe.augmentation is not None:
-        augmentation = dict(recipe.augmentation)
-        for key in ("erasing_scale", "erasing_aspect"):
-            augmentation[key] = tuple(augmentation[key])
-        recipe = replace(recipe, augmentation=Augmentation(**augmentation))
+    recipe = replace(Recipe.from_dict(record["recipe"]), epochs=epochs, learning_rate=learning_rate)
     keras.utils.set_random_seed(record["seed"] + record["epochs"])
-    dataset = load_fashion_mnist(data_dir)
-    split = train_validation_split(
-        dataset.train_images,
-        dataset.train_labels,
-        validation_size=recipe.validation_size,
-        seed=record["split_seed"],
+    split = _split(
+        load_fashion_mnist(data_dir), recipe.validation_size, record["split_seed"], record["limit"]
     )
-    if record["limit"] is not None:
-        split = tuple(part[: record["limit"]] for part in split)
     model = keras.models.load_model(out_dir / "model.keras")
     try:
         model.optimizer.learning_rate = learning_rate
@@ -391,15 +393,9 @@ def finish(out_dir: Path, *, data_dir: Path | None = None) -> TrainingResult:
         raise ValueError(f"{out_dir} holds no {FIT_RECORD}: fit it with `fashion train` first")
     record = json.loads(record_path.read_text())
     dataset = load_fashion_mnist(data_dir)
-    _, _, validation_images, validation_labels = train_validation_split(
-        dataset.train_images,
-        dataset.train_labels,
-        validation_size=record["recipe"]["validation_size"],
-        seed=record["split_seed"],
+    _, _, validation_images, validation_labels = _split(
+        dataset, record["recipe"]["validation_size"], record["split_seed"], record["limit"]
     )
-    if record["limit"] is not None:
-        validation_images = validation_images[: record["limit"]]
-        validation_labels = validation_labels[: record["limit"]]
 
     best = keras.models.load_model(out_dir / "model.keras")
     to_logits = logits_model(best)
