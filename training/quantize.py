@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training.data import held_out_by, load_fashion_mnist
+from training.data import FashionMnist, held_out_by, load_fashion_mnist
 from training.export import (
     CARD_FILENAME,
     INT8_FILENAME,
@@ -42,11 +42,9 @@ def held_out_indices(card: dict[str, Any], count: int) -> np.ndarray:
 
 
 def representative_images(
-    card: dict[str, Any], *, samples: int, data_dir: Path | None = None
+    dataset: FashionMnist, held_out: np.ndarray, *, samples: int
 ) -> np.ndarray:
-    """``samples`` of the run's training images (its validation images left out)."""
-    dataset = load_fashion_mnist(data_dir)
-    held_out = held_out_indices(card, len(dataset.train_images))
+    """``samples`` of the run's training images (its ``held_out`` validation images left out)."""
     train_index = np.setdiff1d(np.arange(len(dataset.train_images)), held_out)
     picked = np.random.default_rng(0).choice(train_index, size=samples, replace=False)
     return normalize(dataset.train_images[np.sort(picked)])
@@ -80,12 +78,12 @@ def quantize_run(
     card_path = run_dir / CARD_FILENAME
     card = json.loads(card_path.read_text())
     serving = keras.models.load_model(run_dir / SERVING_FILENAME)
-    images = representative_images(card, samples=samples, data_dir=data_dir)
-    target = run_dir / INT8_FILENAME
-    target.write_bytes(convert_int8(serving, images))
-
     dataset = load_fashion_mnist(data_dir)
     held_out = held_out_indices(card, len(dataset.train_images))
+    target = run_dir / INT8_FILENAME
+    target.write_bytes(
+        convert_int8(serving, representative_images(dataset, held_out, samples=samples))
+    )
     validation = normalize(dataset.train_images[held_out])
     labels = dataset.train_labels[held_out]
     entry: dict[str, Any] = {
@@ -99,6 +97,7 @@ def quantize_run(
     }
     card["int8"] = entry
     card["default_engine"] = "int8" if make_default else "float"
+    # Written now so the worker's Classifier can load the int8 engine; again with its parity.
     card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     as_float = Classifier(run_dir / MODEL_FILENAME, engine="float").predict_proba(validation)
     as_int8 = Classifier(run_dir / MODEL_FILENAME, engine="int8").predict_proba(validation)
