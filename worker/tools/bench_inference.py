@@ -22,12 +22,12 @@ from worker.tools.harness import product_photos
 
 
 def sample_batch(batch: int) -> np.ndarray:
-    """``batch`` product photos through the pipeline, normalised for the model."""
+    """``batch`` product photos through the pipeline: uint8 ``(batch, 28, 28)``."""
     photos, _ = product_photos(min(batch, 64))
     pixels = np.stack(
         [preprocess(photo, max_bytes=1 << 24, max_pixels=1 << 24) for photo in photos]
     )
-    return normalize(np.resize(pixels, (batch, 28, 28)))
+    return np.resize(pixels, (batch, 28, 28))
 
 
 def engines_of(path: Path) -> list[str]:
@@ -47,7 +47,7 @@ def measure_engines(
 
     The first model's float engine is the reference of every ``vs_float`` ratio.
     """
-    images = sample_batch(batch)
+    images = normalize(sample_batch(batch))
     runners = {
         f"{name}/{engine}": Classifier(path, engine=engine, num_threads=threads)
         for name, path in models.items()

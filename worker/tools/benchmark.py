@@ -53,11 +53,11 @@ from catalog.models import ClassificationJob, Product
 from worker import client
 from worker.config import Settings
 from worker.pipeline.classifier import Classifier, model_path
-from worker.pipeline.preprocess import normalize, preprocess
+from worker.pipeline.preprocess import normalize
 from worker.service.celery_app import WORKER_APP, make_celery
 from worker.service.reclassify import run_progress, start_run
 from worker.storage import get_store
-from worker.tools.bench_inference import measure_engines
+from worker.tools.bench_inference import measure_engines, sample_batch
 from worker.tools.harness import (
     SAMPLES,
     ApiProcess,
@@ -65,7 +65,6 @@ from worker.tools.harness import (
     WorkerProcess,
     build_catalog,
     pgvector_server,
-    product_photos,
     s3_server,
     throwaway_database,
     wait_until,
@@ -275,11 +274,7 @@ def measure_inference(settings: Settings, batch: int, rounds: int = 200) -> dict
     """``Classifier.predict`` as the bulk task calls it vs the bare signature runner."""
     from ai_edge_litert.interpreter import Interpreter
 
-    photos, _ = product_photos(batch)
-    pixels = np.stack(
-        [preprocess(photo, max_bytes=1 << 24, max_pixels=1 << 24) for photo in photos]
-    )
-    pixels = np.resize(pixels, (batch, 28, 28))
+    pixels = sample_batch(batch)
     classifier = Classifier(
         model_path(settings), num_threads=settings.inference_threads, engine=settings.model_engine
     )
