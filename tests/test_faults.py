@@ -150,15 +150,33 @@ def unacked(settings: Settings) -> int:
     return redis.Redis.from_url(settings.resolved_broker_url).hlen("unacked")
 
 
+def wait_mid_run(settings: Settings, underway: Callable[[], bool], what: str) -> int:
+    """Wait until ``underway`` holds *and* consumers hold unacknowledged messages, so a
+    kill right after lands mid-run; returns the messages in flight at that moment.
+
+    A run from kept inputs takes seconds: checking progress first and the broker a
+    moment later could find the run already over (seen once in CI).
+    """
+    seen = 0
+
+    def ready() -> bool:
+        nonlocal seen
+        seen = unacked(settings)
+        return seen >= 1 and underway()
+
+    wait_until(ready, 120, what)
+    return seen
+
+
 def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(faults, start_worker) -> None:
     settings = faults.settings
     ids = build_catalog(settings, 2000, log=lambda _message: None)
     victim = start_worker(settings, queues="bulk")
     start_worker(settings, queues="bulk")
     run = start_run("stale", settings=settings, chunk_size=50)
-    wait_until(lambda: count_classified(settings) >= 300, 120, "the run to get going")
-
-    in_flight = unacked(settings)
+    in_flight = wait_mid_run(
+        settings, lambda: count_classified(settings) >= 300, "the run to get going"
+    )
     kill_hard(victim)
     classified_at_kill = count_classified(settings)
     start_worker(settings, queues="bulk")  # ops restart it
@@ -186,8 +204,9 @@ def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(faults, star
 
     victim = start_worker(settings, queues="bulk")
     run = start_run("all", settings=settings, chunk_size=50)
-    wait_until(lambda: run_progress(settings, run.id).done >= 300, 120, "the run to get going")
-    in_flight = unacked(settings)
+    in_flight = wait_mid_run(
+        settings, lambda: run_progress(settings, run.id).done >= 100, "the run to get going"
+    )
     kill_hard(victim)
     done_at_kill = run_progress(settings, run.id).done
     settle(lambda: run_progress(settings, run.id).finished)
