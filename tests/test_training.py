@@ -117,7 +117,7 @@ def test_finetune_on_photos_writes_a_run_that_ensembles(smoke_run, tmp_path, fas
 def test_the_set_loss_is_cross_entropy_for_one_class_and_rewards_any_class_of_a_set() -> None:
     import tensorflow as tf
 
-    from training.photo_finetune import set_loss
+    from training.photo_data import set_loss
 
     logits = tf.constant([[2.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]])
     one_hot = tf.one_hot([0], 10)
@@ -133,7 +133,7 @@ def test_the_set_loss_is_cross_entropy_for_one_class_and_rewards_any_class_of_a_
 def test_the_max_set_loss_scores_the_likeliest_class_of_the_set() -> None:
     import tensorflow as tf
 
-    from training.photo_finetune import set_loss
+    from training.photo_data import set_loss
 
     # Of the three shoe classes, 7 is the likeliest: the loss is -log p[7] alone, so it
     # exceeds the summed variant's and is lowered only by making class 7 likelier.

@@ -31,80 +31,9 @@ import tensorflow as tf
 
 from training.data import NUM_CLASSES, held_out_by, load_fashion_mnist
 from training.export import CARD_FILENAME, features_model
-from training.photos import DEFAULT_MAPPING, photo_files
+from training.photo_data import PHOTO_TARGETS, SET_LOSSES, load_photos, set_loss
 from training.train import FIT_RECORD, make_augmenter
-from worker.errors import ImageError
-from worker.pipeline.preprocess import normalize, preprocess
-
-#: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform
-#: target). The scoring mapping, plus longsleeve: not scored (ambiguous) but still a
-#: top of one of four kinds, which is worth learning.
-PHOTO_TARGETS: dict[str, list[int] | None] = {
-    **{name: target for name, target in DEFAULT_MAPPING.items() if target != "skip"},
-    "longsleeve": [0, 2, 4, 6],
-}
-
-
-def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, list[int] | None]:
-    """Training targets from a scoring mapping (``training.photos``): its classes less
-    the ``"skip"`` ones; the development photos' mapping gives ``PHOTO_TARGETS``."""
-    if dict(mapping) == DEFAULT_MAPPING:
-        return dict(PHOTO_TARGETS)
-    return {name: target for name, target in mapping.items() if target != "skip"}
-
-
-LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
-
-
-def load_photos(
-    folder: Path, targets: Mapping[str, list[int] | None] = PHOTO_TARGETS
-) -> tuple[np.ndarray, np.ndarray]:
-    """28×28 pixels and target masks (n × 10) of every readable photo of a class in
-    ``targets``."""
-    pixels, masks = [], []
-    for name, paths in photo_files(folder).items():
-        if name not in targets:
-            continue
-        mask = np.zeros(NUM_CLASSES, np.float32)
-        classes = targets[name]
-        mask[classes if classes is not None else slice(None)] = 1.0
-        for path in paths:
-            try:
-                pixels.append(preprocess(path.read_bytes(), **LIMITS))
-            except ImageError:
-                continue
-            masks.append(mask)
-    if not pixels:
-        raise ValueError(f"{folder}: no readable photo of the classes {sorted(targets)}")
-    return np.stack(pixels), np.stack(masks)
-
-
-#: How a photo with several acceptable classes is scored (``--set-loss``).
-SET_LOSSES = ("sum", "max")
-
-
-def set_loss(targets: tf.Tensor, logits: tf.Tensor, *, reduce: str = "sum") -> tf.Tensor:
-    """Loss of a photo whose target is a *set* of classes (``targets``: 0/1 mask).
-
-    ``reduce="sum"``: −log Σ p over the set, so the probability may spread over
-    the set's classes; ``"max"``: −log max p over the set, so the network commits
-    to whichever class of the set it already favours and its confidence is not
-    split (a split confidence reads as ``uncertain``). An all-ones target (out of
-    catalog): cross-entropy to the uniform distribution. A one-hot target is plain
-    cross-entropy either way.
-    """
-    if reduce not in SET_LOSSES:
-        raise ValueError(f"reduce must be one of {SET_LOSSES}, not {reduce!r}")
-    log_p = tf.nn.log_softmax(logits)
-    uniform = tf.cast(tf.reduce_sum(targets, axis=1) > NUM_CLASSES - 0.5, log_p.dtype)
-    masked = log_p + tf.math.log(targets + 1e-12)
-    if reduce == "sum":
-        in_set = -tf.reduce_logsumexp(masked, axis=1)
-    else:
-        in_set = -tf.reduce_max(masked, axis=1)
-    to_uniform = -tf.reduce_mean(log_p, axis=1)
-    return uniform * to_uniform + (1.0 - uniform) * in_set
-
+from worker.pipeline.preprocess import normalize
 
 def run_card(run_dir: Path) -> dict[str, Any]:
     """A run's model card, or for a run only fitted so far (``fashion train --fit-only``)

@@ -44,6 +44,17 @@ mapping_option = click.option(
     'or "skip" [default: the clothing-photos mapping].',
 )
 
+set_loss_option = click.option(
+    "--set-loss",
+    "set_loss",
+    type=click.Choice(["sum", "max"]),
+    default="max",
+    show_default=True,
+    help="For a photo that may be any of several classes (shoes): -log of their summed "
+    "probability (sum; the probability may spread over them) or of the largest one (max; "
+    "the model commits to one, so its confidence is not split).",
+)
+
 
 @contextmanager
 def needs_train_extra() -> Iterator[None]:

@@ -13,6 +13,7 @@ from worker.cli.common import (
     model_option,
     needs_train_extra,
     percent,
+    set_loss_option,
     spread,
 )
 from worker.config import get_settings
@@ -38,16 +39,7 @@ from worker.config import get_settings
     type=click.IntRange(min=1),
     help="Times each photo appears per epoch, beside the run's Fashion-MNIST images.",
 )
-@click.option(
-    "--set-loss",
-    "set_loss",
-    type=click.Choice(["sum", "max"]),
-    default="max",
-    show_default=True,
-    help="For a photo that may be any of several classes (shoes): -log of their summed "
-    "probability (sum; the probability may spread over them) or of the largest one (max; "
-    "the model commits to one, so its confidence is not split).",
-)
+@set_loss_option
 @click.option(
     "--freeze-norm",
     is_flag=True,
@@ -70,7 +62,8 @@ def finetune_photos(
     """Fine-tune a trained run (fashion train's --out) on real photos mixed with its
     Fashion-MNIST training images; writes a run folder for `fashion ensemble`."""
     with needs_train_extra():
-        from training.photo_finetune import finetune_on_photos, photo_targets
+        from training.photo_data import photo_targets
+        from training.photo_finetune import finetune_on_photos
         from training.photos import PhotoFolderError, mapping_for
     try:
         targets = photo_targets(

@@ -1,0 +1,120 @@
+"""Real photos as training data: their 28×28 pixels, their *set* targets, the set loss.
+
+A photo of shoes may be any of Sandal, Sneaker or Ankle boot, so a photo's target
+is a 0/1 mask over the ten classes (``PHOTO_TARGETS``), scored by ``set_loss``;
+a one-hot mask makes that plain cross-entropy, so Fashion-MNIST images and photos
+share one loss. Used by the photo fine-tuning (``training.photo_finetune``) and by
+training with photos from the start (``fashion train --photos``). Needs no
+TensorFlow: the pixels come from the worker's own pipeline and the loss is
+``keras.ops``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from training.data import NUM_CLASSES
+from training.photos import DEFAULT_MAPPING, photo_files
+from worker.errors import ImageError
+from worker.pipeline.preprocess import preprocess
+
+#: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform
+#: target). The scoring mapping, plus longsleeve: not scored (ambiguous) but still a
+#: top of one of four kinds, which is worth learning.
+PHOTO_TARGETS: dict[str, list[int] | None] = {
+    **{name: target for name, target in DEFAULT_MAPPING.items() if target != "skip"},
+    "longsleeve": [0, 2, 4, 6],
+}
+
+
+def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, list[int] | None]:
+    """Training targets from a scoring mapping (``training.photos``): its classes less
+    the ``"skip"`` ones; the development photos' mapping gives ``PHOTO_TARGETS``."""
+    if dict(mapping) == DEFAULT_MAPPING:
+        return dict(PHOTO_TARGETS)
+    return {name: target for name, target in mapping.items() if target != "skip"}
+
+
+LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
+
+
+def load_photos(
+    folder: Path, targets: Mapping[str, list[int] | None] = PHOTO_TARGETS
+) -> tuple[np.ndarray, np.ndarray]:
+    """28×28 pixels and target masks (n × 10) of every readable photo of a class in
+    ``targets``."""
+    pixels, masks = [], []
+    for name, paths in photo_files(folder).items():
+        if name not in targets:
+            continue
+        mask = np.zeros(NUM_CLASSES, np.float32)
+        classes = targets[name]
+        mask[classes if classes is not None else slice(None)] = 1.0
+        for path in paths:
+            try:
+                pixels.append(preprocess(path.read_bytes(), **LIMITS))
+            except ImageError:
+                continue
+            masks.append(mask)
+    if not pixels:
+        raise ValueError(f"{folder}: no readable photo of the classes {sorted(targets)}")
+    return np.stack(pixels), np.stack(masks)
+
+
+#: How a photo with several acceptable classes is scored (``--set-loss``).
+SET_LOSSES = ("sum", "max")
+
+
+def set_loss(targets: Any, logits: Any, *, reduce: str = "sum", from_logits: bool = True) -> Any:
+    """Loss of a photo whose target is a *set* of classes (``targets``: 0/1 mask).
+
+    ``reduce="sum"``: −log Σ p over the set, so the probability may spread over
+    the set's classes; ``"max"``: −log max p over the set, so the network commits
+    to whichever class of the set it already favours and its confidence is not
+    split (a split confidence reads as ``uncertain``). An all-ones target (out of
+    catalog): cross-entropy to the uniform distribution. A one-hot target is plain
+    cross-entropy either way. ``from_logits=False``: ``logits`` are probabilities
+    (a model ending in its softmax), clipped like Keras's cross-entropy clips them.
+    Written in ``keras.ops``: it runs on any backend.
+    """
+    if reduce not in SET_LOSSES:
+        raise ValueError(f"reduce must be one of {SET_LOSSES}, not {reduce!r}")
+    targets = ops.cast(targets, "float32")
+    outputs = ops.cast(logits, "float32")
+    if from_logits:
+        log_p = ops.log_softmax(outputs, axis=1)
+    else:
+        log_p = ops.log(ops.clip(outputs, 1e-7, 1.0))
+    uniform = ops.cast(ops.sum(targets, axis=1) > NUM_CLASSES - 0.5, "float32")
+    masked = log_p + ops.log(targets + 1e-12)
+    if reduce == "sum":
+        in_set = -ops.logsumexp(masked, axis=1)
+    else:
+        in_set = -ops.max(masked, axis=1)
+    to_uniform = -ops.mean(log_p, axis=1)
+    return uniform * to_uniform + (1.0 - uniform) * in_set
+
+
+@keras.saving.register_keras_serializable(package="fashion")
+class SetLoss(keras.losses.Loss):
+    """``set_loss`` as a Keras loss, for a model compiled on Fashion-MNIST images
+    (one-hot targets) and photos (set targets) together; saved with the model."""
+
+    def __init__(self, reduce: str = "max", from_logits: bool = False, **kwargs: Any) -> None:
+        if reduce not in SET_LOSSES:
+            raise ValueError(f"reduce must be one of {SET_LOSSES}, not {reduce!r}")
+        super().__init__(name=kwargs.pop("name", f"set_loss_{reduce}"), **kwargs)
+        self.reduce = reduce
+        self.from_logits = from_logits
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return set_loss(y_true, y_pred, reduce=self.reduce, from_logits=self.from_logits)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "reduce": self.reduce, "from_logits": self.from_logits}
