@@ -247,3 +247,65 @@ def test_fit_only_then_finish_then_anneal_then_quantize(tmp_path, fashion_mnist)
     as_float = Classifier(run / MODEL_FILENAME, engine="float").predict_proba(images)
     np.testing.assert_allclose(int8.predict_proba(images).sum(axis=1), 1.0, atol=0.02)
     assert (int8.predict_proba(images).argmax(1) == as_float.argmax(1)).mean() >= 0.9
+
+
+def test_set_loss_on_probabilities_is_keras_cross_entropy_for_one_class() -> None:
+    from training.photo_data import SetLoss
+
+    probabilities = keras.ops.softmax(
+        keras.ops.convert_to_tensor([[2.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]])
+    )
+    one_hot = keras.utils.to_categorical([5], 10)
+    expected = keras.losses.CategoricalCrossentropy()(one_hot, probabilities)
+    assert abs(float(SetLoss(reduce="max")(one_hot, probabilities)) - float(expected)) < 1e-5
+    shoes = np.zeros((1, 10), np.float32)
+    shoes[0, [5, 7, 9]] = 1
+    p = keras.ops.convert_to_numpy(probabilities)[0]
+    summed = float(SetLoss(reduce="sum")(shoes, probabilities))
+    assert abs(summed + np.log(p[5] + p[7] + p[9])) < 1e-5
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        SetLoss(reduce="mean")
+
+
+def test_train_with_photos_from_the_start_then_anneal_and_finish(tmp_path, fashion_mnist) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_photos import write_photo_folder
+    from worker.cli import main
+
+    write_photo_folder(tmp_path / "photos", fashion_mnist)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--arch", "resnet20", "--epochs", "1", "--limit", "256", "--out", str(run),
+         "--photos", str(tmp_path / "photos"), "--photo-repeat", "3", "--fit-only"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((run / "fit.json").read_text())
+    # 3 pants, 3 shoes, 2 hats and 2 longsleeves (the damaged file is skipped), 3 times each.
+    assert record["photos"]["photos"] == 10 and record["photos"]["repeat"] == 3
+    assert record["photos"]["targets"]["shoes"] == [5, 7, 9]
+    assert record["photos"]["targets"]["hat"] is None
+    # The checkpoint carries its set loss: annealing reloads it and the photos with it.
+    annealed = anneal(run, epochs=1, learning_rate=0.01).record
+    assert annealed["epochs"] == 2 and annealed["photos"] == record["photos"]
+    card = finish(run).card
+    assert card["photos_in_training"]["photos"] == 10
+    assert (run / MODEL_FILENAME).stat().st_size > 0
+
+
+def test_train_with_photos_refuses_a_recipe_that_smooths_labels(tmp_path, fashion_mnist) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_photos import write_photo_folder
+    from worker.cli import main
+
+    write_photo_folder(tmp_path / "photos", fashion_mnist)
+    result = CliRunner().invoke(
+        main,
+        ["train", "--arch", "fashion-vgg", "--epochs", "1", "--limit", "256",
+         "--out", str(tmp_path / "run"), "--photos", str(tmp_path / "photos")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "smooths labels" in result.output
+    assert not (tmp_path / "run").exists()

@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 
 from training.architectures import RECIPES, Recipe, make_model
 from training.augment import Batches
+from training.photo_data import PHOTO_TARGETS, SET_LOSSES, SetLoss, load_photos
 from training.calibrate import (
     calibrated_probabilities,
     choose_uncertain_threshold,
@@ -174,6 +176,10 @@ def fit(
     data_dir: Path | None = None,
     verbose: int | None = None,
     time_budget_s: float | None = None,
+    photos: Path | None = None,
+    photo_targets: Mapping[str, list[int] | None] | None = None,
+    photo_repeat: int = 2,
+    photo_loss: str = "max",
 ) -> FitResult:
     """Fit ``arch`` with its recipe; keep the best epoch by validation accuracy.
 
@@ -185,6 +191,12 @@ def fit(
     different seeds one split keeps a common held-out set for ensembling.
     ``time_budget_s`` fits as many epochs as the budget allows (at most the
     recipe's or ``epochs``), with the cosine schedule stretched over them.
+    ``photos``: a folder of real photos (``DIR/<class>/``, ``photo_targets`` or
+    the development photos' targets) trained on *from the start*, ``photo_repeat``
+    times per epoch beside the Fashion-MNIST images, with the set loss
+    (``training.photo_data``) — instead of tuning a finished run on them
+    (``fashion finetune-photos``). The best epoch is still chosen on the
+    Fashion-MNIST validation images alone.
     """
     if arch not in RECIPES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(RECIPES))}")
@@ -193,6 +205,10 @@ def fit(
         raise ValueError("epochs must be at least 1")
     if time_budget_s is not None and time_budget_s <= 0:
         raise ValueError("the time budget must be positive")
+    if photo_repeat < 1:
+        raise ValueError("photo_repeat must be at least 1")
+    if photo_loss not in SET_LOSSES:  # before minutes of loading photos
+        raise ValueError(f"unknown set loss {photo_loss!r}; choose one of {', '.join(SET_LOSSES)}")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     started_at = time.time()
@@ -202,12 +218,27 @@ def fit(
         load_fashion_mnist(data_dir), recipe.validation_size, split_seed, limit
     )
 
+    photo_record = None
+    extra: tuple[np.ndarray, np.ndarray] | None = None
+    if photos is not None:
+        if recipe.label_smoothing:
+            raise ValueError(f"{arch}'s recipe smooths labels: train it on photos afterwards")
+        targets = PHOTO_TARGETS if photo_targets is None else dict(photo_targets)
+        extra = _photo_mix(photos, targets, photo_repeat)
+        photo_record = {
+            "dir": str(photos),
+            "photos": len(extra[0]) // photo_repeat,
+            "repeat": photo_repeat,
+            "set_loss": photo_loss,
+            "targets": targets,
+        }
     model = make_model(arch, NUM_CLASSES)
-    steps_per_epoch = int(np.ceil(len(train_images) / recipe.batch_size))
+    images_per_epoch = len(train_images) + (len(extra[0]) if extra else 0)
+    steps_per_epoch = math.ceil(images_per_epoch / recipe.batch_size)
     budgeted = time_budget_s is not None
     model.compile(
         optimizer=make_optimizer(recipe, steps_per_epoch, per_epoch_schedule=budgeted),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        loss=_loss(recipe, photo_record),
         metrics=["accuracy"],
     )
     schedule = None
@@ -226,6 +257,7 @@ def fit(
         seed=seed,
         schedule=schedule,
         verbose=verbose,
+        extra=extra,
     )
     record = {
         "architecture": arch,
@@ -239,6 +271,7 @@ def fit(
         "time_budget_s": time_budget_s,
         "train_images": len(train_images),
         "validation_images": len(validation_images),
+        "photos": photo_record,
         "recipe": asdict(recipe),
         "backend": keras.backend.backend(),
         "device": _device_name(),
@@ -246,6 +279,21 @@ def fit(
     }
     (out_dir / FIT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return FitResult(out_dir, record)
+
+
+def _photo_mix(
+    folder: Path, targets: Mapping[str, list[int] | None], repeat: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A photo folder's 28×28 pixels and set targets, each photo ``repeat`` times."""
+    pixels, masks = load_photos(folder, targets)
+    return np.concatenate([pixels] * repeat), np.concatenate([masks] * repeat)
+
+
+def _loss(recipe: Recipe, photos: dict[str, Any] | None) -> keras.losses.Loss:
+    """Cross-entropy; with photos in the mix, the set loss (the same on one-hot targets)."""
+    if photos is None:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+    return SetLoss(reduce=photos["set_loss"])
 
 
 def _split(
@@ -274,9 +322,15 @@ def _fit_epochs(
     initial_epoch: int = 0,
     best_so_far: float | None = None,
     verbose: int = 2,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[keras.callbacks.History, float]:
-    """``model.fit`` with the run's logging and best-by-validation checkpoint."""
+    """``model.fit`` with the run's logging and best-by-validation checkpoint;
+    ``extra`` (pixels, target masks) joins the training images (photos)."""
     train_images, train_labels, validation_images, validation_labels = split
+    images, targets = train_images, keras.utils.to_categorical(train_labels, NUM_CLASSES)
+    if extra is not None:
+        images = np.concatenate([images, extra[0]])
+        targets = np.concatenate([targets, extra[1]])
     out_dir.mkdir(parents=True, exist_ok=True)
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=initial_epoch > 0),
@@ -299,8 +353,8 @@ def _fit_epochs(
     started = time.perf_counter()
     history = model.fit(
         Batches(
-            normalize(train_images),
-            keras.utils.to_categorical(train_labels, NUM_CLASSES),
+            normalize(images),
+            targets,
             batch_size=recipe.batch_size,
             policy=recipe.augmentation,
             seed=seed + initial_epoch,
@@ -333,13 +387,17 @@ def anneal(
     split = _split(
         load_fashion_mnist(data_dir), recipe.validation_size, record["split_seed"], record["limit"]
     )
+    photos = record.get("photos")
+    extra = None
+    if photos:
+        extra = _photo_mix(Path(photos["dir"]), photos["targets"], photos["repeat"])
     model = keras.models.load_model(out_dir / "model.keras")
     try:
         model.optimizer.learning_rate = learning_rate
     except TypeError:  # fitted with a per-step schedule: a fresh optimiser, its state lost
         model.compile(
             optimizer=make_optimizer(recipe, 1, per_epoch_schedule=True),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            loss=_loss(recipe, photos),
             metrics=["accuracy"],
         )
     history, seconds = _fit_epochs(
@@ -354,6 +412,7 @@ def anneal(
         initial_epoch=record["epochs"],
         best_so_far=record["best_validation_accuracy"],
         verbose=1 if sys.stdout.isatty() else 2,
+        extra=extra,
     )
     record["annealed"] = {
         "from_epoch": record["epochs"],
@@ -436,6 +495,7 @@ def finish(out_dir: Path, *, data_dir: Path | None = None) -> TrainingResult:
             "train_images": record["train_images"],
             "validation_images": record["validation_images"],
             "recipe": record["recipe"],
+            "photos_in_training": record.get("photos"),
             "fitted_on": {key: record[key] for key in ("backend", "device", "keras")},
             "dataset_sha256": dataset_sha256(dataset.source),
         },

@@ -14,6 +14,7 @@ from worker.cli.common import (
     model_option,
     needs_train_extra,
     percent,
+    set_loss_option,
 )
 from worker.config import get_settings
 
@@ -45,6 +46,22 @@ from worker.config import get_settings
     help="Stop after fitting (model.keras, fit.json): no test split read, no export; "
     "`fashion finish OUT` does the rest.",
 )
+@click.option(
+    "--photos",
+    "photos_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Also train on these real photos (DIR/<class>/<image>) from the first epoch, "
+    "instead of tuning the finished run on them (never the folder you report on).",
+)
+@mapping_option
+@click.option(
+    "--photo-repeat",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --photos: times each photo appears per epoch.",
+)
+@set_loss_option
 def train(
     arch: str,
     epochs: int | None,
@@ -54,6 +71,10 @@ def train(
     limit: int | None,
     time_budget: float | None,
     fit_only: bool,
+    photos_dir: str | None,
+    mapping_path: str | None,
+    photo_repeat: int,
+    set_loss: str,
 ) -> None:
     """Train ARCH on Fashion-MNIST; write model.keras, model.tflite and model_card.json.
 
@@ -66,8 +87,24 @@ def train(
     """
     with needs_train_extra():
         from training.data import DatasetNotFoundError
+        from training.photo_data import photo_targets
+        from training.photos import PhotoFolderError, mapping_for
         from training.train import fit
         from training.train import train as run_training
+    photos: dict = {}
+    if photos_dir is not None:
+        try:
+            targets = photo_targets(
+                mapping_for(Path(photos_dir), Path(mapping_path) if mapping_path else None)
+            )
+        except PhotoFolderError as exc:
+            raise click.ClickException(str(exc)) from exc
+        photos = {
+            "photos": Path(photos_dir),
+            "photo_targets": targets,
+            "photo_repeat": photo_repeat,
+            "photo_loss": set_loss,
+        }
     options = {
         "arch": arch,
         "epochs": epochs,
@@ -77,6 +114,7 @@ def train(
         "out_dir": Path(out_dir),
         "data_dir": get_settings().mnist_dir,
         "time_budget_s": None if time_budget is None else time_budget * 60,
+        **photos,
     }
     try:
         if fit_only:
