@@ -246,7 +246,10 @@ def test_fit_only_then_finish_then_anneal_then_quantize(tmp_path, fashion_mnist)
     images = normalize(fashion_mnist.train_images[:64])
     as_float = Classifier(run / MODEL_FILENAME, engine="float").predict_proba(images)
     np.testing.assert_allclose(int8.predict_proba(images).sum(axis=1), 1.0, atol=0.02)
-    assert (int8.predict_proba(images).argmax(1) == as_float.argmax(1)).mean() >= 0.9
+    # A 3-epoch net on 256 images is near-uniform (top-2 margins ~1e-4), so its argmax
+    # is a tie-break; parity is the probabilities'. The shipped model's top-1 parity
+    # on the 10 k test images is tests/test_evaluate.py's.
+    assert np.abs(int8.predict_proba(images) - as_float).max() <= 0.02
 
 
 def test_set_loss_on_probabilities_is_keras_cross_entropy_for_one_class() -> None:
