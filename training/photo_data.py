@@ -93,10 +93,7 @@ def set_loss(targets: Any, logits: Any, *, reduce: str = "sum", from_logits: boo
         log_p = ops.log(ops.clip(outputs, 1e-7, 1.0))
     uniform = ops.cast(ops.sum(targets, axis=1) > NUM_CLASSES - 0.5, "float32")
     masked = log_p + ops.log(targets + 1e-12)
-    if reduce == "sum":
-        in_set = -ops.logsumexp(masked, axis=1)
-    else:
-        in_set = -ops.max(masked, axis=1)
+    in_set = -(ops.logsumexp(masked, axis=1) if reduce == "sum" else ops.max(masked, axis=1))
     to_uniform = -ops.mean(log_p, axis=1)
     return uniform * to_uniform + (1.0 - uniform) * in_set
 

@@ -35,6 +35,7 @@ from training.photo_data import PHOTO_TARGETS, SET_LOSSES, load_photos, set_loss
 from training.train import FIT_RECORD, make_augmenter
 from worker.pipeline.preprocess import normalize
 
+
 def run_card(run_dir: Path) -> dict[str, Any]:
     """A run's model card, or for a run only fitted so far (``fashion train --fit-only``)
     its ``fit.json`` — so photo tuning needs no test figure before a model is chosen."""

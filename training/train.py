@@ -27,7 +27,6 @@ import numpy as np
 
 from training.architectures import RECIPES, Recipe, make_model
 from training.augment import Batches
-from training.photo_data import PHOTO_TARGETS, SET_LOSSES, SetLoss, load_photos
 from training.calibrate import (
     calibrated_probabilities,
     choose_uncertain_threshold,
@@ -42,6 +41,7 @@ from training.data import (
     load_fashion_mnist,
     train_validation_split,
 )
+from training.photo_data import PHOTO_TARGETS, SET_LOSSES, SetLoss, load_photos
 from worker.pipeline.preprocess import normalize
 
 
