@@ -312,3 +312,14 @@ def test_train_with_photos_refuses_a_recipe_that_smooths_labels(tmp_path, fashio
     assert result.exit_code == 1
     assert "smooths labels" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_step_times_both_compilers_of_a_recipe(capsys) -> None:
+    from training.bench_step import main
+
+    main(["--arch", "small-cnn", "--steps", "2", "--rounds", "1", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["arch"] == "small-cnn" and result["backend"] == "tensorflow"
+    assert result["xla_s_per_step"] > 0 and result["no_xla_s_per_step"] > 0
+    ratio = result["no_xla_s_per_step"] / result["xla_s_per_step"]
+    assert abs(result["speedup"] - ratio) <= 0.01 * ratio + 0.01  # both sides rounded
