@@ -226,7 +226,7 @@ def fit(
         targets = PHOTO_TARGETS if photo_targets is None else dict(photo_targets)
         extra = _photo_mix(photos, targets, photo_repeat)
         photo_record = {
-            "dir": str(photos),
+            "dir": str(Path(photos).resolve()),
             "photos": len(extra[0]) // photo_repeat,
             "repeat": photo_repeat,
             "set_loss": photo_loss,
