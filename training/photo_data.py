@@ -4,9 +4,9 @@ A photo of shoes may be any of Sandal, Sneaker or Ankle boot, so a photo's targe
 is a 0/1 mask over the ten classes (``PHOTO_TARGETS``), scored by ``set_loss``;
 a one-hot mask makes that plain cross-entropy, so Fashion-MNIST images and photos
 share one loss. Used by the photo fine-tuning (``training.photo_finetune``) and by
-training with photos from the start (``fashion train --photos``). Needs no
-TensorFlow: the pixels come from the worker's own pipeline and the loss is
-``keras.ops``.
+training with photos from the start (``fashion train --photos``). The pixels
+come from the worker's own pipeline; the loss is ``keras.ops``, so it runs on
+any Keras backend.
 """
 
 from __future__ import annotations
