@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import api, bench, catalog, ops, photos, reviews, training, uploads
+from worker.cli import api, bench, catalog, evaluation, ops, photos, reviews, training, uploads
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +24,6 @@ def main() -> None:
     """
 
 
-for group in (uploads, api, ops, catalog, training, photos, reviews, bench):
+for group in (uploads, api, ops, catalog, training, evaluation, photos, reviews, bench):
     for command in group.COMMANDS:
         main.add_command(command)
