@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from training.data import NUM_CLASSES
-from training.photos import DEFAULT_MAPPING, photo_files
+from training.photos import DEFAULT_MAPPING, mapping_for, photo_files
 from worker.errors import ImageError
 from worker.pipeline.preprocess import preprocess
 
@@ -39,6 +39,12 @@ def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, li
     if dict(mapping) == DEFAULT_MAPPING:
         return dict(PHOTO_TARGETS)
     return {name: target for name, target in mapping.items() if target != "skip"}
+
+
+def targets_for_folder(folder: Path, mapping: Path | None = None) -> dict[str, list[int] | None]:
+    """Training targets of a photo folder: ``mapping``, else the folder's own
+    ``mapping.json``, else the development photos' (``training.photos.mapping_for``)."""
+    return photo_targets(mapping_for(folder, mapping))
 
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
@@ -54,6 +54,14 @@ set_loss_option = click.option(
     "probability (sum; the probability may spread over them) or of the largest one (max; "
     "the model commits to one, so its confidence is not split).",
 )
+
+
+def photo_repeat_option(default: int, help: str) -> Callable[[Callable], Callable]:
+    """``--photo-repeat``: times each photo appears per epoch (its default differs
+    between training from the start and photo-tuning)."""
+    return click.option(
+        "--photo-repeat", default=default, show_default=True, type=click.IntRange(min=1), help=help
+    )
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from worker.cli.common import (
     model_option,
     needs_train_extra,
     percent,
+    photo_repeat_option,
     set_loss_option,
     spread,
 )
@@ -32,12 +33,8 @@ from worker.config import get_settings
 @mapping_option
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--learning-rate", default=3e-4, show_default=True, type=click.FloatRange(min=0))
-@click.option(
-    "--photo-repeat",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Times each photo appears per epoch, beside the run's Fashion-MNIST images.",
+@photo_repeat_option(
+    5, "Times each photo appears per epoch, beside the run's Fashion-MNIST images."
 )
 @set_loss_option
 @click.option(
@@ -62,13 +59,11 @@ def finetune_photos(
     """Fine-tune a trained run (fashion train's --out) on real photos mixed with its
     Fashion-MNIST training images; writes a run folder for `fashion ensemble`."""
     with needs_train_extra():
-        from training.photo_data import photo_targets
+        from training.photo_data import targets_for_folder
         from training.photo_finetune import finetune_on_photos
-        from training.photos import PhotoFolderError, mapping_for
+        from training.photos import PhotoFolderError
     try:
-        targets = photo_targets(
-            mapping_for(Path(photos_dir), Path(mapping_path) if mapping_path else None)
-        )
+        targets = targets_for_folder(Path(photos_dir), Path(mapping_path) if mapping_path else None)
         card = finetune_on_photos(
             Path(run_dir),
             Path(photos_dir),

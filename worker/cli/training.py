@@ -13,6 +13,7 @@ from worker.cli.common import (
     echo_json,
     mapping_option,
     needs_train_extra,
+    photo_repeat_option,
     set_loss_option,
 )
 from worker.config import get_settings
@@ -53,13 +54,7 @@ from worker.config import get_settings
     "instead of tuning the finished run on them (never the folder you report on).",
 )
 @mapping_option
-@click.option(
-    "--photo-repeat",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="With --photos: times each photo appears per epoch.",
-)
+@photo_repeat_option(2, "With --photos: times each photo appears per epoch.")
 @set_loss_option
 def train(
     arch: str,
@@ -86,15 +81,15 @@ def train(
     """
     with needs_train_extra():
         from training.data import DatasetNotFoundError
-        from training.photo_data import photo_targets
-        from training.photos import PhotoFolderError, mapping_for
+        from training.photo_data import targets_for_folder
+        from training.photos import PhotoFolderError
         from training.train import fit
         from training.train import train as run_training
     photos: dict = {}
     if photos_dir is not None:
         try:
-            targets = photo_targets(
-                mapping_for(Path(photos_dir), Path(mapping_path) if mapping_path else None)
+            targets = targets_for_folder(
+                Path(photos_dir), Path(mapping_path) if mapping_path else None
             )
         except PhotoFolderError as exc:
             raise click.ClickException(str(exc)) from exc
