@@ -113,7 +113,7 @@ def test_a_photo_gone_from_storage_is_reported_not_exported(cli_env, tmp_path) -
 
 def test_finetune_photos_reads_the_exported_layout_and_its_mapping(cli_env, tmp_path) -> None:
     from training.photo_data import load_photos, photo_targets
-    from training.photos import mapping_for
+    from training.photo_folders import mapping_for
 
     reviewed_samples(cli_env)
     folder = tmp_path / "reviewed"

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 
 from training.data import NUM_CLASSES
-from training.photos import DEFAULT_MAPPING, mapping_for, photo_files
+from training.photo_folders import DEFAULT_MAPPING, mapping_for, photo_files
 from worker.errors import ImageError
 from worker.pipeline.preprocess import preprocess
 
@@ -34,7 +34,7 @@ PHOTO_TARGETS: dict[str, list[int] | None] = {
 
 
 def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, list[int] | None]:
-    """Training targets from a scoring mapping (``training.photos``): its classes less
+    """Training targets from a scoring mapping (``training.photo_folders``): its classes less
     the ``"skip"`` ones; the development photos' mapping gives ``PHOTO_TARGETS``."""
     if dict(mapping) == DEFAULT_MAPPING:
         return dict(PHOTO_TARGETS)
@@ -43,7 +43,7 @@ def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, li
 
 def targets_for_folder(folder: Path, mapping: Path | None = None) -> dict[str, list[int] | None]:
     """Training targets of a photo folder: ``mapping``, else the folder's own
-    ``mapping.json``, else the development photos' (``training.photos.mapping_for``)."""
+    ``mapping.json``, else the development photos' (``training.photo_folders.mapping_for``)."""
     return photo_targets(mapping_for(folder, mapping))
 
 

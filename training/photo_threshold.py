@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from training.photos import DEFAULT_MAPPING, PhotoFolderError, score_photos
+from training.photo_folders import DEFAULT_MAPPING, PhotoFolderError
+from training.photos import score_photos
 from worker.pipeline.classifier import CARD_FILENAME, Classifier
 
 GRID = np.round(np.arange(0.0, 1.0001, 0.01), 2)

@@ -44,7 +44,7 @@ def folder_name(label: int | None) -> str:
 
 def export_mapping() -> dict[str, list[int] | None]:
     """Every folder an export may hold → its Fashion-MNIST classes (``None``: out of
-    catalog), in the format of ``training.photos.load_mapping``."""
+    catalog), in the format of ``training.photo_folders.load_mapping``."""
     mapping: dict[str, list[int] | None] = {
         folder_name(label): [label] for label in range(len(CATEGORIES))
     }

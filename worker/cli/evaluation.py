@@ -114,7 +114,8 @@ def _evaluate_photos(
     *,
     cutout: bool,
 ) -> None:
-    from training.photos import PhotoFolderError, evaluate_photos, mapping_for
+    from training.photo_folders import PhotoFolderError, mapping_for
+    from training.photos import evaluate_photos
     from worker.pipeline.classifier import Classifier
 
     try:

@@ -61,7 +61,7 @@ def finetune_photos(
     with needs_train_extra():
         from training.photo_data import targets_for_folder
         from training.photo_finetune import finetune_on_photos
-        from training.photos import PhotoFolderError
+        from training.photo_folders import PhotoFolderError
     try:
         targets = targets_for_folder(Path(photos_dir), Path(mapping_path) if mapping_path else None)
         card = finetune_on_photos(
@@ -123,8 +123,8 @@ def fit_photo_threshold(
     from worker.pipeline.classifier import model_path as default_model_path
 
     with needs_train_extra():
+        from training.photo_folders import PhotoFolderError, mapping_for
         from training.photo_threshold import fit_photo_threshold as fit
-        from training.photos import PhotoFolderError, mapping_for
     try:
         result = fit(
             Path(folder),

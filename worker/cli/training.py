@@ -82,7 +82,7 @@ def train(
     with needs_train_extra():
         from training.data import DatasetNotFoundError
         from training.photo_data import targets_for_folder
-        from training.photos import PhotoFolderError
+        from training.photo_folders import PhotoFolderError
         from training.train import fit
         from training.train import train as run_training
     photos: dict = {}
