@@ -6,6 +6,10 @@ calibrates, tests and exports each run on a machine with TensorFlow):
     KERAS_BACKEND=jax python3 scripts/train_on_device.py --data DIR --out OUT \\
         --budget 450 --split-seed 1 resnet20:1 resnet20:2 resnet32:1
 
+With ``--photos PACK`` (``fashion pack-photos``, made on a machine that has the
+photos) every run also trains on those photos from the first epoch, as
+``fashion train --photos`` does.
+
 Each RUN is ``ARCH:SEED``; every run fits for at most ``--budget`` seconds (its
 cosine schedule stretched over the epochs that fit) and writes
 ``OUT/ARCH-sSEED/{model.keras,history.csv,fit.json,log.txt}``. A run that dies
@@ -31,10 +35,22 @@ def anneal_one(epochs: int, learning_rate: float, data: Path, out: Path) -> None
     print(anneal(out, epochs=epochs, learning_rate=learning_rate, data_dir=data).record)
 
 
-def fit_one(arch: str, seed: int, split_seed: int, budget: float, data: Path, out: Path) -> None:
+def fit_one(
+    arch: str,
+    seed: int,
+    split_seed: int,
+    budget: float,
+    data: Path,
+    out: Path,
+    photos: dict[str, object],
+    limit: int | None = None,
+) -> None:
     sys.path.insert(0, str(ROOT))
+    from training.photo_data import targets_for_folder
     from training.train import fit
 
+    if photos:
+        photos = {**photos, "photo_targets": targets_for_folder(photos["photos"])}
     record = fit(
         arch=arch,
         seed=seed,
@@ -43,6 +59,8 @@ def fit_one(arch: str, seed: int, split_seed: int, budget: float, data: Path, ou
         data_dir=data,
         verbose=2,
         time_budget_s=budget,
+        limit=limit,
+        **photos,
     )
     print(record.record, flush=True)
 
@@ -54,6 +72,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget", type=float, required=True, help="seconds per run")
     parser.add_argument("--split-seed", type=int, default=1)
+    parser.add_argument("--photos", type=Path, help="a photo pack (fashion pack-photos)")
+    parser.add_argument("--photo-repeat", type=int, default=2)
+    parser.add_argument("--set-loss", default="max", choices=("sum", "max"))
+    parser.add_argument("--limit", type=int, help="train on this many images (a dry run)")
     parser.add_argument(
         "--anneal",
         action="store_true",
@@ -67,7 +89,16 @@ def main() -> int:
         return 0
     if args.one:
         arch, seed = args.runs[0].split(":")
-        fit_one(arch, int(seed), args.split_seed, args.budget, args.data, args.out)
+        photos = {}
+        if args.photos:
+            photos = {
+                "photos": args.photos,
+                "photo_repeat": args.photo_repeat,
+                "photo_loss": args.set_loss,
+            }
+        fit_one(
+            arch, int(seed), args.split_seed, args.budget, args.data, args.out, photos, args.limit
+        )
         return 0
 
     children: dict[str, tuple[subprocess.Popen, Path]] = {}
@@ -79,6 +110,11 @@ def main() -> int:
         command = [sys.executable, __file__, run, "--one", "--data", str(args.data)]
         command += ["--out", str(run_dir), "--budget", str(args.budget)]
         command += ["--split-seed", str(args.split_seed)] + (["--anneal"] * args.anneal)
+        if args.photos:
+            command += ["--photos", str(args.photos), "--photo-repeat", str(args.photo_repeat)]
+            command += ["--set-loss", args.set_loss]
+        if args.limit:
+            command += ["--limit", str(args.limit)]
         env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "PYTHONUNBUFFERED": "1"}
         with log.open("w") as handle:
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)

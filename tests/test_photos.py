@@ -123,6 +123,54 @@ def write_photo_folder(root: Path, fashion_mnist) -> None:
     (root / "pants" / "damaged.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
 
 
+def test_a_photo_pack_trains_like_its_folder_and_keeps_its_mapping(
+    tmp_path: Path, fashion_mnist
+) -> None:
+    from training.photo_data import load_photos, targets_for_folder
+
+    folder = tmp_path / "photos"
+    write_photo_folder(folder, fashion_mnist)
+    # The folder's own mapping: hats become bags, pants are not trained on.
+    (folder / "mapping.json").write_text(
+        json.dumps({"pants": "skip", "shoes": [5, 7, 9], "hat": [8], "longsleeve": None})
+    )
+    pack = tmp_path / "packs" / "photos.npz"
+    result = CliRunner().invoke(main, ["pack-photos", str(folder), "--out", str(pack)])
+    assert result.exit_code == 0, result.output
+    assert "10 photos packed" in result.output and "1 unreadable files left out" in result.output
+
+    targets = targets_for_folder(pack)
+    assert targets == targets_for_folder(folder) == {
+        "shoes": [5, 7, 9], "hat": [8], "longsleeve": None
+    }  # fmt: skip
+    from_pack, from_folder = load_photos(pack, targets), load_photos(folder, targets)
+    assert len(from_pack[0]) == 7  # 3 shoes, 2 hats, 2 longsleeves; no pants
+    np.testing.assert_array_equal(from_pack[0], from_folder[0])
+    np.testing.assert_array_equal(from_pack[1], from_folder[1])
+    # --mapping given at training time wins over the one recorded in the pack.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"pants": [1]}))
+    assert targets_for_folder(pack, other) == {"pants": [1]}
+    assert len(load_photos(pack, {"pants": [1]})[0]) == 3
+
+
+def test_a_photo_pack_needs_its_suffix_and_a_bad_pack_is_named(
+    tmp_path: Path, fashion_mnist
+) -> None:
+    from training.photo_data import load_photos
+
+    write_photo_folder(tmp_path / "photos", fashion_mnist)
+    result = CliRunner().invoke(
+        main, ["pack-photos", str(tmp_path / "photos"), "--out", str(tmp_path / "photos.zip")]
+    )
+    assert result.exit_code == 1 and "ends with .npz" in result.output
+    assert not (tmp_path / "photos.zip").exists()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a pack")
+    with pytest.raises(ValueError, match="is not a photo pack"):
+        load_photos(bad)
+
+
 def test_evaluate_photos_scores_a_folder_with_the_mapping(
     tmp_path: Path, fashion_mnist, bundled_model
 ) -> None:

@@ -5,12 +5,14 @@ is a 0/1 mask over the ten classes (``PHOTO_TARGETS``), scored by ``set_loss``;
 a one-hot mask makes that plain cross-entropy, so Fashion-MNIST images and photos
 share one loss. Used by the photo fine-tuning (``training.photo_finetune``) and by
 training with photos from the start (``fashion train --photos``). The pixels
-come from the worker's own pipeline; the loss is ``keras.ops``, so it runs on
-any Keras backend.
+come from the worker's own pipeline, once per folder if it is packed
+(``pack_photos``, ``fashion pack-photos``); the loss is ``keras.ops``, so it runs
+on any Keras backend.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,14 @@ import numpy as np
 from keras import ops
 
 from training.data import NUM_CLASSES
-from training.photo_folders import DEFAULT_MAPPING, mapping_for, photo_files
+from training.photo_folders import (
+    DEFAULT_MAPPING,
+    PhotoFolderError,
+    load_mapping,
+    mapping_for,
+    photo_files,
+)
 from worker.errors import ImageError
-from worker.pipeline.preprocess import preprocess
 
 #: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform
 #: target). The scoring mapping, plus longsleeve: not scored (ambiguous) but still a
@@ -42,35 +49,98 @@ def photo_targets(mapping: Mapping[str, list[int] | str | None]) -> dict[str, li
 
 
 def targets_for_folder(folder: Path, mapping: Path | None = None) -> dict[str, list[int] | None]:
-    """Training targets of a photo folder: ``mapping``, else the folder's own
-    ``mapping.json``, else the development photos' (``training.photo_folders.mapping_for``)."""
+    """Training targets of a photo folder, or of a pack of one (``pack_photos``):
+    ``mapping``, else the folder's own ``mapping.json`` (recorded in a pack), else
+    the development photos' (``training.photo_folders.mapping_for``)."""
+    if mapping is None and Path(folder).is_file():
+        return photo_targets(json.loads(str(_read_pack(Path(folder))["mapping"])))
+    if Path(folder).is_file():
+        return photo_targets(load_mapping(mapping))
     return photo_targets(mapping_for(folder, mapping))
 
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
 
+#: What a photo pack's file name ends with (``pack_photos``).
+PACK_SUFFIX = ".npz"
+
+
+def pack_photos(folder: Path, out: Path, mapping: Path | None = None) -> dict[str, Any]:
+    """Put every readable photo of ``folder`` through the worker's pipeline once and
+    write the 28×28 pixels, their classes and the folder's mapping to ``out``
+    (``.npz``), which ``load_photos`` and ``fashion train --photos`` then take in the
+    folder's place: minutes of decoding and cutting out saved on each training run,
+    and a training machine needs neither the photos nor OpenCV. Returns what it
+    wrote (photos per class, unreadable files)."""
+    if out.suffix != PACK_SUFFIX:
+        raise PhotoFolderError(f"{out}: a photo pack's name ends with {PACK_SUFFIX}")
+    chosen = mapping_for(folder, mapping)
+    pixels, classes, unreadable = _preprocessed(folder, set(photo_files(folder)))
+    if not pixels:
+        raise PhotoFolderError(f"{folder}: no readable photo")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        out,
+        pixels=np.stack(pixels),
+        classes=np.array(classes),
+        mapping=np.array(json.dumps(chosen)),
+        folder=np.array(str(folder.resolve())),
+    )
+    names, counts = np.unique(classes, return_counts=True)
+    return {
+        "pack": str(out),
+        "folder": str(folder.resolve()),
+        "photos": len(pixels),
+        "per_class": dict(zip(names.tolist(), counts.tolist(), strict=True)),
+        "unreadable": unreadable,
+    }
+
 
 def load_photos(
-    folder: Path, targets: Mapping[str, list[int] | None] = PHOTO_TARGETS
+    source: Path, targets: Mapping[str, list[int] | None] = PHOTO_TARGETS
 ) -> tuple[np.ndarray, np.ndarray]:
     """28×28 pixels and target masks (n × 10) of every readable photo of a class in
-    ``targets``."""
-    pixels, masks = [], []
+    ``targets``, from a photo folder or from a pack of one (``pack_photos``)."""
+    source = Path(source)
+    if source.is_file():
+        pack = _read_pack(source)
+        keep = np.isin(pack["classes"], list(targets))
+        pixels, classes = list(pack["pixels"][keep]), pack["classes"][keep].tolist()
+    else:
+        pixels, classes, _ = _preprocessed(source, set(targets))
+    if not pixels:
+        raise ValueError(f"{source}: no readable photo of the classes {sorted(targets)}")
+    masks = np.zeros((len(classes), NUM_CLASSES), np.float32)
+    for row, name in zip(masks, classes, strict=True):
+        chosen = targets[name]
+        row[chosen if chosen is not None else slice(None)] = 1.0
+    return np.stack(pixels), masks
+
+
+def _preprocessed(folder: Path, classes: set[str]) -> tuple[list[np.ndarray], list[str], int]:
+    """Pixels and class of each readable photo of ``classes``; how many were not."""
+    from worker.pipeline.preprocess import preprocess  # OpenCV: not needed to read a pack
+
+    pixels, names, unreadable = [], [], 0
     for name, paths in photo_files(folder).items():
-        if name not in targets:
+        if name not in classes:
             continue
-        mask = np.zeros(NUM_CLASSES, np.float32)
-        classes = targets[name]
-        mask[classes if classes is not None else slice(None)] = 1.0
         for path in paths:
             try:
                 pixels.append(preprocess(path.read_bytes(), **LIMITS))
             except ImageError:
+                unreadable += 1
                 continue
-            masks.append(mask)
-    if not pixels:
-        raise ValueError(f"{folder}: no readable photo of the classes {sorted(targets)}")
-    return np.stack(pixels), np.stack(masks)
+            names.append(name)
+    return pixels, names, unreadable
+
+
+def _read_pack(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as pack:
+            return {key: pack[key] for key in ("pixels", "classes", "mapping", "folder")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise PhotoFolderError(f"{path} is not a photo pack (fashion pack-photos): {exc}") from exc
 
 
 #: How a photo with several acceptable classes is scored (``--set-loss``).

@@ -1,5 +1,5 @@
-"""``fashion finetune-photos`` and ``fit-photo-threshold``: tuning the model for real
-photos (``training``, the ``[train]`` extra)."""
+"""``fashion finetune-photos``, ``fit-photo-threshold`` and ``pack-photos``: tuning the
+model for real photos (``training``, the ``[train]`` extra)."""
 
 from __future__ import annotations
 
@@ -161,4 +161,31 @@ def fit_photo_threshold(
     click.echo(f"  written to {result['written']}" if write else "  not written (add --write)")
 
 
-COMMANDS = (finetune_photos, fit_photo_threshold)
+@click.command("pack-photos")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The pack to write (FILE.npz).",
+)
+@mapping_option
+def pack_photos(folder: str, out: str, mapping_path: str | None) -> None:
+    """Put every photo of FOLDER (FOLDER/<class>/<image>) through the worker's
+    pipeline once and write the 28×28 pixels, their classes and the folder's mapping
+    to one file, which `fashion train --photos` takes in the folder's place: minutes
+    of decoding saved on each training run, and what a GPU machine is sent."""
+    with needs_train_extra():
+        from training.photo_data import pack_photos as pack
+        from training.photo_folders import PhotoFolderError
+    try:
+        result = pack(Path(folder), Path(out), Path(mapping_path) if mapping_path else None)
+    except PhotoFolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    classes = ", ".join(f"{name} {count}" for name, count in result["per_class"].items())
+    click.echo(f"{result['photos']} photos packed into {out} ({classes})")
+    if result["unreadable"]:
+        click.echo(f"  {result['unreadable']} unreadable files left out")
+
+
+COMMANDS = (finetune_photos, fit_photo_threshold, pack_photos)

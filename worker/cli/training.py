@@ -49,9 +49,10 @@ from worker.config import get_settings
 @click.option(
     "--photos",
     "photos_dir",
-    type=click.Path(exists=True, file_okay=False),
-    help="Also train on these real photos (DIR/<class>/<image>) from the first epoch, "
-    "instead of tuning the finished run on them (never the folder you report on).",
+    type=click.Path(exists=True),
+    help="Also train on these real photos (DIR/<class>/<image>, or its pack from "
+    "`fashion pack-photos`) from the first epoch, instead of tuning the finished run "
+    "on them (never the folder you report on).",
 )
 @mapping_option
 @photo_repeat_option(2, "With --photos: times each photo appears per epoch.")
