@@ -171,6 +171,40 @@ def test_a_photo_pack_needs_its_suffix_and_a_bad_pack_is_named(
         load_photos(bad)
 
 
+def test_split_photos_holds_out_a_share_of_each_class_without_copying(
+    tmp_path: Path, fashion_mnist
+) -> None:
+    from training.photo_folders import photo_files
+
+    folder = tmp_path / "photos"
+    write_photo_folder(folder, fashion_mnist)
+    (folder / "mapping.json").write_text(json.dumps({"shoes": [5, 7, 9], "hat": None}))
+    out = tmp_path / "split"
+    args = ["split-photos", str(folder), "--out", str(out), "--held-out", "0.34", "--seed", "3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+
+    original = photo_files(folder)
+    fit, held = photo_files(out / "fit"), photo_files(out / "held-out")
+    for name, files in original.items():  # pants: 3 photos and the damaged file
+        names = {f.name for f in files}
+        fitted, kept_back = {f.name for f in fit.get(name, [])}, {f.name for f in held[name]}
+        assert not fitted & kept_back and fitted | kept_back == names
+        assert len(kept_back) == round(0.34 * len(files))
+    link = held["shoes"][0]
+    assert link.is_symlink() and link.resolve() == (folder / "shoes" / link.name).resolve()
+    assert (out / "fit" / "mapping.json").read_text() == (folder / "mapping.json").read_text()
+    assert (out / "held-out" / "mapping.json").is_file()
+
+    again = CliRunner().invoke(main, args)  # the same draw, but never over an earlier split
+    assert again.exit_code == 1 and "already holds a split" in again.output
+    other = CliRunner().invoke(main, [*args[:3], str(tmp_path / "again"), *args[4:]])
+    assert other.exit_code == 0
+    assert sorted(p.name for p in photo_files(tmp_path / "again" / "held-out")["pants"]) == sorted(
+        p.name for p in held["pants"]
+    )
+
+
 def test_evaluate_photos_scores_a_folder_with_the_mapping(
     tmp_path: Path, fashion_mnist, bundled_model
 ) -> None:

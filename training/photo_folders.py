@@ -7,6 +7,7 @@ no Keras): a training machine without LiteRT imports it too.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from training.data import CLASS_NAMES
@@ -88,3 +89,34 @@ def photo_files(folder: Path) -> dict[str, list[Path]]:
     if not classes:
         raise PhotoFolderError(f"{folder} has no <class>/<image> files")
     return classes
+
+
+#: The two folders ``split_photos`` writes.
+SPLIT_PARTS = ("fit", "held-out")
+
+
+def split_photos(folder: Path, out: Path, held_out: float, seed: int) -> dict[str, dict[str, int]]:
+    """Split a photo folder in two, class by class: ``out/held-out/`` gets
+    ``held_out`` of each class's photos (a seeded draw), ``out/fit/`` the rest. So a
+    model can train on ``fit/`` while its photo threshold is fitted on photos it
+    never saw. The parts hold symbolic links to the photos, not copies; the
+    folder's ``mapping.json`` goes with both. Returns photos per class and part."""
+    if not 0 < held_out < 1:
+        raise PhotoFolderError(f"the held-out share must be between 0 and 1, not {held_out}")
+    parts = [out / part for part in SPLIT_PARTS]
+    if any(part.exists() for part in parts):
+        raise PhotoFolderError(f"{out} already holds a split; choose another --out")
+    rng = random.Random(seed)
+    counts: dict[str, dict[str, int]] = {part: {} for part in SPLIT_PARTS}
+    for name, files in photo_files(folder).items():
+        chosen = set(rng.sample(range(len(files)), round(held_out * len(files))))
+        for index, path in enumerate(files):
+            part = SPLIT_PARTS[1] if index in chosen else SPLIT_PARTS[0]
+            target = out / part / name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
+            counts[part][name] = counts[part].get(name, 0) + 1
+    if (folder / MAPPING_FILENAME).is_file():
+        for part in parts:
+            (part / MAPPING_FILENAME).write_text((folder / MAPPING_FILENAME).read_text())
+    return counts

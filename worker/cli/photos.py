@@ -1,5 +1,5 @@
-"""``fashion finetune-photos``, ``fit-photo-threshold`` and ``pack-photos``: tuning the
-model for real photos (``training``, the ``[train]`` extra)."""
+"""``fashion finetune-photos``, ``fit-photo-threshold``, ``pack-photos`` and
+``split-photos``: tuning the model for real photos (``training``, the ``[train]`` extra)."""
 
 from __future__ import annotations
 
@@ -188,4 +188,31 @@ def pack_photos(folder: str, out: str, mapping_path: str | None) -> None:
         click.echo(f"  {result['unreadable']} unreadable files left out")
 
 
-COMMANDS = (finetune_photos, fit_photo_threshold, pack_photos)
+@click.command("split-photos")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option(
+    "--held-out",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    help="Share of each class's photos to hold out.",
+)
+@click.option("--seed", default=1, show_default=True, type=int)
+def split_photos(folder: str, out: str, held_out: float, seed: int) -> None:
+    """Split FOLDER (FOLDER/<class>/<image>) into OUT/fit/ and OUT/held-out/, class
+    by class (links, not copies): train with --photos OUT/fit, then fit the photo
+    threshold on OUT/held-out, photos the model never saw."""
+    with needs_train_extra():
+        from training.photo_folders import PhotoFolderError
+        from training.photo_folders import split_photos as split
+    try:
+        counts = split(Path(folder), Path(out), held_out, seed)
+    except PhotoFolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for part, classes in counts.items():
+        listed = ", ".join(f"{name} {count}" for name, count in classes.items())
+        click.echo(f"{Path(out) / part}: {sum(classes.values())} photos ({listed})")
+
+
+COMMANDS = (finetune_photos, fit_photo_threshold, pack_photos, split_photos)
