@@ -23,10 +23,11 @@ from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 from catalog.codes import CATEGORIES
 
 DTYPE = np.dtype("<f2")
-#: The embedding size the HNSW index is built for: the bundled model's (two members
-#: × 256). Vectors of another size are stored and searched too, but exactly (a
-#: sequential scan) until a migration adds an index for their size (``hnsw_index_sql``).
-INDEXED_DIMENSIONS = 512
+#: The embedding size the HNSW indexes are built for: the bundled model's (v2.1, one
+#: ResNet-20: 64; migration 0012). Vectors of another size are stored and searched
+#: too, but exactly (a sequential scan) until a migration adds indexes for their size
+#: (``hnsw_index_sql``); a test checks the bundled model's size is this one.
+INDEXED_DIMENSIONS = 64
 
 
 def encode_embedding(vector: np.ndarray) -> bytes:

@@ -31,6 +31,21 @@ def test_bundled_model_card_describes_the_model(classifier: Classifier) -> None:
     assert card["classes"] == list(CATEGORIES)
 
 
+def test_the_bundled_models_embeddings_are_the_size_the_catalog_indexes(
+    classifier, fashion_mnist
+) -> None:
+    """PostgreSQL searches similar items through HNSW indexes built for one embedding
+    size (a migration per size); a model of another size would be searched by a
+    sequential scan, so shipping one needs that migration first."""
+    from catalog.embeddings import INDEXED_DIMENSIONS
+
+    engines = ("float", "int8") if classifier.card.get("int8") else ("float",)
+    for engine in engines:
+        model = Classifier(BUNDLED_MODEL, engine=engine)
+        embeddings = model.run(normalize(fashion_mnist.test_images[:4])).embeddings
+        assert embeddings.shape == (4, INDEXED_DIMENSIONS), engine
+
+
 def test_batches_of_any_size_agree_with_single_images(classifier, fashion_mnist) -> None:
     images = normalize(fashion_mnist.test_images[:7])
     batched = classifier.predict_proba(images)

@@ -2,7 +2,7 @@
 
 On PostgreSQL the ``embedding`` column becomes pgvector's ``halfvec`` (the same
 float16 values, converted row by row) with one partial HNSW index (cosine) per
-category for vectors of ``INDEXED_DIMENSIONS`` (a lookup searches one or two
+category for vectors of 512 dimensions, v1's size (a lookup searches one or two
 categories; per category was measured better than one index over all products,
 docs/catalog.md). The server must have pgvector (>= 0.8 for iterative
 index scans): compose's ``pgvector/pgvector`` image has it. SQLite keeps its
@@ -20,13 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from catalog.codes import CATEGORIES
-from catalog.embeddings import (
-    DTYPE,
-    INDEXED_DIMENSIONS,
-    halfvec_type,
-    hnsw_index_name,
-    hnsw_index_sql,
-)
+from catalog.embeddings import DTYPE, halfvec_type, hnsw_index_name, hnsw_index_sql
 
 revision = "0007"
 down_revision = "0006"
@@ -34,6 +28,9 @@ branch_labels = None
 depends_on = None
 
 BATCH = 5_000
+#: The bundled model's embedding size when this migration was written (v1: two
+#: members × 256); later sizes get migrations of their own (0012).
+INDEXED_DIMENSIONS = 512
 
 
 def _require_pgvector(bind: sa.Connection) -> None:
