@@ -150,6 +150,14 @@ def unacked(settings: Settings) -> int:
     return redis.Redis.from_url(settings.resolved_broker_url).hlen("unacked")
 
 
+def broker_state(settings: Settings) -> str:
+    """What Redis still holds for the bulk queue, for a failure message: messages
+    queued, and handed out but not acknowledged (a lost product with neither was
+    lost on its way to a worker; with an unacknowledged one, it was never restored)."""
+    broker = redis.Redis.from_url(settings.resolved_broker_url)
+    return f"broker: {broker.llen(settings.bulk_queue)} queued, {broker.hlen('unacked')} unacked"
+
+
 def wait_mid_run(settings: Settings, underway: Callable[[], bool], what: str) -> int:
     """Wait until ``underway`` holds *and* consumers hold unacknowledged messages, so a
     kill right after lands mid-run; returns the messages in flight at that moment.
@@ -180,12 +188,15 @@ def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(faults, start_work
     kill_hard(victim)
     classified_at_kill = count_classified(settings)
     start_worker(settings, queues="bulk")  # ops restart it
-    settle(lambda: run_progress(settings, run.id).finished)
+    finished = settle(lambda: run_progress(settings, run.id).finished)
 
     result = tally(settings.resolved_database_url, "product", [str(i) for i in ids])
     report("SIGKILL a bulk worker mid-run (2000 products)", result)
     assert in_flight >= 1 and classified_at_kill < len(ids), "the kill must land mid-run"
-    assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0), (
+        f"{in_flight} in flight at the kill, {classified_at_kill} classified; run finished: "
+        f"{finished}; " + broker_state(settings)
+    )
 
 
 def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(faults, start_worker) -> None:
@@ -209,13 +220,16 @@ def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(faults, star
     )
     kill_hard(victim)
     done_at_kill = run_progress(settings, run.id).done
-    settle(lambda: run_progress(settings, run.id).finished)
+    finished = settle(lambda: run_progress(settings, run.id).finished)
 
     result = tally(settings.resolved_database_url, "product", [str(i) for i in ids])
     report("SIGKILL a bulk worker mid-run from kept inputs (3000 products, photos gone)", result)
     assert first.poll() is None
     assert in_flight >= 1 and done_at_kill < len(ids), "the kill must land mid-run"
-    assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
+    assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0), (
+        f"{in_flight} in flight at the kill, {done_at_kill} done; run finished: {finished}; "
+        + broker_state(settings)
+    )
 
 
 def test_redis_restart_mid_run_loses_nothing(
