@@ -191,8 +191,9 @@ def fit(
     different seeds one split keeps a common held-out set for ensembling.
     ``time_budget_s`` fits as many epochs as the budget allows (at most the
     recipe's or ``epochs``), with the cosine schedule stretched over them.
-    ``photos``: a folder of real photos (``DIR/<class>/``, ``photo_targets`` or
-    the development photos' targets) trained on *from the start*, ``photo_repeat``
+    ``photos``: a folder of real photos (``DIR/<class>/``, or its pack from
+    ``fashion pack-photos``; ``photo_targets`` or the development photos' targets)
+    trained on *from the start*, ``photo_repeat``
     times per epoch beside the Fashion-MNIST images, with the set loss
     (``training.photo_data``) — instead of tuning a finished run on them
     (``fashion finetune-photos``). The best epoch is still chosen on the
