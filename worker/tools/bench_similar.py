@@ -346,7 +346,7 @@ def main() -> None:
         "--index",
         choices=["category", "global"],
         default="category",
-        help="HNSW index per category (as migration 0009 builds) or one over all products",
+        help="HNSW index per category (as migrations 0007 and 0012 build) or one over all products",
     )
     parser.add_argument(
         "--ef-search",
