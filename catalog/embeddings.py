@@ -23,11 +23,12 @@ from sqlalchemy.types import TypeDecorator, TypeEngine, UserDefinedType
 from catalog.codes import CATEGORIES
 
 DTYPE = np.dtype("<f2")
-#: The embedding size the HNSW indexes are built for: the bundled model's (v2.1, one
-#: ResNet-20: 64; migration 0012). Vectors of another size are stored and searched
-#: too, but exactly (a sequential scan) until a migration adds indexes for their size
-#: (``hnsw_index_sql``); a test checks the bundled model's size is this one.
-INDEXED_DIMENSIONS = 64
+#: The bundled model's embedding size (v2, two ResNet-20s: 2 × 64), which HNSW
+#: indexes serve (migration 0012, which also indexes one ResNet-20's 64). Vectors of
+#: another size are stored and searched too, but exactly (a sequential scan) until a
+#: migration adds indexes for their size (``hnsw_index_sql``); a test checks the
+#: bundled model's size is this one.
+INDEXED_DIMENSIONS = 128
 
 
 def encode_embedding(vector: np.ndarray) -> bytes:

@@ -67,18 +67,17 @@ def test_evaluate_json_reports_the_shipped_model(report: dict) -> None:
 
 
 def test_shipped_int8_artifact_stays_within_its_parity_bounds(fashion_mnist) -> None:
-    """int8 against float on the whole test split. Measured at export (v2.1,
-    2026-11-26): top-1 agreement 99.52 %, accuracy 94.74 vs 94.69 %, per-image largest
-    probability difference p99 0.051 / max 0.167, embedding cosine median 0.9999, min
-    0.9988 (first 512 images); the bounds leave a margin over those (v2's pair:
-    99.68 %, 94.75 vs 94.81 %, p99 0.047 / max 0.172, cosine min 0.905)."""
+    """int8 against float on the whole test split. Measured at export (2026-11-26):
+    top-1 agreement 99.68 %, accuracy 94.75 vs 94.81 %, per-image largest probability
+    difference p99 0.047 / max 0.172, embedding cosine min 0.905 (first 512 images);
+    the bounds leave a margin over those."""
     as_float = Classifier(BUNDLED_MODEL, engine="float")
     as_int8 = Classifier(BUNDLED_MODEL, engine="int8")
     images = fashion_mnist.test_images
     float_p = predict_in_batches(as_float, images)
     int8_p = predict_in_batches(as_int8, images)
     labels = fashion_mnist.test_labels
-    assert (float_p.argmax(1) == int8_p.argmax(1)).mean() >= 0.993
+    assert (float_p.argmax(1) == int8_p.argmax(1)).mean() >= 0.995
     assert abs((float_p.argmax(1) == labels).mean() - (int8_p.argmax(1) == labels).mean()) <= 0.002
     largest = np.abs(float_p - int8_p).max(axis=1)
     assert np.quantile(largest, 0.99) <= 0.08 and largest.max() <= 0.3
