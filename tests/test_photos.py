@@ -295,6 +295,34 @@ def test_prepare_says_which_uploads_had_a_busy_background(fashion_mnist) -> None
     assert prepare(trousers_on_a_rug(), cutout=False, **LIMITS).busy_background
 
 
+def test_fit_photo_threshold_warns_when_the_model_trained_on_the_folder(
+    tmp_path: Path, bundled_model
+) -> None:
+    from training.photo_data import pack_photos
+    from worker.pipeline.classifier import BUNDLED_MODEL, CARD_FILENAME
+
+    photos = tmp_path / "photos"
+    for name, make in (("pants", trousers_on_a_rug), ("hat", hat_on_a_rug)):
+        (photos / name).mkdir(parents=True)
+        for seed in range(3):
+            (photos / name / f"{seed}.jpg").write_bytes(make(seed))
+    pack_photos(photos, tmp_path / "photos.npz")
+    model = tmp_path / "model" / "model.tflite"
+    model.parent.mkdir()
+    shutil.copy(BUNDLED_MODEL, model)
+    card = json.loads(BUNDLED_MODEL.with_name(CARD_FILENAME).read_text())
+    args = ["fit-photo-threshold", str(photos), "--model", str(model), "--repeats", "3", "--json"]
+
+    cases = ((None, False), (tmp_path, False), (photos, True), (tmp_path / "photos.npz", True))
+    for trained_on, warned in cases:
+        card["photos_in_training"] = None if trained_on is None else {"dir": str(trained_on)}
+        model.with_name(CARD_FILENAME).write_text(json.dumps(card))
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert ("was trained on" in result.stderr) is warned, trained_on
+        assert (json.loads(result.stdout)["warning"] is not None) is warned
+
+
 def test_fit_photo_threshold_writes_the_card_and_evaluate_then_uses_it(
     tmp_path: Path, bundled_model
 ) -> None:

@@ -117,6 +117,14 @@ def load_photos(
     return np.stack(pixels), masks
 
 
+def photo_source(path: Path) -> Path:
+    """The photo folder behind ``path``: a pack's recorded folder, else ``path``."""
+    path = Path(path)
+    if path.is_file():
+        return Path(str(_read_pack(path)["folder"]))
+    return path
+
+
 def _preprocessed(folder: Path, classes: set[str]) -> tuple[list[np.ndarray], list[str], int]:
     """Pixels and class of each readable photo of ``classes``; how many were not."""
     from worker.pipeline.preprocess import preprocess  # OpenCV: not needed to read a pack

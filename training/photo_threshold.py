@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from training.photo_data import photo_source
 from training.photo_folders import DEFAULT_MAPPING, PhotoFolderError
 from training.photos import score_photos
 from worker.pipeline.classifier import CARD_FILENAME, Classifier
@@ -132,6 +133,7 @@ def fit_photo_threshold(
         "date": dt.date.today().isoformat(),
     }
     result = {
+        "warning": _trained_on(classifier.card, folder),
         "model_version": classifier.version,
         "uncertain_threshold": classifier.uncertain_threshold,
         "previous_photo_uncertain_threshold": classifier.card.get("photo_uncertain_threshold"),
@@ -148,3 +150,19 @@ def fit_photo_threshold(
         card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
         result["written"] = str(card_path)
     return result
+
+
+def _trained_on(card: dict[str, Any], folder: Path) -> str | None:
+    """A warning when the model's card says it trained on ``folder`` (or a pack of it):
+    it is surer on those photos than on new ones, so a threshold fitted there flags
+    more new photos than its budget (docs/model.md: 10 % there, 19.5 % on unseen)."""
+    source = (card.get("photos_in_training") or {}).get("dir")
+    if not source or not Path(source).exists():
+        return None
+    if photo_source(Path(source)).resolve() != folder.resolve():
+        return None
+    return (
+        f"{card['version']} was trained on {folder}: it is surer on these photos than on "
+        "new ones, so this threshold will flag more than the budget on new photos; fit it "
+        "on photos the model never saw (fashion split-photos, then train on fit/)"
+    )

@@ -136,6 +136,8 @@ def fit_photo_threshold(
         )
     except (PhotoFolderError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if result["warning"]:
+        click.echo(f"warning: {result['warning']}", err=True)
     if as_json:
         echo_json(result)
         return
