@@ -295,22 +295,37 @@ def test_prepare_says_which_uploads_had_a_busy_background(fashion_mnist) -> None
     assert prepare(trousers_on_a_rug(), cutout=False, **LIMITS).busy_background
 
 
+def write_rug_photos(root: Path, *, per_class: int) -> Path:
+    """pants/ (trousers on a rug: in the catalog) and hat/ (out of it), on a busy
+    background, ``per_class`` photos each."""
+    for name, make in (("pants", trousers_on_a_rug), ("hat", hat_on_a_rug)):
+        (root / name).mkdir(parents=True)
+        for seed in range(per_class):
+            (root / name / f"{seed}.jpg").write_bytes(make(seed))
+    return root
+
+
+def copy_bundled_model(folder: Path) -> Path:
+    """The bundled float model and its card in ``folder``; returns the .tflite path."""
+    from worker.pipeline.classifier import BUNDLED_MODEL, CARD_FILENAME
+
+    folder.mkdir(parents=True)
+    model = folder / BUNDLED_MODEL.name
+    shutil.copy(BUNDLED_MODEL, model)
+    shutil.copy(BUNDLED_MODEL.with_name(CARD_FILENAME), model.with_name(CARD_FILENAME))
+    return model
+
+
 def test_fit_photo_threshold_warns_when_the_model_trained_on_the_folder(
     tmp_path: Path, bundled_model
 ) -> None:
     from training.photo_data import pack_photos
-    from worker.pipeline.classifier import BUNDLED_MODEL, CARD_FILENAME
+    from worker.pipeline.classifier import CARD_FILENAME
 
-    photos = tmp_path / "photos"
-    for name, make in (("pants", trousers_on_a_rug), ("hat", hat_on_a_rug)):
-        (photos / name).mkdir(parents=True)
-        for seed in range(3):
-            (photos / name / f"{seed}.jpg").write_bytes(make(seed))
+    photos = write_rug_photos(tmp_path / "photos", per_class=3)
     pack_photos(photos, tmp_path / "photos.npz")
-    model = tmp_path / "model" / "model.tflite"
-    model.parent.mkdir()
-    shutil.copy(BUNDLED_MODEL, model)
-    card = json.loads(BUNDLED_MODEL.with_name(CARD_FILENAME).read_text())
+    model = copy_bundled_model(tmp_path / "model")
+    card = json.loads(model.with_name(CARD_FILENAME).read_text())
     args = ["fit-photo-threshold", str(photos), "--model", str(model), "--repeats", "3", "--json"]
 
     cases = ((None, False), (tmp_path, False), (photos, True), (tmp_path / "photos.npz", True))
@@ -328,15 +343,8 @@ def test_fit_photo_threshold_writes_the_card_and_evaluate_then_uses_it(
 ) -> None:
     from worker.pipeline.classifier import BUNDLED_MODEL, CARD_FILENAME
 
-    photos = tmp_path / "photos"
-    for name, make in (("pants", trousers_on_a_rug), ("hat", hat_on_a_rug)):
-        (photos / name).mkdir(parents=True)
-        for seed in range(4):
-            (photos / name / f"{seed}.jpg").write_bytes(make(seed))
-    model = tmp_path / "model" / "model.tflite"
-    model.parent.mkdir()
-    shutil.copy(BUNDLED_MODEL, model)
-    shutil.copy(BUNDLED_MODEL.with_name(CARD_FILENAME), model.with_name(CARD_FILENAME))
+    photos = write_rug_photos(tmp_path / "photos", per_class=4)
+    model = copy_bundled_model(tmp_path / "model")
     bundled_card = BUNDLED_MODEL.with_name(CARD_FILENAME).read_text()
 
     dry = CliRunner().invoke(
