@@ -52,11 +52,11 @@ def targets_for_folder(folder: Path, mapping: Path | None = None) -> dict[str, l
     """Training targets of a photo folder, or of a pack of one (``pack_photos``):
     ``mapping``, else the folder's own ``mapping.json`` (recorded in a pack), else
     the development photos' (``training.photo_folders.mapping_for``)."""
-    if mapping is None and Path(folder).is_file():
-        return photo_targets(json.loads(str(_read_pack(Path(folder))["mapping"])))
-    if Path(folder).is_file():
+    if not Path(folder).is_file():
+        return photo_targets(mapping_for(folder, mapping))
+    if mapping is not None:
         return photo_targets(load_mapping(mapping))
-    return photo_targets(mapping_for(folder, mapping))
+    return photo_targets(json.loads(str(_read_pack(Path(folder), "mapping")["mapping"])))
 
 
 LIMITS = {"max_bytes": 50 * 1024 * 1024, "max_pixels": 100_000_000}
@@ -103,7 +103,7 @@ def load_photos(
     ``targets``, from a photo folder or from a pack of one (``pack_photos``)."""
     source = Path(source)
     if source.is_file():
-        pack = _read_pack(source)
+        pack = _read_pack(source, "pixels", "classes")
         keep = np.isin(pack["classes"], list(targets))
         pixels, classes = list(pack["pixels"][keep]), pack["classes"][keep].tolist()
     else:
@@ -121,7 +121,7 @@ def photo_source(path: Path) -> Path:
     """The photo folder behind ``path``: a pack's recorded folder, else ``path``."""
     path = Path(path)
     if path.is_file():
-        return Path(str(_read_pack(path)["folder"]))
+        return Path(str(_read_pack(path, "folder")["folder"]))
     return path
 
 
@@ -143,10 +143,11 @@ def _preprocessed(folder: Path, classes: set[str]) -> tuple[list[np.ndarray], li
     return pixels, names, unreadable
 
 
-def _read_pack(path: Path) -> dict[str, np.ndarray]:
+def _read_pack(path: Path, *keys: str) -> dict[str, np.ndarray]:
+    """Only the arrays asked for: the pixels are the bulk of a pack."""
     try:
         with np.load(path, allow_pickle=False) as pack:
-            return {key: pack[key] for key in ("pixels", "classes", "mapping", "folder")}
+            return {key: pack[key] for key in keys}
     except (OSError, ValueError, KeyError) as exc:
         raise PhotoFolderError(f"{path} is not a photo pack (fashion pack-photos): {exc}") from exc
 
