@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, select, update
 
+from catalog.models import Product
 from tests.conftest import png_bytes
 from worker.cli import main
 
@@ -48,19 +51,55 @@ def test_classify_reports_a_missing_file_and_still_exits_zero(tmp_path: Path) ->
     assert json.loads(result.output)["error"]["code"] == "unreadable"
 
 
-def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
+DemoRun = tuple[Path, subprocess.CompletedProcess]  # its data dir, its process
+
+
+def run_demo(data_dir: Path) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith("FASHION_")}
-    env["FASHION_DATA_DIR"] = str(tmp_path / "demo")
-    result = subprocess.run(
+    env["FASHION_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
         [sys.executable, "-m", "worker.cli", "demo"],
         capture_output=True,
         text=True,
         timeout=180,
         env=env,
     )
+
+
+@pytest.fixture(scope="module")
+def first_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """One demo run on a new data dir (two tests share it: a demo takes ~30 s)."""
+    data_dir = tmp_path_factory.mktemp("demo")
+    return data_dir, run_demo(data_dir)
+
+
+def test_demo_runs_end_to_end_on_embedded_defaults(
+    first_demo: DemoRun,
+) -> None:
+    _, result = first_demo
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All 10 uploads classified" in result.stdout
     assert "trouser.jpg" in result.stdout
+
+
+def test_demo_reclassifies_a_catalog_an_earlier_model_classified(
+    first_demo: DemoRun,
+) -> None:
+    demo_data_dir, _ = first_demo
+    engine = create_engine(f"sqlite:///{demo_data_dir / 'catalog.sqlite3'}")
+    photographed = select(Product.model_version).where(Product.image_key.is_not(None))
+    with engine.begin() as connection:
+        current = set(connection.execute(photographed).scalars())
+        assert len(current) == 1 and None not in current  # the first run classified them all
+        # The data dir outlives a model change: its products carry the old model's version.
+        connection.execute(update(Product).values(model_version="an-older-model"))
+    result = run_demo(demo_data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All 10 uploads classified" in result.stdout
+    assert "not classified" not in result.stdout
+    with engine.connect() as connection:
+        assert set(connection.execute(photographed).scalars()) == current
+    assert "none in stock" not in result.stdout
 
 
 def test_classify_refuses_a_fifo_and_an_endless_device_at_once(tmp_path: Path) -> None:

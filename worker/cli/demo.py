@@ -1,8 +1,10 @@
 """``fashion demo``: the whole path on the embedded defaults, start to finish.
 
 Seeds a small catalog from ``worker/samples``, starts a real Celery worker
-process, submits the sample uploads through ``worker.client``, waits for the
-results, prints them, and stops the worker.
+process, classifies the catalog's photos with a ``stale`` bulk run (new
+products, and those an earlier model classified when the demo ran before),
+submits the sample uploads through ``worker.client``, waits for the results,
+prints them, and stops the worker.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import func, select
 
-from catalog.codes import JobStatus
+from catalog.codes import JobStatus, ReclassifyMode
 from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product
 from worker import client
@@ -26,14 +28,15 @@ from worker.catalog_import import ImportReport, import_catalog
 from worker.config import Settings
 from worker.pipeline.classifier import get_classifier
 from worker.service.celery_app import worker_command, worker_environment
+from worker.service.reclassify import start_run
 
 SAMPLES_DIR = Path(__file__).parents[1] / "samples"
 WORKER_STOP_TIMEOUT = 15
 
 
 def seed_catalog(settings: Settings, samples_dir: Path = SAMPLES_DIR) -> ImportReport:
-    """Import the sample products (photos stored, queued for the bulk worker)."""
-    return import_catalog(samples_dir / "catalog.csv", settings=settings)
+    """Import the sample products (photos stored, not queued: ``run_demo`` queues them)."""
+    return import_catalog(samples_dir / "catalog.csv", settings=settings, queue=False)
 
 
 def products_pending(settings: Settings, version: str) -> int:
@@ -94,12 +97,22 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
     uploads = sorted((SAMPLES_DIR / "uploads").glob("*.jpg"))
     version = get_classifier(settings).version
     try:
-        with console.status("classifying the product photos on the bulk queue"):
+        # New products and those classified by another model (a demo run before a
+        # model change) alike: a data dir kept from an older model must not leave
+        # the catalog without similar items.
+        run = start_run(ReclassifyMode.STALE, settings=settings, trigger="demo", version=version)
+        with console.status(f"classifying {run.total} product photos on the bulk queue"):
             deadline = time.monotonic() + timeout
             while products_pending(settings, version) and time.monotonic() < deadline:
                 if worker.poll() is not None:
                     break
                 time.sleep(0.2)
+        pending = products_pending(settings, version)
+        if pending:
+            console.print(
+                f"[yellow]{pending} product photo(s) not classified by {version} after "
+                f"{timeout:.0f} s: similar items may be missing (worker log: {log_path})[/yellow]"
+            )
         job_ids = {
             client.submit(path.read_bytes(), path.name, settings=settings): path for path in uploads
         }
