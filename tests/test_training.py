@@ -250,6 +250,14 @@ def test_fit_only_then_finish_then_anneal_then_quantize(tmp_path, fashion_mnist)
     # is a tie-break; parity is the probabilities'. The shipped model's top-1 parity
     # on the 10 k test images is tests/test_evaluate.py's.
     assert np.abs(int8.predict_proba(images) - as_float).max() <= 0.02
+    dynamic = quantize_run(run, scheme="dynamic")
+    assert dynamic["sha256"] == sha256_of(run / "model-dynamic.tflite")
+    assert dynamic["quantization"].startswith("dynamic range")
+    assert 0 <= dynamic["validation"]["dynamic_accuracy"] <= 1
+    assert Classifier(run / MODEL_FILENAME).engine == "int8"  # another engine's default stays
+    as_dynamic = Classifier(run / MODEL_FILENAME, engine="dynamic")
+    assert as_dynamic.version == card["version"] + "-dynamic"
+    assert np.abs(as_dynamic.predict_proba(images) - as_float).max() <= 0.02
 
 
 def test_set_loss_on_probabilities_is_keras_cross_entropy_for_one_class() -> None:

@@ -21,6 +21,9 @@ from worker.pipeline.preprocess import IMAGE_SIZE
 
 MODEL_FILENAME = "model.tflite"
 INT8_FILENAME = "model-int8.tflite"
+DYNAMIC_FILENAME = "model-dynamic.tflite"
+#: Each quantized engine's artifact (``worker.pipeline.classifier.QUANTIZED_ENGINES``).
+QUANTIZED_FILENAMES = {"int8": INT8_FILENAME, "dynamic": DYNAMIC_FILENAME}
 CARD_FILENAME = "model_card.json"
 # The Keras form of exactly what model.tflite computes (for parity checks).
 SERVING_FILENAME = "serving.keras"
@@ -88,19 +91,21 @@ def export_tflite(model: keras.Model, path: Path, *, temperature: float = 1.0) -
 
 
 def ship(run_dir: Path, destination: Path) -> dict:
-    """Copy a run's artifacts (float and, if quantized, int8), card and serving Keras
-    model to ``destination`` (the worker's)."""
+    """Copy a run's artifacts (float and whichever quantized ones it has), card and
+    serving Keras model to ``destination`` (the worker's); a quantized artifact the
+    run lacks is removed there."""
     destination.mkdir(parents=True, exist_ok=True)
-    stale = destination / INT8_FILENAME
-    if stale.exists() and not (run_dir / INT8_FILENAME).exists():
-        stale.unlink()
+    for quantized in QUANTIZED_FILENAMES.values():
+        stale = destination / quantized
+        if stale.exists() and not (run_dir / quantized).exists():
+            stale.unlink()
     for source, target in (
         (MODEL_FILENAME, MODEL_FILENAME),
-        (INT8_FILENAME, INT8_FILENAME),
+        *((name, name) for name in QUANTIZED_FILENAMES.values()),
         (CARD_FILENAME, CARD_FILENAME),
         (SERVING_FILENAME, "model.keras"),
     ):
-        if source == INT8_FILENAME and not (run_dir / source).exists():
+        if source in QUANTIZED_FILENAMES.values() and not (run_dir / source).exists():
             continue
         (destination / target).write_bytes((run_dir / source).read_bytes())
     return json.loads((destination / CARD_FILENAME).read_text())

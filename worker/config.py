@@ -50,11 +50,12 @@ class Settings(BaseSettings):
     model_uri: Path | None = Field(
         None, description="A .tflite file with model_card.json beside it; default: the bundled one."
     )
-    model_engine: Literal["float", "int8"] | None = Field(
+    model_engine: Literal["float", "int8", "dynamic"] | None = Field(
         None,
         description=(
-            "Which artifact of the model runs: float (model.tflite) or int8 (its "
-            "full-integer quantization); default: the model card's default_engine."
+            "Which artifact of the model runs: float (model.tflite), int8 (its "
+            "full-integer quantization) or dynamic (its dynamic-range quantization: "
+            "int8 weights); default: the model card's default_engine."
         ),
     )
     uncertain_threshold: float | None = Field(

@@ -167,7 +167,7 @@ def bench_photos(folder: str, rounds: int, limit: int | None, as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_inference(baseline: str | None, batch: int, rounds: int, as_json: bool) -> None:
     """Images per second of inference alone (Classifier.predict, one process), for each
-    engine of the configured model (float; int8 when its card lists one) and of
+    engine of the configured model (float; int8 and dynamic when its card lists them) and of
     --baseline, in interleaved rounds; ratios against the configured model's float."""
     from worker.pipeline.classifier import model_path
     from worker.tools.bench_inference import measure_engines

@@ -16,6 +16,7 @@ from worker.cli.common import (
     percent,
 )
 from worker.config import get_settings
+from worker.pipeline.classifier import ENGINES
 
 
 @click.command()
@@ -38,7 +39,7 @@ from worker.config import get_settings
 )
 @click.option(
     "--engine",
-    type=click.Choice(["float", "int8"]),
+    type=click.Choice(ENGINES),
     help="Which artifact runs (default: FASHION_MODEL_ENGINE, else the card's default_engine).",
 )
 def evaluate(

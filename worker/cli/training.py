@@ -140,22 +140,31 @@ def finish(run: str) -> None:
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option(
+    "--scheme",
+    type=click.Choice(["int8", "dynamic"]),
+    default="int8",
+    show_default=True,
+    help="int8: full integer, calibrated on training images (model-int8.tflite); "
+    "dynamic: dynamic range, int8 weights and activations quantized per batch at run "
+    "time (model-dynamic.tflite).",
+)
+@click.option(
     "--samples",
     default=1000,
     show_default=True,
     type=click.IntRange(min=10),
-    help="Training images that calibrate the int8 ranges.",
+    help="Training images that calibrate the int8 ranges (--scheme int8).",
 )
 @click.option(
     "--make-default",
     is_flag=True,
-    help="Make int8 the card's default engine (issue 20's rule: within 0.2 points of float "
+    help="Make this engine the card's default (issue 20's rule: within 0.2 points of float "
     "on the test images and on photos, and ≥ 1.5× as fast).",
 )
-def quantize(run: str, samples: int, make_default: bool) -> None:
-    """Write RUN/model-int8.tflite, the full-integer (int8) form of RUN's model.tflite,
-    and record it in its card with its agreement with float on the validation images.
-    Run it on the shipped model folder after exporting; FASHION_MODEL_ENGINE=int8
+def quantize(run: str, scheme: str, samples: int, make_default: bool) -> None:
+    """Write a quantized form of RUN's model.tflite (--scheme) and record it in its
+    card with its agreement with float on the validation images. Run it on the
+    shipped model folder after exporting; FASHION_MODEL_ENGINE=int8 (or dynamic)
     makes the worker use it."""
     with needs_train_extra():
         from training.data import DatasetNotFoundError
@@ -163,6 +172,7 @@ def quantize(run: str, samples: int, make_default: bool) -> None:
     try:
         entry = quantize_run(
             Path(run),
+            scheme=scheme,
             samples=samples,
             data_dir=get_settings().mnist_dir,
             make_default=make_default,

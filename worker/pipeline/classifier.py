@@ -27,19 +27,24 @@ from worker.pipeline.preprocess import ModelInput, normalize
 
 BUNDLED_MODEL = Path(__file__).parents[1] / "model" / "model.tflite"
 CARD_FILENAME = "model_card.json"
-ENGINES = ("float", "int8")
+#: Quantized artifacts a card may list beside ``model.tflite``, each under its own key:
+#: ``int8``, full-integer (weights and activations calibrated int8); ``dynamic``,
+#: dynamic-range (weights int8, activations quantized per batch at run time).
+QUANTIZED_ENGINES = ("int8", "dynamic")
+ENGINES = ("float", *QUANTIZED_ENGINES)
 
 
 def engine_version(card: dict[str, Any], engine: str | None) -> tuple[str, str]:
     """``(engine, model version)`` for ``engine`` (``None``: the card's ``default_engine``).
 
-    The int8 artifact's version is the float one's plus ``-int8``: its embeddings
-    differ a little, and similar items only compare embeddings of one version.
+    A quantized artifact's version is the float one's plus ``-<engine>`` (``-int8``):
+    its embeddings differ a little, and similar items only compare embeddings of
+    one version.
     """
     chosen = engine or card.get("default_engine", "float")
     if chosen not in ENGINES:
         raise ModelError(f"unknown model engine {chosen!r}; choose one of {', '.join(ENGINES)}")
-    return chosen, card["version"] + ("-int8" if chosen == "int8" else "")
+    return chosen, card["version"] + ("" if chosen == "float" else f"-{chosen}")
 
 
 class ModelError(RuntimeError):
@@ -111,17 +116,20 @@ class Classifier:
         if not card_path.is_file():
             raise ModelError(f"model card {card_path} does not exist")
         self.card: dict[str, Any] = json.loads(card_path.read_text())
-        #: ``float`` or ``int8``: which artifact runs (``FASHION_MODEL_ENGINE``).
+        #: One of ``ENGINES``: which artifact runs (``FASHION_MODEL_ENGINE``).
         self.engine, self.version = engine_version(self.card, engine)
         expected_digest = self.card.get("sha256")
-        if self.engine == "int8":
-            if "int8" not in self.card:
-                raise ModelError(f"{card_path} lists no int8 artifact (fashion quantize)")
-            expected_digest = self.card["int8"]["sha256"]
-            model_path = model_path.with_name(self.card["int8"]["file"])
+        if self.engine != "float":
+            if self.engine not in self.card:
+                raise ModelError(
+                    f"{card_path} lists no {self.engine} artifact "
+                    f"(fashion quantize --scheme {self.engine})"
+                )
+            expected_digest = self.card[self.engine]["sha256"]
+            model_path = model_path.with_name(self.card[self.engine]["file"])
         if not model_path.is_file():
             raise ModelError(f"model file {model_path} does not exist")
-        #: The artifact that runs (``model.tflite`` or ``model-int8.tflite``).
+        #: The artifact that runs (``model.tflite``, ``model-int8.tflite``, …).
         self.path = model_path
         content = model_path.read_bytes()
         digest = hashlib.sha256(content).hexdigest()

@@ -1,8 +1,8 @@
 """Inference alone, per engine: ``Classifier.predict`` on a batch, as the bulk task calls it.
 
 ``fashion bench-inference`` (and the ``engines`` entry of ``fashion bench``) times
-every engine of the configured model (``float``; ``int8`` when its card lists the
-quantized artifact) and, with ``--baseline``, every engine of another model, in
+every engine of the configured model (``float``; ``int8`` and ``dynamic`` when its
+card lists those quantized artifacts) and, with ``--baseline``, every engine of another model, in
 interleaved rounds on one process, and reports medians and ratios against the
 configured model's float engine.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.pipeline.classifier import Classifier
+from worker.pipeline.classifier import QUANTIZED_ENGINES, Classifier
 from worker.pipeline.preprocess import normalize, preprocess
 from worker.tools.harness import product_photos
 
@@ -31,9 +31,13 @@ def sample_batch(batch: int) -> np.ndarray:
 
 
 def engines_of(path: Path) -> list[str]:
-    """``float``, and ``int8`` where the card lists it and its file is beside the model."""
-    int8 = Classifier(path, engine="float").card.get("int8")
-    return ["float"] + (["int8"] if int8 and path.with_name(int8["file"]).is_file() else [])
+    """``float``, and each quantized engine the card lists whose file is beside the model."""
+    card = Classifier(path, engine="float").card
+    return ["float"] + [
+        engine
+        for engine in QUANTIZED_ENGINES
+        if engine in card and path.with_name(card[engine]["file"]).is_file()
+    ]
 
 
 def measure_engines(
