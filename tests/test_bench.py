@@ -59,10 +59,13 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     assert 0 < printed["inference_vs_engine"] <= 1.5
     # Every engine the shipped model has, each with its own version; float is the reference.
     engines = printed["engines"]
-    assert set(engines) == {"model/float", "model/int8"}
+    assert set(engines) == {"model/float", "model/int8", "model/dynamic"}
     assert engines["model/float"]["vs_float"] == 1.0
-    assert engines["model/int8"]["version"] == engines["model/float"]["version"] + "-int8"
-    assert engines["model/int8"]["images_per_s"] > 0
+    for engine in ("int8", "dynamic"):
+        assert engines[f"model/{engine}"]["version"] == (
+            engines["model/float"]["version"] + f"-{engine}"
+        )
+        assert engines[f"model/{engine}"]["images_per_s"] > 0
     peak = printed["worker_rss_mb"]["peak"]
     assert len(peak["naive"]) == len(peak["bulk"]) == 2 and len(peak["interactive"]) == 1
     samples = printed["worker_rss_mb"]["bulk_during_run"]
@@ -109,7 +112,12 @@ def test_bench_inference_times_each_engine_of_the_model_and_a_baseline(tmp_path)
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    # The baseline's copied card lists the int8 file, which was not copied: float only.
-    assert set(printed["engines"]) == {"model/float", "model/int8", "baseline/float"}
+    # The baseline's copied card lists the quantized files, which were not copied: float only.
+    assert set(printed["engines"]) == {
+        "model/float",
+        "model/int8",
+        "model/dynamic",
+        "baseline/float",
+    }
     assert all(figures["images_per_s"] > 0 for figures in printed["engines"].values())
     assert printed["batch"] == 8 and printed["rounds"] == 5

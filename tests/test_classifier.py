@@ -11,6 +11,7 @@ from catalog.codes import family_of
 from catalog.models import CATEGORIES
 from worker.pipeline.classifier import (
     BUNDLED_MODEL,
+    QUANTIZED_ENGINES,
     Classifier,
     ModelError,
     Outputs,
@@ -39,7 +40,8 @@ def test_the_bundled_models_embeddings_are_the_size_the_catalog_indexes(
     sequential scan, so shipping one needs that migration first."""
     from catalog.embeddings import INDEXED_DIMENSIONS
 
-    engines = ("float", "int8") if classifier.card.get("int8") else ("float",)
+    engines = ["float", *(engine for engine in QUANTIZED_ENGINES if engine in classifier.card)]
+    assert len(engines) == 3  # the shipped model has float, int8 and dynamic artifacts
     for engine in engines:
         model = Classifier(BUNDLED_MODEL, engine=engine)
         embeddings = model.run(normalize(fashion_mnist.test_images[:4])).embeddings
@@ -84,7 +86,7 @@ def test_model_that_does_not_match_its_card_is_refused(tmp_path: Path) -> None:
     card["sha256"] = "0" * 64
     (tmp_path / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="sha256"):
-        Classifier(copy)
+        Classifier(copy, engine="float")  # the card's sha256 is the float artifact's
 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
@@ -117,7 +119,7 @@ def test_a_card_without_a_photo_threshold_uses_its_one_threshold_for_photos(
     card = json.loads(BUNDLED_MODEL.with_name("model_card.json").read_text())
     card.pop("photo_uncertain_threshold", None)
     (tmp_path / "model_card.json").write_text(json.dumps(card))
-    older = Classifier(copy)
+    older = Classifier(copy, engine="float")  # only the float artifact was copied
     assert (
         older.photo_uncertain_threshold == older.uncertain_threshold == card["uncertain_threshold"]
     )
@@ -125,7 +127,7 @@ def test_a_card_without_a_photo_threshold_uses_its_one_threshold_for_photos(
     card["photo_uncertain_threshold"] = 1.5
     (tmp_path / "model_card.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="photo_uncertain_threshold outside"):
-        Classifier(copy)
+        Classifier(copy, engine="float")
 
 
 def test_settings_override_each_threshold() -> None:
@@ -192,3 +194,23 @@ def test_the_int8_engine_is_chosen_by_setting_and_has_a_version_of_its_own(tmp_p
         Classifier(tmp_path / "model.tflite", engine="int8")
     with pytest.raises(ModelError, match="unknown model engine"):
         Classifier(tmp_path / "model.tflite", engine="fp16")
+
+
+def test_the_dynamic_range_engine_is_chosen_by_setting_and_has_a_version_of_its_own(
+    tmp_path,
+) -> None:
+    from worker.config import Settings
+    from worker.pipeline.classifier import get_classifier, model_version
+
+    card = Classifier(BUNDLED_MODEL).card
+    assert card["dynamic"]["file"] == "model-dynamic.tflite"
+    as_dynamic = get_classifier(Settings(model_engine="dynamic"))
+    assert as_dynamic.engine == "dynamic" and as_dynamic.path.name == "model-dynamic.tflite"
+    assert as_dynamic.version == card["version"] + "-dynamic"
+    assert model_version(Settings(model_engine="dynamic")) == as_dynamic.version
+
+    shutil.copy(BUNDLED_MODEL, tmp_path / "model.tflite")
+    del card["dynamic"]
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="no dynamic artifact"):
+        Classifier(tmp_path / "model.tflite", engine="dynamic")

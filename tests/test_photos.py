@@ -306,14 +306,12 @@ def write_rug_photos(root: Path, *, per_class: int) -> Path:
 
 
 def copy_bundled_model(folder: Path) -> Path:
-    """The bundled float model and its card in ``folder``; returns the .tflite path."""
-    from worker.pipeline.classifier import BUNDLED_MODEL, CARD_FILENAME
+    """The bundled model (every artifact: the card's default engine may be a quantized
+    one) and its card in ``folder``; returns the float .tflite path."""
+    from worker.pipeline.classifier import BUNDLED_MODEL
 
-    folder.mkdir(parents=True)
-    model = folder / BUNDLED_MODEL.name
-    shutil.copy(BUNDLED_MODEL, model)
-    shutil.copy(BUNDLED_MODEL.with_name(CARD_FILENAME), model.with_name(CARD_FILENAME))
-    return model
+    shutil.copytree(BUNDLED_MODEL.parent, folder)
+    return folder / BUNDLED_MODEL.name
 
 
 def test_fit_photo_threshold_warns_when_the_model_trained_on_the_folder(
