@@ -22,6 +22,7 @@ from worker.service.messages import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_sche
 from worker.service.products import classify_products
 from worker.service.reclassify import reclassify_if_model_changed, run_progress, start_run
 from worker.service.status import collect
+from worker.service.sweeper import resume_stalled_run, sweep
 from worker.storage import get_store
 
 
@@ -123,6 +124,35 @@ def test_an_interrupted_all_run_is_resumed_not_restarted(service_settings, fashi
     queued = [decode_task(message) for message in bulk_messages(service_settings)]
     assert sorted(i for args, _ in queued for i in args[0]) == sorted(ids[20:])
     assert {kwargs["not_before"] for _, kwargs in queued} == {not_before.isoformat()}
+
+
+def test_the_sweeper_resumes_a_run_whose_chunk_was_lost(service_settings, fashion_mnist) -> None:
+    ids = add_products(service_settings, fashion_mnist, 60)
+    stalled = start_run("stale", settings=service_settings, chunk_size=10)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=service_settings.stuck_after_seconds + 1)
+    # Its chunks still wait on the queue: slow, not lost, whatever the time.
+    assert resume_stalled_run(service_settings, now=later) is None
+
+    # A worker did four chunks; the other two messages were lost.
+    redis_queue_purge(service_settings)
+    classify_products(ids[:40], settings=service_settings)
+    assert resume_stalled_run(service_settings) is None  # it classified something just now
+    assert not run_progress(service_settings, stalled.id).finished
+
+    assert sweep(service_settings, now=later) == []  # no upload job is stuck
+    with get_sessionmaker(service_settings.resolved_database_url)() as session:
+        resumed = session.scalars(select(ReclassifyRun).order_by(ReclassifyRun.id.desc())).first()
+    assert (resumed.id, resumed.mode, resumed.trigger) == (stalled.id + 1, "stale", "sweeper")
+    assert (resumed.total, resumed.chunk_size) == (20, 10)
+    queued = [decode_task(message) for message in bulk_messages(service_settings)]
+    assert sorted(i for args, _ in queued for i in args[0]) == sorted(ids[40:])
+    # Its chunks are queued now: a second sweep leaves it alone.
+    assert resume_stalled_run(service_settings, now=later) is None
+
+    classify_products(ids[40:], settings=service_settings)
+    assert run_progress(service_settings, stalled.id).finished
+    assert run_progress(service_settings, resumed.id).finished
+    assert resume_stalled_run(service_settings, now=later) is None
 
 
 def redis_queue_purge(settings: Settings) -> None:

@@ -192,7 +192,12 @@ class Settings(BaseSettings):
         5, ge=1, description="Deliveries of one job before it ends failed with code 'poison'."
     )
     stuck_after_seconds: float = Field(
-        300, gt=0, description="A job queued or running this long is queued again by the sweeper."
+        300,
+        gt=0,
+        description=(
+            "A job queued or running this long is queued again by the sweeper; a bulk "
+            "run that classified nothing this long, with nothing queued, is resumed."
+        ),
     )
     sweep_seconds: float = Field(60, gt=0, description="How often beat runs the sweeper.")
     log_format: str = Field(
