@@ -17,6 +17,7 @@ from worker.cli.common import (
     set_loss_option,
 )
 from worker.config import get_settings
+from worker.pipeline.classifier import QUANTIZED_ENGINES
 
 
 @click.command()
@@ -141,7 +142,7 @@ def finish(run: str) -> None:
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--scheme",
-    type=click.Choice(["int8", "dynamic"]),
+    type=click.Choice(QUANTIZED_ENGINES),
     default="int8",
     show_default=True,
     help="int8: full integer, calibrated on training images (model-int8.tflite); "
