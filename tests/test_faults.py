@@ -2,10 +2,10 @@
 
 A worker killed mid bulk run (recovered by the worker's own redelivery and, for
 a chunk lost to the broker, by the sweeper that beat runs), Redis restarted, the
-S3 server hung, PostgreSQL connections dropped, workers stopped with SIGTERM. Redis and the S3 server are
-each test's own (``tests/faults.py``); a database trigger keeps the ledger the
-counts come from. Each test prints submitted / done / failed / lost /
-duplicated, repeated at the end of the pytest run.
+S3 server hung, PostgreSQL connections dropped, workers stopped with SIGTERM.
+Redis and the S3 server are each test's own (``tests/faults.py``); a database
+trigger keeps the ledger the counts come from. Each test prints submitted /
+done / failed / lost / duplicated, repeated at the end of the pytest run.
 """
 
 from __future__ import annotations
