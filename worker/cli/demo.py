@@ -26,7 +26,7 @@ from catalog.models import Product
 from worker import client
 from worker.catalog_import import ImportReport, import_catalog
 from worker.config import Settings
-from worker.pipeline.classifier import get_classifier
+from worker.pipeline.classifier import model_version
 from worker.service.celery_app import worker_command, worker_environment
 from worker.service.reclassify import start_run
 
@@ -95,7 +95,7 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
         f"broker {settings.resolved_broker_url}"
     )
     uploads = sorted((SAMPLES_DIR / "uploads").glob("*.jpg"))
-    version = get_classifier(settings).version
+    version = model_version(settings)  # from the card: the worker child loads the model
     try:
         # New products and those classified by another model (a demo run before a
         # model change) alike: a data dir kept from an older model must not leave
