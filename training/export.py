@@ -17,13 +17,12 @@ import keras
 import tensorflow as tf
 
 from training.data import CLASS_NAMES
+from worker.pipeline.classifier import QUANTIZED_ENGINES
 from worker.pipeline.preprocess import IMAGE_SIZE
 
 MODEL_FILENAME = "model.tflite"
-INT8_FILENAME = "model-int8.tflite"
-DYNAMIC_FILENAME = "model-dynamic.tflite"
-#: Each quantized engine's artifact (``worker.pipeline.classifier.QUANTIZED_ENGINES``).
-QUANTIZED_FILENAMES = {"int8": INT8_FILENAME, "dynamic": DYNAMIC_FILENAME}
+#: Each quantized engine's artifact: ``model-int8.tflite``, ``model-dynamic.tflite``.
+QUANTIZED_FILENAMES = {engine: f"model-{engine}.tflite" for engine in QUANTIZED_ENGINES}
 CARD_FILENAME = "model_card.json"
 # The Keras form of exactly what model.tflite computes (for parity checks).
 SERVING_FILENAME = "serving.keras"

@@ -77,6 +77,7 @@ def convert_dynamic(serving: keras.Model) -> bytes:
     return converter.convert()
 
 
+#: How each of ``QUANTIZED_ENGINES`` is made, as the card records it.
 SCHEMES = {
     "int8": "full integer (weights and activations int8), float32 input/outputs",
     "dynamic": (
