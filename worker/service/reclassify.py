@@ -52,6 +52,9 @@ class Progress:
     failed: int
     rate_per_s: float
     eta_s: float | None
+    #: When the run last classified a product (``None``: not yet); the sweeper
+    #: resumes a run that has been silent too long (``worker.service.sweeper``).
+    last_classified_at: dt.datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -176,11 +179,12 @@ def progress_of(
     now = now or utcnow()
     started = as_utc(run.started_at)
     touched = and_(Product.model_version == run.model_version, Product.classified_at >= started)
-    done, failed, recent = session.execute(
+    done, failed, recent, last = session.execute(
         select(
             func.count(),
             func.count(Product.classification_error),
             func.count().filter(Product.classified_at >= now - RATE_WINDOW),
+            func.max(Product.classified_at),
         ).where(touched)
     ).one()
     done = min(done, run.total)
@@ -200,19 +204,20 @@ def progress_of(
         failed=min(failed, done),
         rate_per_s=rate,
         eta_s=eta,
+        last_classified_at=None if last is None else as_utc(last),
     )
+
+
+def latest_run(session: Session) -> ReclassifyRun | None:
+    """The run started last, finished or not."""
+    return session.scalars(select(ReclassifyRun).order_by(ReclassifyRun.id.desc()).limit(1)).first()
 
 
 def run_progress(settings: Settings, run_id: int | None = None) -> Progress | None:
     """Progress of run ``run_id`` (default: the latest); ``None`` if there is none."""
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
-        if run_id is None:
-            run = session.scalars(
-                select(ReclassifyRun).order_by(ReclassifyRun.id.desc()).limit(1)
-            ).first()
-        else:
-            run = session.get(ReclassifyRun, run_id)
+        run = latest_run(session) if run_id is None else session.get(ReclassifyRun, run_id)
         return None if run is None else progress_of(session, run)
 
 

@@ -19,16 +19,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import func, select
-
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import expire_overdue, requeue_stuck
-from catalog.models import Product, ReclassifyRun, as_utc, utcnow
+from catalog.models import utcnow
 from worker.config import Settings
 from worker.pipeline.classifier import model_version
 from worker.service.jobs import finished
 from worker.service.messages import send_classify
-from worker.service.reclassify import progress_of, start_run
+from worker.service.reclassify import latest_run, progress_of, start_run
 from worker.service.status import queue_depths
 
 log = logging.getLogger(__name__)
@@ -75,32 +73,24 @@ def resume_stalled_run(settings: Settings, *, now: dt.datetime | None = None) ->
     completes as well.
     """
     now = now or utcnow()
-    sessions = get_sessionmaker(settings.resolved_database_url)
-    with sessions() as session:
-        run = session.scalars(
-            select(ReclassifyRun).order_by(ReclassifyRun.id.desc()).limit(1)
-        ).first()
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        run = latest_run(session)
         if run is None or run.model_version != model_version(settings):
             return None
-        if progress_of(session, run, now=now).finished:
-            return None
-        started = as_utc(run.started_at)
-        last = session.scalar(
-            select(func.max(Product.classified_at)).where(
-                Product.model_version == run.model_version, Product.classified_at >= started
-            )
-        )
-        mode, chunk_size, stalled_id = run.mode, run.chunk_size, run.id
-    last_news = max(started, as_utc(last)) if last is not None else started
+        progress = progress_of(session, run, now=now)
+        chunk_size = run.chunk_size
+    if progress.finished:
+        return None
+    last_news = progress.last_classified_at or progress.started_at
     if now - last_news < dt.timedelta(seconds=settings.stuck_after_seconds):
         return None
     if queue_depths(settings).get(settings.bulk_queue, 0):
         return None
-    resumed = start_run(mode, settings=settings, chunk_size=chunk_size, trigger="sweeper")
+    resumed = start_run(progress.mode, settings=settings, chunk_size=chunk_size, trigger="sweeper")
     log.warning(
         "sweeper: run %s stalled (nothing classified since %s, nothing queued): "
         "run %s queues the %d products it left",
-        stalled_id,
+        progress.run_id,
         last_news.isoformat(),
         resumed.id,
         resumed.total,
