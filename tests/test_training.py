@@ -12,7 +12,15 @@ import pytest
 from training.architectures import ARCHITECTURES, RECIPES, make_model
 from training.augment import Augmentation, Batches, augment
 from training.ensemble import build_ensemble
-from training.export import MODEL_FILENAME, SERVING_FILENAME, serving_model, sha256_of
+from training.export import (
+    CARD_FILENAME,
+    MODEL_FILENAME,
+    QUANTIZED_FILENAMES,
+    SERVING_FILENAME,
+    serving_model,
+    sha256_of,
+    ship,
+)
 from training.photo_finetune import run_card
 from training.quantize import quantize_run
 from training.train import BudgetedCosine, anneal, finish, fit, train
@@ -331,3 +339,22 @@ def test_bench_step_times_both_compilers_of_a_recipe(capsys) -> None:
     assert result["xla_s_per_step"] > 0 and result["no_xla_s_per_step"] > 0
     ratio = result["no_xla_s_per_step"] / result["xla_s_per_step"]
     assert abs(result["speedup"] - ratio) <= 0.01 * ratio + 0.01  # both sides rounded
+
+
+def test_ship_copies_a_runs_artifacts_and_removes_a_quantized_one_it_lacks(tmp_path: Path) -> None:
+    run, destination = tmp_path / "run", tmp_path / "model"
+    run.mkdir()
+    destination.mkdir()
+    for name in (MODEL_FILENAME, QUANTIZED_FILENAMES["dynamic"], SERVING_FILENAME):
+        (run / name).write_bytes(name.encode())
+    (run / CARD_FILENAME).write_text(json.dumps({"version": "v-new"}))
+    (destination / QUANTIZED_FILENAMES["int8"]).write_bytes(b"an earlier model's int8")
+
+    card = ship(run, destination)
+
+    assert card == {"version": "v-new"}
+    assert sorted(path.name for path in destination.iterdir()) == sorted(
+        [MODEL_FILENAME, QUANTIZED_FILENAMES["dynamic"], CARD_FILENAME, "model.keras"]
+    )
+    assert (destination / "model.keras").read_bytes() == SERVING_FILENAME.encode()
+    assert (destination / QUANTIZED_FILENAMES["dynamic"]).read_bytes() == b"model-dynamic.tflite"

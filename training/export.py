@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -94,19 +95,14 @@ def ship(run_dir: Path, destination: Path) -> dict:
     serving Keras model to ``destination`` (the worker's); a quantized artifact the
     run lacks is removed there."""
     destination.mkdir(parents=True, exist_ok=True)
-    for quantized in QUANTIZED_FILENAMES.values():
-        stale = destination / quantized
-        if stale.exists() and not (run_dir / quantized).exists():
-            stale.unlink()
-    for source, target in (
-        (MODEL_FILENAME, MODEL_FILENAME),
-        *((name, name) for name in QUANTIZED_FILENAMES.values()),
-        (CARD_FILENAME, CARD_FILENAME),
-        (SERVING_FILENAME, "model.keras"),
-    ):
-        if source in QUANTIZED_FILENAMES.values() and not (run_dir / source).exists():
-            continue
-        (destination / target).write_bytes((run_dir / source).read_bytes())
+    shutil.copyfile(run_dir / MODEL_FILENAME, destination / MODEL_FILENAME)
+    for name in QUANTIZED_FILENAMES.values():
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, destination / name)
+        else:
+            (destination / name).unlink(missing_ok=True)
+    shutil.copyfile(run_dir / CARD_FILENAME, destination / CARD_FILENAME)
+    shutil.copyfile(run_dir / SERVING_FILENAME, destination / "model.keras")
     return json.loads((destination / CARD_FILENAME).read_text())
 
 
