@@ -22,6 +22,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fashion"
 
 
+#: Which artifact of a model runs: ``float`` (``model.tflite``) or one of its quantized
+#: forms (``worker.pipeline.classifier.QUANTIZED_ENGINES``).
+ModelEngine = Literal["float", "int8", "dynamic"]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FASHION_", extra="ignore", frozen=True)
 
@@ -50,7 +55,7 @@ class Settings(BaseSettings):
     model_uri: Path | None = Field(
         None, description="A .tflite file with model_card.json beside it; default: the bundled one."
     )
-    model_engine: Literal["float", "int8", "dynamic"] | None = Field(
+    model_engine: ModelEngine | None = Field(
         None,
         description=(
             "Which artifact of the model runs: float (model.tflite), int8 (its "
