@@ -52,6 +52,14 @@ class ModelError(RuntimeError):
     """The model artifact is missing, does not match its card, or has the wrong shape."""
 
 
+def read_card(model_path: Path) -> dict[str, Any]:
+    """The model card beside ``model_path``, without loading the model."""
+    card_path = model_path.with_name(CARD_FILENAME)
+    if not card_path.is_file():
+        raise ModelError(f"model card {card_path} does not exist")
+    return json.loads(card_path.read_text())
+
+
 def judged_confidence(probabilities: np.ndarray) -> np.ndarray:
     """What the ``uncertain`` flag compares with the threshold, per row of ``(n, 10)``:
     the top class's probability, or its family's summed probability when the top
@@ -114,9 +122,7 @@ class Classifier:
         engine: str | None = None,
     ) -> None:
         card_path = model_path.with_name(CARD_FILENAME)
-        if not card_path.is_file():
-            raise ModelError(f"model card {card_path} does not exist")
-        self.card: dict[str, Any] = json.loads(card_path.read_text())
+        self.card: dict[str, Any] = read_card(model_path)
         #: One of ``ENGINES``: which artifact runs (``FASHION_MODEL_ENGINE``).
         self.engine, self.version = engine_version(self.card, engine)
         expected_digest = self.card.get("sha256")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.pipeline.classifier import QUANTIZED_ENGINES, Classifier
+from worker.pipeline.classifier import QUANTIZED_ENGINES, Classifier, read_card
 from worker.pipeline.preprocess import normalize, preprocess
 from worker.tools.harness import product_photos
 
@@ -32,7 +32,7 @@ def sample_batch(batch: int) -> np.ndarray:
 
 def engines_of(path: Path) -> list[str]:
     """``float``, and each quantized engine the card lists whose file is beside the model."""
-    card = Classifier(path, engine="float").card
+    card = read_card(path)
     return ["float"] + [
         engine
         for engine in QUANTIZED_ENGINES
