@@ -108,10 +108,14 @@ def quantize_run(
     dataset = load_fashion_mnist(data_dir)
     held_out = held_out_indices(card, len(dataset.train_images))
     target = run_dir / QUANTIZED_FILENAMES[scheme]
+    calibration: dict[str, Any] = {}
     if scheme == "int8":
-        target.write_bytes(
-            convert_int8(serving, representative_images(dataset, held_out, samples=samples))
-        )
+        images = representative_images(dataset, held_out, samples=samples)
+        target.write_bytes(convert_int8(serving, images))
+        calibration = {
+            "representative_images": samples,
+            "representative_from": "the run's training images, its validation images left out",
+        }
     else:
         target.write_bytes(convert_dynamic(serving))
     entry: dict[str, Any] = {
@@ -120,10 +124,8 @@ def quantize_run(
         "bytes": target.stat().st_size,
         "float_bytes": (run_dir / MODEL_FILENAME).stat().st_size,
         "quantization": SCHEMES[scheme],
+        **calibration,
     }
-    if scheme == "int8":
-        entry["representative_images"] = samples
-        entry["representative_from"] = "the run's training images, its validation images left out"
     card[scheme] = entry
     default = card.get("default_engine", "float")
     card["default_engine"] = scheme if make_default else "float" if default == scheme else default
