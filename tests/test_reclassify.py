@@ -20,7 +20,12 @@ from worker.config import Settings
 from worker.pipeline.classifier import model_version
 from worker.service.messages import MODEL_CHECK_TASK, RECLASSIFY_TASK, beat_schedule
 from worker.service.products import classify_products
-from worker.service.reclassify import reclassify_if_model_changed, run_progress, start_run
+from worker.service.reclassify import (
+    latest_run,
+    reclassify_if_model_changed,
+    run_progress,
+    start_run,
+)
 from worker.service.status import collect
 from worker.service.sweeper import resume_stalled_run, sweep
 from worker.storage import get_store
@@ -141,7 +146,7 @@ def test_the_sweeper_resumes_a_run_whose_chunk_was_lost(service_settings, fashio
 
     assert sweep(service_settings, now=later) == []  # no upload job is stuck
     with get_sessionmaker(service_settings.resolved_database_url)() as session:
-        resumed = session.scalars(select(ReclassifyRun).order_by(ReclassifyRun.id.desc())).first()
+        resumed = latest_run(session)
     assert (resumed.id, resumed.mode, resumed.trigger) == (stalled.id + 1, "stale", "sweeper")
     assert (resumed.total, resumed.chunk_size) == (20, 10)
     queued = [decode_task(message) for message in bulk_messages(service_settings)]
