@@ -18,6 +18,7 @@ from tests.test_reclassify import add_products, classified_at, wait_for_run
 from worker.cli import main
 from worker.config import get_settings
 from worker.pipeline.classifier import model_version
+from worker.pipeline.preprocess import PREPROCESS_VERSION
 from worker.service.celery_app import worker_environment
 from worker.service.changes import listing_prefixes, plan_changes
 from worker.service.reclassify import start_run
@@ -131,7 +132,7 @@ def test_a_new_model_reclassifies_from_kept_inputs_without_reading_photos(
             ]
             product.model_input_key = product.image_key
             product.model_input = bytes(784)
-            product.preprocess_version = 1
+            product.preprocess_version = PREPROCESS_VERSION  # kept inputs are current
     with get_sessionmaker(service_settings.resolved_database_url)() as session:
         plan = plan_changes(
             session=session,
