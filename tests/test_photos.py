@@ -171,6 +171,35 @@ def test_a_photo_pack_needs_its_suffix_and_a_bad_pack_is_named(
         load_photos(bad)
 
 
+def test_a_photo_pack_made_by_another_pipeline_version_is_refused(
+    tmp_path: Path, fashion_mnist, monkeypatch
+) -> None:
+    import training.photo_data as photo_data
+    import worker.pipeline.preprocess as preprocess
+
+    folder = tmp_path / "photos"
+    write_photo_folder(folder, fashion_mnist)
+    pack = tmp_path / "photos.npz"
+    assert (
+        photo_data.pack_photos(folder, pack)["preprocess_version"] == preprocess.PREPROCESS_VERSION
+    )
+    assert len(photo_data.load_photos(pack)[0]) == 10
+
+    # The pipeline changes after the pack was made: training on it is refused.
+    monkeypatch.setattr(preprocess, "PREPROCESS_VERSION", preprocess.PREPROCESS_VERSION + 1)
+    with pytest.raises(ValueError, match=r"packed by version \d+ .* pack them again"):
+        photo_data.load_photos(pack)
+    # A pack from before the version was recorded was made by version 1.
+    monkeypatch.setattr(preprocess, "PREPROCESS_VERSION", 1)
+    with np.load(pack) as arrays:
+        older = {key: arrays[key] for key in arrays.files if key != "preprocess_version"}
+    np.savez_compressed(tmp_path / "older.npz", **older)
+    assert len(photo_data.load_photos(tmp_path / "older.npz")[0]) == 10
+    monkeypatch.setattr(preprocess, "PREPROCESS_VERSION", 2)
+    with pytest.raises(ValueError, match="packed by version 1"):
+        photo_data.load_photos(tmp_path / "older.npz")
+
+
 def test_split_photos_holds_out_a_share_of_each_class_without_copying(
     tmp_path: Path, fashion_mnist
 ) -> None:

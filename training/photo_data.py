@@ -70,10 +70,13 @@ def pack_photos(folder: Path, out: Path, mapping: Path | None = None) -> dict[st
     write the 28×28 pixels, their classes and the folder's mapping to ``out``
     (``.npz``), which ``load_photos`` and ``fashion train --photos`` then take in the
     folder's place: minutes of decoding and cutting out saved on each training run,
-    and a training machine needs neither the photos nor OpenCV. Returns what it
-    wrote (photos per class, unreadable files)."""
+    and a training machine needs no photos. The pack records the pipeline's
+    ``PREPROCESS_VERSION``; ``load_photos`` refuses a pack another version made.
+    Returns what it wrote (photos per class, unreadable files)."""
     if out.suffix != PACK_SUFFIX:
         raise PhotoFolderError(f"{out}: a photo pack's name ends with {PACK_SUFFIX}")
+    from worker.pipeline.preprocess import PREPROCESS_VERSION
+
     chosen = mapping_for(folder, mapping)
     pixels, classes, unreadable = _preprocessed(folder, set(photo_files(folder)))
     if not pixels:
@@ -85,11 +88,13 @@ def pack_photos(folder: Path, out: Path, mapping: Path | None = None) -> dict[st
         classes=np.array(classes),
         mapping=np.array(json.dumps(chosen)),
         folder=np.array(str(folder.resolve())),
+        preprocess_version=np.array(PREPROCESS_VERSION),
     )
     names, counts = np.unique(classes, return_counts=True)
     return {
         "pack": str(out),
         "folder": str(folder.resolve()),
+        "preprocess_version": PREPROCESS_VERSION,
         "photos": len(pixels),
         "per_class": dict(zip(names.tolist(), counts.tolist(), strict=True)),
         "unreadable": unreadable,
@@ -103,6 +108,7 @@ def load_photos(
     ``targets``, from a photo folder or from a pack of one (``pack_photos``)."""
     source = Path(source)
     if source.is_file():
+        _check_pack_version(source)
         pack = _read_pack(source, "pixels", "classes")
         keep = np.isin(pack["classes"], list(targets))
         pixels, classes = list(pack["pixels"][keep]), pack["classes"][keep].tolist()
@@ -141,6 +147,26 @@ def _preprocessed(folder: Path, classes: set[str]) -> tuple[list[np.ndarray], li
                 continue
             names.append(name)
     return pixels, names, unreadable
+
+
+def _check_pack_version(path: Path) -> None:
+    """Refuse a pack whose pixels another version of the pipeline made: a model trained
+    on them would learn inputs the worker no longer produces. Packs from before the
+    version was recorded were made by version 1."""
+    from worker.pipeline.preprocess import PREPROCESS_VERSION
+
+    try:
+        with np.load(path, allow_pickle=False) as pack:
+            version = int(pack["preprocess_version"]) if "preprocess_version" in pack else 1
+    except (OSError, ValueError) as exc:
+        raise PhotoFolderError(f"{path} is not a photo pack (fashion pack-photos): {exc}") from exc
+    if version != PREPROCESS_VERSION:
+        folder = photo_source(path)
+        raise PhotoFolderError(
+            f"{path} was packed by version {version} of the image pipeline; the pipeline is "
+            f"now version {PREPROCESS_VERSION}, so its photos would reach the model "
+            f"differently: pack them again (fashion pack-photos {folder} --out {path})"
+        )
 
 
 def _read_pack(path: Path, *keys: str) -> dict[str, np.ndarray]:
