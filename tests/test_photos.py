@@ -364,6 +364,17 @@ def test_fit_photo_threshold_warns_when_the_model_trained_on_the_folder(
         assert ("was trained on" in result.stderr) is warned, trained_on
         assert (json.loads(result.stdout)["warning"] is not None) is warned
 
+    # Photo fine-tuning counts too, and so does any member's training for an ensemble.
+    card["photos_in_training"] = None
+    for field, value in (
+        ("photo_finetune", {"dir": str(photos)}),
+        ("member_photo_sources", [str(tmp_path), str(tmp_path / "photos.npz")]),
+    ):
+        model.with_name(CARD_FILENAME).write_text(json.dumps({**card, field: value}))
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert "was trained on" in result.stderr, field
+
 
 def test_fit_photo_threshold_writes_the_card_and_evaluate_then_uses_it(
     tmp_path: Path, bundled_model

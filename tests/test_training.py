@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -82,6 +83,19 @@ def test_ensemble_of_two_runs_exports_a_working_model(
     assert outputs.embeddings.shape[1] == 2 * 256
 
 
+def test_an_ensemble_records_the_photos_its_members_trained_on(smoke_run, tmp_path: Path) -> None:
+    members = []
+    for name, field in (("tuned", "photo_finetune"), ("mixed", "photos_in_training")):
+        member = tmp_path / name
+        shutil.copytree(smoke_run, member)
+        card = json.loads((member / CARD_FILENAME).read_text())
+        card[field] = {"dir": f"/photos/{name}"}
+        (member / CARD_FILENAME).write_text(json.dumps(card))
+        members.append(member)
+    card = build_ensemble(members, out_dir=tmp_path / "ensemble")
+    assert card["member_photo_sources"] == ["/photos/tuned", "/photos/mixed"]
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_every_architecture_has_the_common_head_and_a_recipe(name: str) -> None:
     model = make_model(name)
@@ -117,6 +131,7 @@ def test_finetune_on_photos_writes_a_run_that_ensembles(smoke_run, tmp_path, fas
     assert card["version"] == original["version"] + "-photos"
     # 3 pants, 3 shoes, 2 hats and 2 longsleeves; the damaged file is skipped.
     assert card["photo_finetune"]["photos"] == 10
+    assert card["photo_finetune"]["dir"] == str((tmp_path / "photos").resolve())
     assert "test_accuracy" not in card
     assert 0.0 <= card["validation_accuracy"] <= 1.0
     assert (out / "model.keras").stat().st_size > 0

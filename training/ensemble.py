@@ -36,6 +36,7 @@ from training.export import (
     serving_model,
     write_model_card,
 )
+from training.photo_data import photo_sources
 from worker.pipeline.preprocess import normalize
 
 
@@ -85,6 +86,10 @@ def build_ensemble(
         extra={
             "members": [card["version"] for card in cards],
             "member_seeds": [card["seed"] for card in cards],
+            # So fitting a photo threshold on photos a member trained on is warned about.
+            "member_photo_sources": list(
+                dict.fromkeys(source for card in cards for source in photo_sources(card))
+            ),
             # One split for all members: the held-out images are exactly that split's.
             "split_seed": split_seeds[0] if len(set(split_seeds)) == 1 else None,
             "shared_validation_images": int(len(held_out)),

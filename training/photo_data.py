@@ -123,6 +123,18 @@ def load_photos(
     return np.stack(pixels), masks
 
 
+def photo_sources(card: Mapping[str, Any]) -> list[str]:
+    """The photo folders or packs a model's card says it trained on: photos from the
+    first epoch (``fashion train --photos``), photo fine-tuning (``fashion
+    finetune-photos``) and, for an ensemble, any of its members'."""
+    sources = [
+        (card.get("photos_in_training") or {}).get("dir"),
+        (card.get("photo_finetune") or {}).get("dir"),
+        *card.get("member_photo_sources", []),
+    ]
+    return list(dict.fromkeys(source for source in sources if source))
+
+
 def photo_source(path: Path) -> Path:
     """The photo folder behind ``path``: a pack's recorded folder, else ``path``."""
     path = Path(path)

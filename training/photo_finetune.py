@@ -115,6 +115,7 @@ def finetune_on_photos(
         "training_seconds": round(card["training_seconds"] + seconds, 1),
         "photo_finetune": {
             "from": card["version"],
+            "dir": str(Path(photos_dir).resolve()),
             "photos": int(len(photo_pixels)),
             "photo_repeat": photo_repeat,
             "epochs": epochs,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from training.photo_data import photo_source
+from training.photo_data import photo_source, photo_sources
 from training.photo_folders import DEFAULT_MAPPING, PhotoFolderError
 from training.photos import score_photos
 from worker.pipeline.classifier import CARD_FILENAME, Classifier
@@ -153,13 +153,14 @@ def fit_photo_threshold(
 
 
 def _trained_on(card: dict[str, Any], folder: Path) -> str | None:
-    """A warning when the model's card says it trained on ``folder`` (or a pack of it):
-    it is surer on those photos than on new ones, so a threshold fitted there flags
-    more new photos than its budget (docs/model.md: 10 % there, 19.5 % on unseen)."""
-    source = (card.get("photos_in_training") or {}).get("dir")
-    if not source or not Path(source).exists():
-        return None
-    if photo_source(Path(source)).resolve() != folder.resolve():
+    """A warning when the model's card says it, or one of its members, trained on
+    ``folder`` (or a pack of it), from the first epoch or by photo fine-tuning: it is
+    surer on those photos than on new ones, so a threshold fitted there flags more new
+    photos than its budget (docs/model.md: 10 % there, 19.5 % on unseen)."""
+    if not any(
+        Path(source).exists() and photo_source(Path(source)).resolve() == folder.resolve()
+        for source in photo_sources(card)
+    ):
         return None
     return (
         f"{card['version']} was trained on {folder}: it is surer on these photos than on "
