@@ -186,16 +186,16 @@ def test_a_photo_pack_made_by_another_pipeline_version_is_refused(
     assert len(photo_data.load_photos(pack)[0]) == 10
 
     # The pipeline changes after the pack was made: training on it is refused.
-    monkeypatch.setattr(preprocess, "PREPROCESS_VERSION", preprocess.PREPROCESS_VERSION + 1)
+    monkeypatch.setattr(photo_data, "PREPROCESS_VERSION", preprocess.PREPROCESS_VERSION + 1)
     with pytest.raises(ValueError, match=r"packed by version \d+ .* pack them again"):
         photo_data.load_photos(pack)
     # A pack from before the version was recorded was made by version 1.
-    monkeypatch.setattr(preprocess, "PREPROCESS_VERSION", 1)
+    monkeypatch.setattr(photo_data, "PREPROCESS_VERSION", 1)
     with np.load(pack) as arrays:
         older = {key: arrays[key] for key in arrays.files if key != "preprocess_version"}
     np.savez_compressed(tmp_path / "older.npz", **older)
     assert len(photo_data.load_photos(tmp_path / "older.npz")[0]) == 10
-    monkeypatch.setattr(preprocess, "PREPROCESS_VERSION", 2)
+    monkeypatch.setattr(photo_data, "PREPROCESS_VERSION", 2)
     with pytest.raises(ValueError, match="packed by version 1"):
         photo_data.load_photos(tmp_path / "older.npz")
 

@@ -30,6 +30,7 @@ from training.photo_folders import (
     photo_files,
 )
 from worker.errors import ImageError
+from worker.pipeline.preprocess import PREPROCESS_VERSION, preprocess
 
 #: Photo class → acceptable Fashion-MNIST classes; None: not in the catalog (uniform
 #: target). The scoring mapping, plus longsleeve: not scored (ambiguous) but still a
@@ -75,8 +76,6 @@ def pack_photos(folder: Path, out: Path, mapping: Path | None = None) -> dict[st
     Returns what it wrote (photos per class, unreadable files)."""
     if out.suffix != PACK_SUFFIX:
         raise PhotoFolderError(f"{out}: a photo pack's name ends with {PACK_SUFFIX}")
-    from worker.pipeline.preprocess import PREPROCESS_VERSION
-
     chosen = mapping_for(folder, mapping)
     pixels, classes, unreadable = _preprocessed(folder, set(photo_files(folder)))
     if not pixels:
@@ -108,8 +107,8 @@ def load_photos(
     ``targets``, from a photo folder or from a pack of one (``pack_photos``)."""
     source = Path(source)
     if source.is_file():
-        _check_pack_version(source)
-        pack = _read_pack(source, "pixels", "classes")
+        pack = _read_pack(source, "pixels", "classes", "preprocess_version")
+        _check_pack_version(source, int(pack["preprocess_version"]))
         keep = np.isin(pack["classes"], list(targets))
         pixels, classes = list(pack["pixels"][keep]), pack["classes"][keep].tolist()
     else:
@@ -145,8 +144,6 @@ def photo_source(path: Path) -> Path:
 
 def _preprocessed(folder: Path, classes: set[str]) -> tuple[list[np.ndarray], list[str], int]:
     """Pixels and class of each readable photo of ``classes``; how many were not."""
-    from worker.pipeline.preprocess import preprocess  # OpenCV: not needed to read a pack
-
     pixels, names, unreadable = [], [], 0
     for name, paths in photo_files(folder).items():
         if name not in classes:
@@ -161,17 +158,9 @@ def _preprocessed(folder: Path, classes: set[str]) -> tuple[list[np.ndarray], li
     return pixels, names, unreadable
 
 
-def _check_pack_version(path: Path) -> None:
+def _check_pack_version(path: Path, version: int) -> None:
     """Refuse a pack whose pixels another version of the pipeline made: a model trained
-    on them would learn inputs the worker no longer produces. Packs from before the
-    version was recorded were made by version 1."""
-    from worker.pipeline.preprocess import PREPROCESS_VERSION
-
-    try:
-        with np.load(path, allow_pickle=False) as pack:
-            version = int(pack["preprocess_version"]) if "preprocess_version" in pack else 1
-    except (OSError, ValueError) as exc:
-        raise PhotoFolderError(f"{path} is not a photo pack (fashion pack-photos): {exc}") from exc
+    on them would learn inputs the worker no longer produces."""
     if version != PREPROCESS_VERSION:
         folder = photo_source(path)
         raise PhotoFolderError(
@@ -181,11 +170,16 @@ def _check_pack_version(path: Path) -> None:
         )
 
 
+#: Arrays a pack may lack: packs from before the pipeline's version was recorded were
+#: made by version 1.
+_PACK_DEFAULTS = {"preprocess_version": np.array(1)}
+
+
 def _read_pack(path: Path, *keys: str) -> dict[str, np.ndarray]:
     """Only the arrays asked for: the pixels are the bulk of a pack."""
     try:
         with np.load(path, allow_pickle=False) as pack:
-            return {key: pack[key] for key in keys}
+            return {key: pack[key] if key in pack else _PACK_DEFAULTS[key] for key in keys}
     except (OSError, ValueError, KeyError) as exc:
         raise PhotoFolderError(f"{path} is not a photo pack (fashion pack-photos): {exc}") from exc
 
