@@ -57,6 +57,16 @@ def score_photos(
     ``probabilities``, ``uncertain`` and, for a mapped class, ``correct``) and
     the unreadable files (path → error code).
     """
+    rows, unreadable = read_photos(folder, mapping, cutout=cutout)
+    return judge_photos(rows, classifier, mapping), unreadable
+
+
+def read_photos(
+    folder: Path, mapping: Mapping[str, list[int] | str | None], *, cutout: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The worker's preprocessing of each scored or out-of-catalog photo: rows
+    (``class``, ``path``, ``pixels``, ``busy_background``) and the unreadable files
+    (path → error code)."""
     files = photo_files(folder)
     rows: list[dict[str, Any]] = []
     unreadable: dict[str, str] = {}
@@ -82,19 +92,31 @@ def score_photos(
             )
     if not rows:
         raise PhotoFolderError(f"{folder}: no photo of a scored or out-of-catalog class")
+    return rows, unreadable
+
+
+def judge_photos(
+    rows: list[dict[str, Any]],
+    classifier: Classifier,
+    mapping: Mapping[str, list[int] | str | None],
+) -> list[dict[str, Any]]:
+    """``read_photos``'s rows, each a copy with what ``classifier`` made of it:
+    ``probabilities``, ``judged_confidence``, ``uncertain`` and, for a mapped
+    class, ``correct`` (the summed probability of its classes beats every other)."""
     probabilities = classifier.predict_proba(normalize(np.stack([r["pixels"] for r in rows])))
     thresholds = classifier.thresholds([r["busy_background"] for r in rows])
     judged = judged_confidence(probabilities)
+    judged_rows = []
     for row, p, threshold, sure in zip(rows, probabilities, thresholds, judged, strict=True):
-        row["probabilities"] = p
-        row["judged_confidence"] = float(sure)
+        row = {**row, "probabilities": p, "judged_confidence": float(sure)}
         row["uncertain"] = bool(sure < threshold)
         target = mapping[row["class"]]
         if target is not None:
             inside = p[target].sum()
             outside = np.delete(p, target).max()
             row["correct"] = bool(inside > outside)
-    return rows, unreadable
+        judged_rows.append(row)
+    return judged_rows
 
 
 def evaluate_photos(
