@@ -280,6 +280,77 @@ def test_evaluate_photos_refuses_a_bad_mapping_with_the_reason(
     assert "'pants' maps to [11]" in result.output
 
 
+def a_model_that_always_says(label: int, folder: Path) -> Path:
+    """A model that gives ``label`` probability ~1 for every image, with the bundled
+    card's thresholds; returns its float .tflite path."""
+    import keras
+
+    from training.export import export_tflite, sha256_of
+    from worker.pipeline.classifier import CARD_FILENAME
+
+    model_file = copy_bundled_model(folder)
+    image = keras.Input(shape=(28, 28, 1))
+    embedding = keras.layers.Dense(4, name="embedding")(keras.layers.Flatten()(image))
+    logits = keras.layers.Dense(10, name="logits")(embedding)
+    model = keras.Model(image, logits)
+    model.get_layer("embedding").set_weights([np.zeros((784, 4)), np.ones(4)])
+    model.get_layer("logits").set_weights([np.zeros((4, 10)), 20.0 * np.eye(10)[label]])
+    export_tflite(model, model_file)
+    card_path = model_file.with_name(CARD_FILENAME)
+    card = json.loads(card_path.read_text())
+    card.update(version=f"always-{label}", sha256=sha256_of(model_file), default_engine="float")
+    card_path.write_text(json.dumps(card))
+    return model_file
+
+
+def test_compare_photos_counts_the_photos_only_one_model_gets_right(
+    tmp_path: Path, fashion_mnist, bundled_model
+) -> None:
+    from worker.pipeline.classifier import BUNDLED_MODEL
+
+    write_photo_folder(tmp_path / "photos", fashion_mnist)
+    always_bag = a_model_that_always_says(8, tmp_path / "bag")
+    photos = str(tmp_path / "photos")
+
+    # Against the worker's model (the default), which gets all 6 mapped photos right.
+    worse = CliRunner().invoke(
+        main, ["compare-photos", photos, str(always_bag), "--margin", "2", "--json"]
+    )
+    assert worse.exit_code == 1, worse.output  # 6 fewer photos right: beyond the margin
+    compared = json.loads(worse.stdout)
+    assert compared["models"]["candidate"]["model_version"] == "always-8"
+    assert compared["models"]["baseline"]["model_version"] == bundled_model[0]
+    assert (compared["scored_photos"], compared["out_of_catalog_photos"]) == (6, 2)
+    assert compared["models"]["candidate"]["correct"] == 0
+    assert compared["models"]["baseline"]["correct"] == 6
+    counts = ("both_right", "both_wrong", "only_candidate", "only_baseline")
+    assert tuple(compared[k] for k in counts) == (0, 0, 0, 6)
+    assert (compared["difference_photos"], compared["non_inferior"]) == (-6, False)
+    assert compared["mcnemar_p"] == round(2 * 0.5**6, 4)
+    assert sorted(Path(p).parent.name for p in compared["only_baseline_photos"]) == (
+        ["pants"] * 3 + ["shoes"] * 3
+    )
+    # Sure of "Bag" for every photo, it flags none of the out-of-catalog bags.
+    assert compared["models"]["candidate"]["uncertain_out_of_catalog"] == 0.0
+    assert list(compared["unreadable"].values()) == ["corrupt"]
+
+    # The other way round, a named baseline: better by 6 is within any margin.
+    better = CliRunner().invoke(
+        main,
+        ["compare-photos", photos, str(BUNDLED_MODEL), "--against", str(always_bag)]
+        + ["--margin", "0"],
+    )
+    assert better.exit_code == 0, better.output
+    assert "0 right for both, 0 wrong for both, 6 right only for the candidate" in better.output
+    assert "+6 photos" in better.output
+    assert "the candidate is non-inferior" in better.output
+
+    # Without a margin there is no verdict, and no failing exit.
+    plain = CliRunner().invoke(main, ["compare-photos", photos, str(always_bag), "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["non_inferior"] is None
+
+
 @pytest.mark.skipif(
     not (SHARED_PHOTOS / "validation").is_dir(),
     reason=f"real photos not here: {SHARED_PHOTOS / 'validation'} is absent on this machine",

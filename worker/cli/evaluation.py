@@ -149,6 +149,111 @@ def _evaluate_photos(
         click.echo(f"  {name}: {path}")
 
 
+@click.command("compare-photos")
+@click.argument("photos_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--against",
+    "baseline",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The model to compare with: a .tflite with model_card.json beside it "
+    "[default: the model the worker uses].",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    help="The candidate's artifact [default: its card's default_engine].",
+)
+@click.option(
+    "--against-engine",
+    type=click.Choice(ENGINES),
+    help="The baseline's artifact [default: FASHION_MODEL_ENGINE for the worker's "
+    "model, else the card's default_engine].",
+)
+@click.option(
+    "--margin",
+    type=click.IntRange(min=0),
+    help="Non-inferiority margin, in photos: exit 1 if the candidate gets more than "
+    "this many fewer mapped photos right than the baseline.",
+)
+@mapping_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def compare_photos(
+    photos_dir: str,
+    candidate: str,
+    baseline: str | None,
+    engine: str | None,
+    against_engine: str | None,
+    margin: int | None,
+    mapping_path: str | None,
+    as_json: bool,
+) -> None:
+    """Compare model CANDIDATE with the shipped one on the real photos in
+    PHOTOS_DIR/<class>/<image>, photo by photo.
+
+    Both models judge the same photos through the worker's pipeline. Prints each
+    model's mapped accuracy and flag rates, how many photos only one of them gets
+    right, the exact McNemar p-value and the standard error of the difference.
+    On a few hundred photos, equally good models differ by several photos, so a
+    release is judged by a margin fixed in advance (--margin), not by a photo.
+    """
+    with needs_train_extra():
+        from training.photo_compare import compare_photos as run_comparison
+        from training.photo_folders import PhotoFolderError, mapping_for
+    from worker.pipeline.classifier import Classifier
+    from worker.pipeline.classifier import model_path as default_model_path
+
+    settings = get_settings()
+    if baseline is None:
+        baseline_model = Classifier(
+            default_model_path(settings), engine=against_engine or settings.model_engine
+        )
+    else:
+        baseline_model = Classifier(Path(baseline), engine=against_engine)
+    folder = Path(photos_dir)
+    try:
+        result = run_comparison(
+            folder,
+            Classifier(Path(candidate), engine=engine),
+            baseline_model,
+            mapping=mapping_for(folder, Path(mapping_path) if mapping_path else None),
+            margin=margin,
+        )
+    except PhotoFolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        echo_json(result)
+    else:
+        _print_comparison(result)
+    if result["non_inferior"] is False:
+        raise click.exceptions.Exit(1)
+
+
+def _print_comparison(result: dict) -> None:
+    count = result["scored_photos"]
+    for role, model in result["models"].items():
+        click.echo(
+            f"{role:<9} {model['model_version']}: {model['correct']} of {count} mapped photos "
+            f"right ({model['accuracy']:.2%}); uncertain: {percent(model['uncertain_scored'])} "
+            f"of mapped, {percent(model['uncertain_out_of_catalog'])} of "
+            f"{result['out_of_catalog_photos']} out-of-catalog"
+        )
+    click.echo(
+        f"paired: {result['both_right']} right for both, {result['both_wrong']} wrong for "
+        f"both, {result['only_candidate']} right only for the candidate, "
+        f"{result['only_baseline']} only for the baseline"
+    )
+    click.echo(
+        f"difference {result['difference_photos']:+d} photos ({result['difference']:+.2%}, "
+        f"standard error {result['standard_error']:.2%}); exact McNemar p {result['mcnemar_p']}"
+    )
+    if result["margin_photos"] is not None:
+        verdict = "non-inferior" if result["non_inferior"] else "NOT non-inferior"
+        click.echo(f"margin {result['margin_photos']} photos: the candidate is {verdict}")
+    for path, code in result["unreadable"].items():
+        click.echo(f"  unreadable: {path}: {code}")
+
+
 @click.command()
 @click.option(
     "--cv",
@@ -194,4 +299,4 @@ def baselines(cv: int, only: tuple[str, ...], cards: tuple[str, ...], as_json: b
         click.echo(markdown_table(rows, cnn_cards))
 
 
-COMMANDS = (evaluate, baselines)
+COMMANDS = (evaluate, compare_photos, baselines)
