@@ -19,13 +19,14 @@ import argparse
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from training.data import load_fashion_mnist, train_validation_split
 from worker.config import get_settings
-from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
+from worker.pipeline.classifier import BUNDLED_MODEL, ENGINES, Classifier
 from worker.pipeline.preprocess import normalize, preprocess
 
 VALIDATION_SIZE = 5_000
@@ -104,18 +105,21 @@ def main() -> None:
     parser.add_argument(
         "--save", type=int, default=0, help="also write this many JPEGs to ./shop-photos"
     )
+    parser.add_argument(
+        "--model", type=Path, default=BUNDLED_MODEL, help="a .tflite with its card beside it"
+    )
+    parser.add_argument("--engine", choices=ENGINES, help="default: the card's default_engine")
     arguments = parser.parse_args()
     images, labels = split_tiles(arguments.split)
     images, labels = images[: arguments.count], labels[: arguments.count]
     if arguments.save:
-        from pathlib import Path
-
         folder = Path("shop-photos")
         folder.mkdir(exist_ok=True)
         for index, photo in zip(range(arguments.save), shop_photos(images), strict=False):
             (folder / f"{arguments.split}-{index:04d}-label{labels[index]}.jpg").write_bytes(photo)
-    result = compare(Classifier(BUNDLED_MODEL), images, labels)
-    print(json.dumps({"split": arguments.split, **result}))
+    classifier = Classifier(arguments.model, engine=arguments.engine)
+    result = compare(classifier, images, labels)
+    print(json.dumps({"split": arguments.split, "model_version": classifier.version, **result}))
 
 
 if __name__ == "__main__":
