@@ -350,6 +350,12 @@ def test_compare_photos_counts_the_photos_only_one_model_gets_right(
     assert plain.exit_code == 0, plain.output
     assert json.loads(plain.stdout)["non_inferior"] is None
 
+    # A file that is not a model is named, not a traceback.
+    (tmp_path / "notes.tflite").write_text("not a model")
+    bad = CliRunner().invoke(main, ["compare-photos", photos, str(tmp_path / "notes.tflite")])
+    assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit), bad.exception
+    assert "Error: model card" in bad.output and "does not exist" in bad.output
+
 
 @pytest.mark.skipif(
     not (SHARED_PHOTOS / "validation").is_dir(),

@@ -200,18 +200,18 @@ def compare_photos(
     with needs_train_extra():
         from training.photo_compare import compare_photos as run_comparison
         from training.photo_folders import PhotoFolderError, mapping_for
-    from worker.pipeline.classifier import Classifier
+    from worker.pipeline.classifier import Classifier, ModelError
     from worker.pipeline.classifier import model_path as default_model_path
 
     settings = get_settings()
-    if baseline is None:
-        baseline_model = Classifier(
-            default_model_path(settings), engine=against_engine or settings.model_engine
-        )
-    else:
-        baseline_model = Classifier(Path(baseline), engine=against_engine)
     folder = Path(photos_dir)
     try:
+        if baseline is None:
+            baseline_model = Classifier(
+                default_model_path(settings), engine=against_engine or settings.model_engine
+            )
+        else:
+            baseline_model = Classifier(Path(baseline), engine=against_engine)
         result = run_comparison(
             folder,
             Classifier(Path(candidate), engine=engine),
@@ -219,7 +219,7 @@ def compare_photos(
             mapping=mapping_for(folder, Path(mapping_path) if mapping_path else None),
             margin=margin,
         )
-    except PhotoFolderError as exc:
+    except (ModelError, PhotoFolderError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         echo_json(result)
