@@ -27,7 +27,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from training.photo_folders import DEFAULT_MAPPING, PhotoFolderError
-from training.photos import judge_photos, read_photos
+from training.photos import judge_photos, read_photos, share
 from worker.pipeline.classifier import Classifier
 
 ROLES = ("candidate", "baseline")
@@ -63,8 +63,7 @@ def compare_photos(
     difference = wins - losses
 
     def flagged(role: str, indices: list[int]) -> float | None:
-        flags = [judged[role][i]["uncertain"] for i in indices]
-        return round(float(np.mean(flags)), 4) if flags else None
+        return share([judged[role][i]["uncertain"] for i in indices])
 
     def paths(which: np.ndarray) -> list[str]:
         return [str(rows[mapped[k]]["path"]) for k in np.flatnonzero(which)]
@@ -74,7 +73,7 @@ def compare_photos(
             "model_version": model.version,
             "engine": model.engine,
             "correct": int(right[role].sum()),
-            "accuracy": round(float(right[role].mean()), 4),
+            "accuracy": share(list(right[role])),
             "uncertain_scored": flagged(role, mapped),
             "uncertain_out_of_catalog": flagged(role, out_of_catalog),
         }

@@ -135,8 +135,8 @@ def evaluate_photos(
     scored_classes = sorted({r["class"] for r in scored})
     per_class = {
         name: {
-            "accuracy": _share([r["correct"] for r in scored if r["class"] == name]),
-            "uncertain": _share([r["uncertain"] for r in scored if r["class"] == name]),
+            "accuracy": share([r["correct"] for r in scored if r["class"] == name]),
+            "uncertain": share([r["uncertain"] for r in scored if r["class"] == name]),
             "photos": sum(1 for r in scored if r["class"] == name),
         }
         for name in scored_classes
@@ -155,16 +155,16 @@ def evaluate_photos(
         "cutout": cutout,
         "photos": len(rows),
         "scored_photos": len(scored),
-        "accuracy": _share([r["correct"] for r in scored]),
+        "accuracy": share([r["correct"] for r in scored]),
         "per_class": per_class,
         "min_class_accuracy": min((c["accuracy"] for c in per_class.values()), default=None),
         "confusion": {"columns": list(CLASS_NAMES), "rows": confusion},
         "uncertain_threshold": classifier.uncertain_threshold,
         "photo_uncertain_threshold": classifier.photo_uncertain_threshold,
-        "busy_background": _share([r["busy_background"] for r in rows]),
-        "uncertain_scored": _share([r["uncertain"] for r in scored]),
+        "busy_background": share([r["busy_background"] for r in rows]),
+        "uncertain_scored": share([r["uncertain"] for r in scored]),
         "out_of_catalog_photos": len(out_of_catalog),
-        "uncertain_out_of_catalog": _share([r["uncertain"] for r in out_of_catalog]),
+        "uncertain_out_of_catalog": share([r["uncertain"] for r in out_of_catalog]),
         "unreadable": unreadable,
         "mapping": mapping,
     }
@@ -174,7 +174,8 @@ def evaluate_photos(
     return result
 
 
-def _share(flags: list[bool]) -> float | None:
+def share(flags: list[bool]) -> float | None:
+    """The share of true flags, to 4 decimals; None for no flags."""
     return round(float(np.mean(flags)), 4) if flags else None
 
 
