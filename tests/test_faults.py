@@ -363,6 +363,9 @@ def test_sigterm_finishes_or_returns_in_flight_work(
         result,
     )
     assert exit_code == 0
+    # Compose kills a worker 10 s after SIGTERM (stop_grace_period): a worker killed
+    # with messages prefetched leaves them to the visibility timeout (15 min).
+    assert shutdown_s < 10, f"stopped in {shutdown_s:.1f} s, past compose's grace period"
     assert done_at_exit < len(ids), "the stop must land mid-run"
     assert left_unacked == 0, "a stopped worker hands back what it held"
     assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0)
