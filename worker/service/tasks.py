@@ -81,12 +81,13 @@ def connect_signals(settings: Settings) -> None:
         before the process said it took it: Celery (5.6) drops the batch from the pool's
         cache and stops reading results once the cache is empty, while the process
         runs the batch and then waits, 300 × 0.1 s in billiard (4.3), for results that
-        nobody reads. The worker took 32 s to stop instead of ~3 (2 in 21 SIGTERMs
-        of ``test_sigterm_finishes_or_returns_in_flight_work``): past compose's 10 s
-        grace period, so it was killed and its prefetched uploads waited for the
-        visibility timeout. The batch's messages are never acknowledged, so they are
-        delivered again either way (a finished job skips the duplicate). Set before the
-        pool forks; its processes inherit it."""
+        nobody reads (py-spy: the main process in ``Pool.join``, the pool process in
+        ``_ensure_messages_consumed``). The worker took 32 s to stop instead of ~3 (5
+        of 18 SIGTERMs of ``test_sigterm_finishes_or_returns_in_flight_work``): past
+        compose's 10 s grace period, so it was killed and its prefetched uploads waited
+        for the visibility timeout. With the bound: 4.3-4.4 s. The batch's messages are
+        never acknowledged, so they are delivered again either way (a finished job
+        skips the duplicate). Set before the pool forks; its processes inherit it."""
         interval = billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL
         billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = round(POOL_EXIT_WAIT_S / interval)
 
