@@ -25,13 +25,14 @@ from sqlalchemy import select
 from catalog.api_keys import NewKey, revoke_api_key
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, WebhookDelivery
-from tests.conftest import make_key, make_product, png_bytes, random_embedding, worker_env
-from tests.faults import REPORTS
+from tests.support.factories import make_key, make_product, png_bytes, random_embedding
+from tests.support.faults import REPORTS
+from tests.support.servers import free_port, wait_until
 from worker import client
 from worker.config import Settings
+from worker.service.celery_app import worker_environment
 from worker.service.sweeper import sweep
 from worker.storage import get_store
-from worker.tools.harness import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -422,7 +423,7 @@ def test_purge_erases_finished_uploads_past_retention_and_dry_run_only_counts(
                 job.status = "done"
             if str(job.id) in {old, waiting}:
                 job.created_at = job.created_at.replace(year=job.created_at.year - 1)
-    env = worker_env(service_settings)
+    env = worker_environment(service_settings)
     fashion = [sys.executable, "-m", "worker.cli"]
 
     dry = subprocess.run([*fashion, "purge", "--dry-run", "--json"], env=env, capture_output=True)

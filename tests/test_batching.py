@@ -8,21 +8,14 @@ from collections import Counter
 
 import redis
 
-from catalog.db import get_sessionmaker
-from catalog.models import ClassificationJob
-from catalog.queries import get_job
-from tests.conftest import free_port, png_bytes
-from tests.test_jobs import enqueue_by_hand
+from tests.support.factories import png_bytes
+from tests.support.jobs import enqueue_by_hand, job_row
+from tests.support.servers import free_port
 from worker import client
 from worker.service import retry
 from worker.service.celery_app import make_celery
 from worker.service.jobs import classify_jobs
 from worker.service.messages import CLASSIFY_TASK, send_classify
-
-
-def job_row(settings, job_id: str) -> ClassificationJob:
-    with get_sessionmaker(settings.resolved_database_url)() as session:
-        return get_job(session=session, job_id=job_id)
 
 
 def test_a_batch_gives_each_job_its_own_outcome(service_settings, fashion_mnist) -> None:

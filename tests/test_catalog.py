@@ -20,7 +20,7 @@ from catalog.queries import (
     similar_for_job,
 )
 from catalog.similar import rank_similar, replace_similar_items
-from tests.conftest import make_product
+from tests.support.factories import make_product
 
 TROUSER_PROBABILITIES = [0.01, 0.9, 0.01, 0.02, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
 
@@ -270,30 +270,28 @@ def test_postgresql_lookups_walk_the_hnsw_index_with_the_filters_applied(postgre
     assert f"ix_products_embedding_hnsw_{INDEXED_DIMENSIONS}_c1 " in plan  # Trouser
 
 
-def test_upgrading_postgresql_turns_stored_embeddings_into_searchable_vectors() -> None:
+def test_upgrading_postgresql_turns_stored_embeddings_into_searchable_vectors(
+    empty_database,
+) -> None:
     """Migration 0007 converts the float16 bytes of an existing catalog to halfvec."""
     from catalog.db import upgrade
     from catalog.embeddings import encode_embedding
-    from tests.conftest import create_database, drop_database
 
-    url = create_database()
-    try:
-        upgrade(url, "0006")
-        stored = encode_embedding(unit(1, 2, 3))
-        with get_engine(url).begin() as connection:
-            connection.execute(
-                text(
-                    "INSERT INTO products (sku, name, category, price, stock_quantity, "
-                    "embedding, model_version) VALUES ('T-1', 'x', 'Trouser', 1, 3, :e, :v)"
-                ),
-                {"e": stored, "v": VERSION},
-            )
-        upgrade(url)
-        with get_sessionmaker(url)() as session:
-            assert get_product(session=session, sku="T-1").embedding == stored
-            assert rank(session, TROUSER_PROBABILITIES, unit(1, 2, 3)) == [("T-1", 1.0)]
-    finally:
-        drop_database(url)
+    url = empty_database
+    upgrade(url, "0006")
+    stored = encode_embedding(unit(1, 2, 3))
+    with get_engine(url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO products (sku, name, category, price, stock_quantity, "
+                "embedding, model_version) VALUES ('T-1', 'x', 'Trouser', 1, 3, :e, :v)"
+            ),
+            {"e": stored, "v": VERSION},
+        )
+    upgrade(url)
+    with get_sessionmaker(url)() as session:
+        assert get_product(session=session, sku="T-1").embedding == stored
+        assert rank(session, TROUSER_PROBABILITIES, unit(1, 2, 3)) == [("T-1", 1.0)]
 
 
 def test_every_float16_value_survives_the_postgresql_text_form() -> None:

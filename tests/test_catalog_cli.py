@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product, SimilarItem
 from catalog.queries import upsert_product
-from tests.conftest import png_bytes
-from tests.test_jobs import enqueue_by_hand
+from tests.support.factories import png_bytes
+from tests.support.jobs import enqueue_by_hand
 from worker import client
 from worker.cli import main
 from worker.config import Settings, get_settings

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from catalog.db import get_sessionmaker
 from catalog.models import Product
-from tests.conftest import png_bytes
+from tests.support.factories import png_bytes
 from worker.catalog_import import import_catalog
 from worker.config import Settings
 

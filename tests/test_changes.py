@@ -13,8 +13,8 @@ from sqlalchemy import select
 from catalog.codes import ErrorCode, ReclassifyMode
 from catalog.db import get_sessionmaker
 from catalog.models import Product
-from tests.conftest import png_bytes
-from tests.test_reclassify import add_products, classified_at, wait_for_run
+from tests.support.factories import png_bytes
+from tests.support.jobs import add_products, classified_at, wait_for_run
 from worker.cli import main
 from worker.config import get_settings
 from worker.pipeline.classifier import model_version

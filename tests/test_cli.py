@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, select, update
 
 from catalog.models import Product
-from tests.conftest import png_bytes
+from tests.support.factories import png_bytes
 from worker.cli import main
 
 

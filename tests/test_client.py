@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob
 from catalog.queries import get_job
-from tests.conftest import png_bytes
+from tests.support.factories import png_bytes
 from worker import client
 from worker.errors import ImageError
 

@@ -23,10 +23,10 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from catalog.db import get_sessionmaker, upgrade
+from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, Product
-from tests.conftest import S3_CREDENTIALS, create_database, drop_database, png_bytes
-from tests.faults import (
+from tests.support.factories import S3_CREDENTIALS, png_bytes
+from tests.support.faults import (
     RedisServer,
     S3Server,
     drop_connections,
@@ -36,12 +36,13 @@ from tests.faults import (
     report,
     tally,
 )
+from tests.support.jobs import add_catalog
+from tests.support.servers import wait_until
 from worker import client
 from worker.config import Settings
 from worker.service.reclassify import run_progress, start_run
 from worker.service.sweeper import resume_stalled_run
 from worker.storage import make_store
-from worker.tools.harness import build_catalog, wait_until
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -54,7 +55,7 @@ class Faults:
 
 
 @pytest.fixture()
-def faults(tmp_path: Path) -> Iterator[Faults]:
+def faults(tmp_path: Path, postgresql_url: str) -> Iterator[Faults]:
     """Own Redis and S3 server, a fresh database with the ledger, short time limits.
 
     The limits are the production ones scaled down so a test sees redelivery in
@@ -67,7 +68,7 @@ def faults(tmp_path: Path) -> Iterator[Faults]:
     """
     redis_server = RedisServer(tmp_path / "redis")
     s3_server = S3Server()
-    database_url = create_database()
+    database_url = postgresql_url
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
@@ -89,14 +90,12 @@ def faults(tmp_path: Path) -> Iterator[Faults]:
         **S3_CREDENTIALS,
     )
     make_store(settings).ensure_bucket()
-    upgrade(database_url)
     install_ledger(database_url)
     try:
         yield Faults(settings, redis_server, s3_server)
     finally:
         redis_server.stop()
         s3_server.stop()
-        drop_database(database_url)
 
 
 def submit_uploads(settings: Settings, images, count: int) -> list[str]:
@@ -201,9 +200,11 @@ class SweptRun:
         return False
 
 
-def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(faults, start_worker) -> None:
+def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(
+    faults, start_worker, fashion_mnist
+) -> None:
     settings = faults.settings
-    ids = build_catalog(settings, 2000, log=lambda _message: None)
+    ids = add_catalog(settings, fashion_mnist, 2000)
     victim = start_worker(settings, queues="bulk")
     start_worker(settings, queues="bulk")
     run = start_run("stale", settings=settings, chunk_size=50)
@@ -225,11 +226,13 @@ def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(faults, start_work
     )
 
 
-def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(faults, start_worker) -> None:
+def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(
+    faults, start_worker, fashion_mnist
+) -> None:
     """A new model's run reads only kept model inputs: the photos are deleted first, so
     a product that fell back to fetching would end ``object_missing``."""
     settings = faults.settings
-    ids = build_catalog(settings, 3000, log=lambda _message: None)
+    ids = add_catalog(settings, fashion_mnist, 3000)
     first = start_worker(settings, queues="bulk")
     start_run("stale", settings=settings, chunk_size=100)
     wait_until(lambda: count_classified(settings) == len(ids), 300, "the first-time run")
@@ -333,7 +336,7 @@ def test_sigterm_finishes_or_returns_in_flight_work(
     """Warm shutdown: the running task finishes, messages held but not started go back."""
     settings = faults.settings
     if queue == "bulk":
-        ids = [str(i) for i in build_catalog(settings, 1000, log=lambda _message: None)]
+        ids = [str(i) for i in add_catalog(settings, fashion_mnist, 1000)]
         worker = start_worker(settings, queues="bulk")
         run = start_run("stale", settings=settings, chunk_size=100)
         progress = lambda: count_classified(settings)  # noqa: E731

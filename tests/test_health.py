@@ -6,9 +6,9 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import png_bytes, worker_env
+from tests.support.factories import png_bytes
 from worker import client
-from worker.service.celery_app import make_celery
+from worker.service.celery_app import make_celery, worker_environment
 from worker.service.health import check
 
 
@@ -39,7 +39,7 @@ def health_command(settings, node: str) -> subprocess.CompletedProcess:  # type:
             "2",
             "--json",
         ],
-        env=worker_env(settings),
+        env=worker_environment(settings),
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,7 +9,7 @@ import pytest
 
 from catalog.db import get_sessionmaker
 from catalog.queries import get_job
-from tests.conftest import make_product, png_bytes, random_embedding
+from tests.support.factories import make_product, png_bytes, random_embedding
 from worker import client
 from worker.config import Settings
 

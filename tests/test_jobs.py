@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 
 import pytest
 
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import create_job
 from catalog.queries import get_job, similar_for_job
-from tests.conftest import make_product, png_bytes, random_embedding
+from tests.support.factories import make_product, png_bytes, random_embedding
+from tests.support.jobs import enqueue_by_hand
 from worker.config import Settings
 from worker.errors import JobNotFoundError
 from worker.service.jobs import classify_job
-from worker.storage import get_store
-
-
-def enqueue_by_hand(settings: Settings, data: bytes | None) -> str:
-    """Store ``data`` (unless None) and insert a queued job, as ``client.submit`` does."""
-    job_id = uuid.uuid4()
-    key = f"uploads/{job_id}"
-    if data is not None:
-        get_store(settings).put(key, data)
-    with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        create_job(
-            session=session,
-            job_id=job_id,
-            image_key=key,
-            filename="upload.png",
-            content_sha256=hashlib.sha256(data or b"").hexdigest(),
-        )
-    return str(job_id)
 
 
 @pytest.fixture(params=["local", "services"])
@@ -101,7 +82,7 @@ def test_unknown_job_id_raises(local_settings) -> None:
 def test_a_photo_on_a_busy_background_is_flagged_by_the_photo_threshold(
     settings, fashion_mnist
 ) -> None:
-    from tests.test_photos import trousers_on_a_rug
+    from tests.support.photos import trousers_on_a_rug
 
     # Nothing is uncertain on a plain background, everything on a busy one.
     strict = settings.model_copy(

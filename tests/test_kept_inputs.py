@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from catalog.db import get_sessionmaker
 from catalog.models import Product, utcnow
-from tests.conftest import make_product, png_bytes
+from tests.support.factories import make_product, png_bytes
 from worker.service import products as bulk
 from worker.storage import get_store
 

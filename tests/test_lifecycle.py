@@ -27,7 +27,7 @@ from catalog.lifecycle import (
     requeue_stuck,
 )
 from catalog.models import ClassificationJob, Product, utcnow
-from tests.conftest import make_product
+from tests.support.factories import make_product
 
 PROBABILITIES = [0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
 

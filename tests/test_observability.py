@@ -11,12 +11,12 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port, png_bytes
-from tests.test_reclassify import add_products
+from tests.support.factories import png_bytes
+from tests.support.jobs import add_products
+from tests.support.servers import free_port, wait_for_port
 from worker import client
 from worker.service.celery_app import worker_command, worker_environment
 from worker.service.reclassify import run_progress, start_run
-from worker.tools.harness import wait_for_port
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset], float]:

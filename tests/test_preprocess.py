@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import png_bytes
+from tests.support.factories import png_bytes
 from worker.errors import ImageError
 from worker.pipeline.preprocess import decode, normalize, preprocess
 

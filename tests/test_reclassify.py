@@ -13,8 +13,7 @@ from sqlalchemy import func, select
 
 from catalog.db import get_sessionmaker
 from catalog.models import CATEGORIES, Product, ReclassifyRun
-from catalog.queries import upsert_product
-from tests.conftest import png_bytes
+from tests.support.jobs import add_products, classified_at, wait_for_run
 from worker.cli import main
 from worker.config import Settings
 from worker.pipeline.classifier import model_version
@@ -28,54 +27,6 @@ from worker.service.reclassify import (
 )
 from worker.service.status import collect
 from worker.service.sweeper import resume_stalled_run, sweep
-from worker.storage import get_store
-
-
-def add_products(settings: Settings, fashion_mnist, count: int) -> list[int]:
-    """``count`` products with Fashion-MNIST photos in the configured store."""
-    store = get_store(settings)
-    ids = []
-    with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        for index in range(count):
-            label = int(fashion_mnist.train_labels[index])
-            key = f"catalog/{index}.png"
-            store.put(key, png_bytes(fashion_mnist.train_images[index]))
-            product = upsert_product(
-                session=session,
-                sku=f"P-{index}",
-                name=f"Item {index}",
-                category=CATEGORIES[label],
-                price=10,
-                stock_quantity=3,
-                image_key=key,
-            )
-            ids.append(product.id)
-        # One product without a photo: never queued.
-        upsert_product(
-            session=session,
-            sku="NO-PHOTO",
-            name="No photo",
-            category="Bag",
-            price=10,
-            stock_quantity=1,
-            image_key=None,
-        )
-    return ids
-
-
-def wait_for_run(settings: Settings, run_id: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        progress = run_progress(settings, run_id)
-        if progress.finished:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id}: {progress.done}/{progress.total} after {timeout} s")
-
-
-def classified_at(settings: Settings) -> dict[int, dt.datetime]:
-    with get_sessionmaker(settings.resolved_database_url)() as session:
-        return dict(session.execute(select(Product.id, Product.classified_at)).all())
 
 
 def test_stale_then_all_runs_through_a_real_bulk_worker(

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from catalog.codes import CATEGORIES, ReviewAnswer
 from catalog.db import get_sessionmaker
 from catalog.queries import get_job
-from tests.conftest import answer, make_flagged_upload, make_reviewer
+from tests.support.factories import answer, make_flagged_upload, make_reviewer
 from worker.cli import main
 from worker.pipeline.classify import classify_files
 from worker.review_export import MAPPING_FILENAME, folder_name

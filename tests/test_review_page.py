@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from catalog.codes import KeyScope
 from catalog.db import get_sessionmaker
 from catalog.models import Review
-from tests.conftest import make_flagged_upload, make_key
+from tests.support.factories import make_flagged_upload, make_key
 from worker.api.review import THUMBNAIL_PIXELS
 from worker.config import Settings
 from worker.storage import get_store

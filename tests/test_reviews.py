@@ -25,7 +25,7 @@ from catalog.reviews import (
     review_stats,
     settled_answers,
 )
-from tests.conftest import answer, make_flagged_upload, make_product, make_reviewer
+from tests.support.factories import answer, make_flagged_upload, make_product, make_reviewer
 
 BAG, DRESS, COAT, PULLOVER = (
     CATEGORIES.index(name) for name in ("Bag", "Dress", "Coat", "Pullover")

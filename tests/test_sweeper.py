@@ -14,9 +14,8 @@ from sqlalchemy import select
 
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, Product
-from tests.conftest import make_product, png_bytes
-from tests.test_batching import job_row
-from tests.test_jobs import enqueue_by_hand
+from tests.support.factories import make_product, png_bytes
+from tests.support.jobs import enqueue_by_hand, job_row
 from worker import client
 from worker.service import retry
 from worker.service.jobs import classify_jobs

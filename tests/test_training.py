@@ -115,7 +115,7 @@ def test_unknown_architecture_is_a_value_error(tmp_path: Path) -> None:
 def test_finetune_on_photos_writes_a_run_that_ensembles(smoke_run, tmp_path, fashion_mnist) -> None:
     from click.testing import CliRunner
 
-    from tests.test_photos import write_photo_folder
+    from tests.support.photos import write_photo_folder
     from worker.cli import main
 
     write_photo_folder(tmp_path / "photos", fashion_mnist)
@@ -304,7 +304,7 @@ def test_set_loss_on_probabilities_is_keras_cross_entropy_for_one_class() -> Non
 def test_train_with_photos_from_the_start_then_anneal_and_finish(tmp_path, fashion_mnist) -> None:
     from click.testing import CliRunner
 
-    from tests.test_photos import write_photo_folder
+    from tests.support.photos import write_photo_folder
     from worker.cli import main
 
     write_photo_folder(tmp_path / "photos", fashion_mnist)
@@ -331,7 +331,7 @@ def test_train_with_photos_from_the_start_then_anneal_and_finish(tmp_path, fashi
 def test_train_with_photos_refuses_a_recipe_that_smooths_labels(tmp_path, fashion_mnist) -> None:
     from click.testing import CliRunner
 
-    from tests.test_photos import write_photo_folder
+    from tests.support.photos import write_photo_folder
     from worker.cli import main
 
     write_photo_folder(tmp_path / "photos", fashion_mnist)

@@ -1,5 +1,5 @@
-"""The harness the benchmarks and the tests share: real services and processes on
-127.0.0.1, started and removed again.
+"""The benchmarks' harness: real services and processes on 127.0.0.1, started and
+removed again. (The tests have their own, ``tests/support``, outside the wheel.)
 
 Free ports, waiting for a port or a condition, a PostgreSQL server with pgvector
 and throw-away databases on it,

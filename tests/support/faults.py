@@ -27,7 +27,7 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
-from worker.tools.harness import free_port, wait_for_port
+from tests.support.servers import free_port, wait_for_port
 
 LEDGER_SQL = """
 CREATE TABLE fault_ledger (
