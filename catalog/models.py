@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -27,6 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from catalog.codes import (
@@ -123,6 +123,11 @@ class Product(Base):
     #: model's prediction. Cleared when the photo changes.
     reviewed_category: Mapped[str | None] = mapped_column(String(32))
 
+    @hybrid_property
+    def in_stock(self) -> bool:
+        """What callers are shown and similar items are filtered by (SQL on the class)."""
+        return self.stock_quantity > 0
+
     @property
     def predicted_category(self) -> str | None:
         return CATEGORIES[self.predicted_label] if self.predicted_label is not None else None
@@ -204,24 +209,6 @@ class ClassificationJob(Base):
     @property
     def label_name(self) -> str | None:
         return CATEGORIES[self.label] if self.label is not None else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": str(self.id),
-            "status": self.status,
-            "label": self.label,
-            "name": self.label_name,
-            "confidence": self.confidence,
-            "uncertain": self.uncertain,
-            "family": self.family,
-            "model_version": self.model_version,
-            "error": (
-                {"code": self.error_code, "message": self.error_message}
-                if self.status == JobStatus.FAILED
-                else None
-            ),
-            "attempts": self.attempts,
-        }
 
 
 class WebhookDelivery(Base):

@@ -24,6 +24,7 @@ class SimilarProduct:
     category: str
     price: Decimal
     stock_quantity: int
+    in_stock: bool
     score: float
 
 
@@ -60,6 +61,7 @@ def similar_for_job(*, session: Session, job_id: str | uuid.UUID) -> list[Simila
             category=product.category,
             price=product.price,
             stock_quantity=product.stock_quantity,
+            in_stock=product.in_stock,
             score=item.score,
         )
         for item, product in rows

@@ -162,7 +162,7 @@ def upload_item(*, session: Session, job: ClassificationJob) -> ReviewItem:
         sku=None,
         name=job.filename,
         similar=[
-            Offered(ids[item.sku], item.sku, item.name, item.score, item.stock_quantity > 0)
+            Offered(ids[item.sku], item.sku, item.name, item.score, item.in_stock)
             for item in offered[:SIMILAR_SHOWN]
             if item.sku in ids
         ],
@@ -187,7 +187,7 @@ def audit_item(*, session: Session, product: Product, ef_search: int = 40) -> Re
         sku=product.sku,
         name=product.name,
         similar=[
-            Offered(other.id, other.sku, other.name, score, other.stock_quantity > 0)
+            Offered(other.id, other.sku, other.name, score, other.in_stock)
             for other, score in ranked
         ],
     )

@@ -72,7 +72,7 @@ def _offerable(model_version: str):  # type: ignore[no-untyped-def]
     """In stock, embedded by ``model_version``: the filters besides the category."""
     return (
         Product.model_version == model_version,
-        Product.stock_quantity > 0,
+        Product.in_stock,
         Product.embedding.is_not(None),
     )
 

@@ -17,18 +17,16 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import kombu.exceptions
 import sqlalchemy.exc
-from sqlalchemy.orm import Session
 
-from catalog.codes import TERMINAL_STATUSES, ErrorCode
+from catalog.codes import ErrorCode
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import create_job, fail_job
-from catalog.models import ClassificationJob, as_utc
-from catalog.queries import find_idempotent_job, get_job, similar_for_job
+from catalog.public import JobResult, job_result
+from catalog.queries import find_idempotent_job, get_job
 from worker.config import Settings, get_settings
 from worker.errors import ImageError
 from worker.service.messages import DEFAULT_CHUNK_SIZE, send_classify, send_product_chunks
@@ -60,42 +58,6 @@ class Submission:
 
     job_id: str
     created: bool
-
-
-@dataclass(frozen=True)
-class JobResult:
-    job_id: str
-    status: str
-    label: int | None = None
-    name: str | None = None
-    confidence: float | None = None
-    uncertain: bool | None = None
-    family: str | None = None
-    model_version: str | None = None
-    error: dict[str, str] | None = None
-    similar: list[dict[str, Any]] = field(default_factory=list)
-    created_at: str | None = None
-    finished_at: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "status": self.status,
-            "label": self.label,
-            "name": self.name,
-            "confidence": self.confidence,
-            "uncertain": self.uncertain,
-            "family": self.family,
-            "model_version": self.model_version,
-            "error": self.error,
-            "similar": self.similar,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-        }
 
 
 def submit(
@@ -200,45 +162,6 @@ def result(job_id: str, *, settings: Settings | None = None) -> JobResult | None
     with sessions() as session:
         job = get_job(session=session, job_id=job_id)
         return None if job is None else job_result(session=session, job=job)
-
-
-def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
-    """``job`` as callers see it, with its similar items."""
-    similar = similar_for_job(session=session, job_id=job.id) or []
-    summary = job.as_dict()
-    created_at, finished_at = (
-        None if moment is None else as_utc(moment).isoformat()
-        for moment in (job.created_at, job.finished_at)
-    )
-    return JobResult(
-        job_id=summary["job_id"],
-        status=summary["status"],
-        label=summary["label"],
-        name=summary["name"],
-        confidence=summary["confidence"],
-        uncertain=summary["uncertain"],
-        family=summary["family"],
-        model_version=summary["model_version"],
-        error=summary["error"],
-        similar=[
-            {
-                "rank": item.rank,
-                "sku": item.sku,
-                "name": item.name,
-                "score": item.score,
-                "in_stock": item.stock_quantity > 0,
-            }
-            for item in similar
-        ],
-        created_at=created_at,
-        finished_at=finished_at,
-    )
-
-
-def resource(job: JobResult) -> dict[str, Any]:
-    """The job as the HTTP API and its webhooks present it (``id``, not ``job_id``)."""
-    body = job.as_dict()
-    return {"id": body.pop("job_id"), **body}
 
 
 def wait(

@@ -17,6 +17,9 @@ An upload's own problems use the product's error codes (``catalog.codes.ErrorCod
 from __future__ import annotations
 
 from enum import StrEnum, unique
+from typing import Any
+
+from pydantic import BaseModel
 
 
 @unique
@@ -46,3 +49,36 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, dict[str, str]]:
         return {"error": {"code": self.code, "message": self.message}}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {"code", "message"}}`` (codes above)."""
+
+    error: ErrorDetail
+
+
+#: What each error status means, as the OpenAPI schema says it.
+ERROR_STATUSES = {
+    400: "The upload or a parameter is refused (its code says why).",
+    401: "No API key, or an unknown or revoked one.",
+    403: "A reviewer's key: it logs in to /review, not the API.",
+    404: "No such job or product (or not this key's).",
+    409: "An Idempotency-Key used with other bytes, or a job not finished yet.",
+    413: "The upload is over FASHION_MAX_UPLOAD_BYTES.",
+    415: "The body is not an image.",
+    422: "A malformed parameter.",
+    429: "Too many requests with this key, or too many uploads waiting (Retry-After).",
+    503: "The database, broker or storage cannot be reached (Retry-After).",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that may answer these error statuses."""
+    return {
+        status: {"model": ErrorBody, "description": ERROR_STATUSES[status]} for status in statuses
+    }

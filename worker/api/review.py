@@ -21,15 +21,14 @@ import io
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from catalog.api_keys import authenticate
@@ -48,7 +47,7 @@ from catalog.reviews import (
     record_answer,
     review_stats,
 )
-from worker.config import Settings
+from worker.api.deps import AppServices, Services
 from worker.errors import FashionError
 from worker.storage import get_store
 
@@ -84,201 +83,225 @@ class Reviewer:
     csrf_token: str
 
 
-def review_router(settings: Settings, sessions: sessionmaker[Session]) -> APIRouter:
-    """The review page's routes, on the API's database sessions."""
-    router = APIRouter(prefix="/review", include_in_schema=False)
-    templates = Jinja2Templates(directory=TEMPLATES / "review")
-    templates.env.filters["age"] = age
+def age(value: dt.datetime | None) -> str:
+    """ "3 min ago" and the like, for the page."""
+    if value is None:
+        return ""
+    seconds = (dt.datetime.now(dt.UTC) - as_utc(value)).total_seconds()
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return "just now"
 
-    def page(
-        request: Request, name: str, context: dict[str, Any], status: int = 200
-    ) -> HTMLResponse:
-        response = templates.TemplateResponse(request, name, context, status_code=status)
-        response.headers.update(PAGE_HEADERS)
-        return response
 
-    def logged_in(request: Request) -> Reviewer | None:
-        token = request.cookies.get(SESSION_COOKIE)
-        if not token:
+router = APIRouter(prefix="/review", include_in_schema=False)
+templates = Jinja2Templates(directory=TEMPLATES / "review")
+templates.env.filters["age"] = age
+
+
+def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status)
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+def _logged_in(app: Services, token: str | None) -> Reviewer | None:
+    if not token:
+        return None
+    with app.sessions() as session:
+        found = find_session(session=session, token=token)
+        if found is None:
             return None
-        with sessions() as session:
-            found = find_session(session=session, token=token)
-            if found is None:
+        login, key = found
+        return Reviewer(key.id, key.name, login.csrf_token)
+
+
+async def current_reviewer(request: Request, app: AppServices) -> Reviewer | None:
+    """The reviewer whose log-in cookie came with the request, if any."""
+    return await run_in_threadpool(_logged_in, app, request.cookies.get(SESSION_COOKIE))
+
+
+CurrentReviewer = Annotated[Reviewer | None, Depends(current_reviewer)]
+
+
+def view(app: Services, reviewer: Reviewer, queue: ReviewQueue) -> dict[str, Any]:
+    """What the page shows: the next item of ``queue``, the queues' lengths, stats."""
+    with app.sessions() as session:
+        item = next_item(
+            session=session,
+            reviewer_id=reviewer.key_id,
+            queue=queue,
+            ef_search=app.settings.similar_ef_search,
+        )
+        lengths = queue_lengths(session=session, reviewer_id=reviewer.key_id)
+        stats = review_stats(session=session)
+    return {
+        "reviewer": reviewer,
+        "queue": queue,
+        "queues": list(ReviewQueue),
+        "lengths": lengths,
+        "stats": stats,
+        "item": item,
+        "choices": choices(item),
+    }
+
+
+@router.get("/login")
+async def login_form(request: Request) -> HTMLResponse:
+    token = secrets.token_urlsafe(24)
+    response = page(request, "login.html", {"csrf_token": token, "error": None})
+    set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+    return response
+
+
+@router.post("/login")
+async def login(request: Request, app: AppServices) -> Response:
+    form = await small_form(request)
+    if form is None:
+        return too_large()
+    sent, expected = form.get("csrf_token", ""), request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not expected or not same_token(sent, expected):
+        return forbidden("the log-in form expired; load it again")
+
+    def check(key: str) -> str | None:
+        with app.sessions.begin() as session:
+            reviewer = authenticate(session=session, key=key, scope=KeyScope.REVIEWER)
+            if reviewer is None:
                 return None
-            login, key = found
-            return Reviewer(key.id, key.name, login.csrf_token)
+            return open_session(session=session, reviewer=reviewer).token
 
-    def view(reviewer: Reviewer, queue: ReviewQueue) -> dict[str, Any]:
-        """What the page shows: the next item of ``queue``, the queues' lengths, stats."""
-        with sessions() as session:
-            item = next_item(
-                session=session,
-                reviewer_id=reviewer.key_id,
-                queue=queue,
-                ef_search=settings.similar_ef_search,
-            )
-            lengths = queue_lengths(session=session, reviewer_id=reviewer.key_id)
-            stats = review_stats(session=session)
-        return {
-            "reviewer": reviewer,
-            "queue": queue,
-            "queues": list(ReviewQueue),
-            "lengths": lengths,
-            "stats": stats,
-            "item": item,
-            "choices": choices(item),
-        }
-
-    @router.get("/login")
-    async def login_form(request: Request) -> HTMLResponse:
-        token = secrets.token_urlsafe(24)
-        response = page(request, "login.html", {"csrf_token": token, "error": None})
-        set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+    token = await run_in_threadpool(check, form.get("key", "").strip())
+    if token is None:
+        fresh = secrets.token_urlsafe(24)
+        response = page(
+            request,
+            "login.html",
+            {"csrf_token": fresh, "error": "Unknown, revoked or not a reviewer's key."},
+            status=401,
+        )
+        set_cookie(request, response, LOGIN_CSRF_COOKIE, fresh, max_age=3600)
         return response
+    response = RedirectResponse("/review", status_code=303)
+    set_cookie(request, response, SESSION_COOKIE, token, max_age=12 * 3600)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path=COOKIE_PATH)
+    return response
 
-    @router.post("/login")
-    async def login(request: Request) -> Response:
-        form = await small_form(request)
-        if form is None:
-            return too_large()
-        sent, expected = form.get("csrf_token", ""), request.cookies.get(LOGIN_CSRF_COOKIE)
-        if not expected or not same_token(sent, expected):
-            return forbidden("the log-in form expired; load it again")
 
-        def check(key: str) -> str | None:
-            with sessions.begin() as session:
-                reviewer = authenticate(session=session, key=key, scope=KeyScope.REVIEWER)
-                if reviewer is None:
-                    return None
-                return open_session(session=session, reviewer=reviewer).token
-
-        token = await run_in_threadpool(check, form.get("key", "").strip())
-        if token is None:
-            fresh = secrets.token_urlsafe(24)
-            response = page(
-                request,
-                "login.html",
-                {"csrf_token": fresh, "error": "Unknown, revoked or not a reviewer's key."},
-                status=401,
-            )
-            set_cookie(request, response, LOGIN_CSRF_COOKIE, fresh, max_age=3600)
-            return response
-        response = RedirectResponse("/review", status_code=303)
-        set_cookie(request, response, SESSION_COOKIE, token, max_age=12 * 3600)
-        response.delete_cookie(LOGIN_CSRF_COOKIE, path=COOKIE_PATH)
-        return response
-
-    @router.post("/logout")
-    async def logout(request: Request) -> Response:
-        reviewer = await run_in_threadpool(logged_in, request)
-        form = await small_form(request)
-        if form is None:
-            return too_large()
-        if reviewer is not None:
-            if not csrf_ok(request, reviewer, form.get("csrf_token")):
-                return forbidden("missing or wrong CSRF token")
-
-            def close() -> None:
-                with sessions.begin() as session:
-                    close_session(session=session, token=request.cookies[SESSION_COOKIE])
-
-            await run_in_threadpool(close)
-        response = RedirectResponse("/review/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
-        return response
-
-    @router.get("")
-    async def review_page(request: Request, queue: ReviewQueue = ReviewQueue.UPLOADS) -> Response:
-        reviewer = await run_in_threadpool(logged_in, request)
-        if reviewer is None:
-            return RedirectResponse("/review/login", status_code=303)
-        context = await run_in_threadpool(view, reviewer, queue)
-        return page(request, "page.html", context)
-
-    @router.post("/answers")
-    async def answer(request: Request) -> Response:
-        reviewer = await run_in_threadpool(logged_in, request)
-        if reviewer is None:
-            return RedirectResponse("/review/login", status_code=303)
-        form = await small_form(request)
-        if form is None:
-            return too_large()
+@router.post("/logout")
+async def logout(request: Request, app: AppServices, reviewer: CurrentReviewer) -> Response:
+    form = await small_form(request)
+    if form is None:
+        return too_large()
+    if reviewer is not None:
         if not csrf_ok(request, reviewer, form.get("csrf_token")):
             return forbidden("missing or wrong CSRF token")
-        try:
-            queue = ReviewQueue(form.get("queue", ""))
-            choice, label = parse_choice(form.get("choice", ""))
-        except ValueError:
-            return page(request, "error.html", {"message": "Not a valid answer."}, status=400)
 
-        def store() -> None:
-            with sessions.begin() as session:
-                record_answer(
-                    session=session,
-                    reviewer=session.get_one(ApiKey, reviewer.key_id),
-                    queue=queue,
-                    item_id=form.get("item_id", ""),
-                    answer=choice,
-                    label=label,
+        def close() -> None:
+            with app.sessions.begin() as session:
+                close_session(session=session, token=request.cookies[SESSION_COOKIE])
+
+        await run_in_threadpool(close)
+    response = RedirectResponse("/review/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@router.get("")
+async def review_page(
+    request: Request,
+    app: AppServices,
+    reviewer: CurrentReviewer,
+    queue: ReviewQueue = ReviewQueue.UPLOADS,
+) -> Response:
+    if reviewer is None:
+        return RedirectResponse("/review/login", status_code=303)
+    context = await run_in_threadpool(view, app, reviewer, queue)
+    return page(request, "page.html", context)
+
+
+@router.post("/answers")
+async def answer(request: Request, app: AppServices, reviewer: CurrentReviewer) -> Response:
+    if reviewer is None:
+        return RedirectResponse("/review/login", status_code=303)
+    form = await small_form(request)
+    if form is None:
+        return too_large()
+    if not csrf_ok(request, reviewer, form.get("csrf_token")):
+        return forbidden("missing or wrong CSRF token")
+    try:
+        queue = ReviewQueue(form.get("queue", ""))
+        choice, label = parse_choice(form.get("choice", ""))
+    except ValueError:
+        return page(request, "error.html", {"message": "Not a valid answer."}, status=400)
+
+    def store() -> None:
+        with app.sessions.begin() as session:
+            record_answer(
+                session=session,
+                reviewer=session.get_one(ApiKey, reviewer.key_id),
+                queue=queue,
+                item_id=form.get("item_id", ""),
+                answer=choice,
+                label=label,
+            )
+
+    try:
+        await run_in_threadpool(store)
+    except ReviewError as exc:
+        if PARTIAL_HEADER not in request.headers:
+            return page(request, "error.html", {"message": str(exc)}, status=409)
+    if PARTIAL_HEADER in request.headers:
+        context = await run_in_threadpool(view, app, reviewer, queue)
+        return page(request, "_main.html", context)
+    return RedirectResponse(f"/review?queue={queue.value}", status_code=303)
+
+
+@router.get("/photos/{kind}/{item_id}")
+async def photo(kind: str, item_id: str, app: AppServices, reviewer: CurrentReviewer) -> Response:
+    if reviewer is None:
+        return Response(status_code=401)
+    data = await run_in_threadpool(thumbnail_of, app, kind, item_id)
+    if data is None:
+        return Response(status_code=404)
+    return Response(
+        data,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    if name not in STATIC:
+        return Response(status_code=404)
+    return Response(
+        (TEMPLATES / "review" / name).read_bytes(),
+        media_type=STATIC[name],
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def thumbnail_of(app: Services, kind: str, item_id: str) -> bytes | None:
+    with app.sessions() as session:
+        if kind == "upload":
+            job_id = as_uuid(item_id)
+            key = (
+                None
+                if job_id is None
+                else session.scalar(
+                    select(ClassificationJob.image_key).where(ClassificationJob.id == job_id)
                 )
-
-        try:
-            await run_in_threadpool(store)
-        except ReviewError as exc:
-            if PARTIAL_HEADER not in request.headers:
-                return page(request, "error.html", {"message": str(exc)}, status=409)
-        if PARTIAL_HEADER in request.headers:
-            context = await run_in_threadpool(view, reviewer, queue)
-            return page(request, "_main.html", context)
-        return RedirectResponse(f"/review?queue={queue.value}", status_code=303)
-
-    @router.get("/photos/{kind}/{item_id}")
-    async def photo(request: Request, kind: str, item_id: str) -> Response:
-        reviewer = await run_in_threadpool(logged_in, request)
-        if reviewer is None:
-            return Response(status_code=401)
-        data = await run_in_threadpool(thumbnail_of, kind, item_id)
-        if data is None:
-            return Response(status_code=404)
-        return Response(
-            data,
-            media_type="image/jpeg",
-            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
-        )
-
-    @router.get("/static/{name}")
-    async def static(name: str) -> Response:
-        if name not in STATIC:
-            return Response(status_code=404)
-        return Response(
-            (TEMPLATES / "review" / name).read_bytes(),
-            media_type=STATIC[name],
-            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-        )
-
-    def thumbnail_of(kind: str, item_id: str) -> bytes | None:
-        with sessions() as session:
-            if kind == "upload":
-                job_id = as_uuid(item_id)
-                key = (
-                    None
-                    if job_id is None
-                    else session.scalar(
-                        select(ClassificationJob.image_key).where(ClassificationJob.id == job_id)
-                    )
-                )
-            elif kind == "product" and is_row_id(item_id):
-                key = session.scalar(select(Product.image_key).where(Product.id == int(item_id)))
-            else:
-                key = None
-        if key is None:
-            return None
-        try:
-            return thumbnail(get_store(settings).get(key), max_pixels=settings.max_image_pixels)
-        except (FashionError, OSError, UnidentifiedImageError, ValueError):
-            return None
-
-    return router
+            )
+        elif kind == "product" and is_row_id(item_id):
+            key = session.scalar(select(Product.image_key).where(Product.id == int(item_id)))
+        else:
+            key = None
+    if key is None:
+        return None
+    try:
+        return thumbnail(get_store(app.settings).get(key), max_pixels=app.settings.max_image_pixels)
+    except (FashionError, OSError, UnidentifiedImageError, ValueError):
+        return None
 
 
 def choices(item: ReviewItem | None) -> list[dict[str, Any]]:
@@ -376,14 +399,3 @@ def thumbnail(data: bytes, *, max_pixels: int) -> bytes:
         out = io.BytesIO()
         image.save(out, "JPEG", quality=85)
     return out.getvalue()
-
-
-def age(value: dt.datetime | None) -> str:
-    """ "3 min ago" and the like, for the page."""
-    if value is None:
-        return ""
-    seconds = (dt.datetime.now(dt.UTC) - as_utc(value)).total_seconds()
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return "just now"

@@ -51,7 +51,8 @@ def submit(files: tuple[str, ...], wait: bool, timeout: float, as_json: bool) ->
         job = results[job_id]
         unfinished += not (job and job.finished)
         if as_json:
-            echo_json({"file": name, **(job.as_dict() if job else {"job_id": job_id})})
+            shown = job.model_dump(mode="json") if job else {"job_id": job_id}
+            echo_json({"file": name, **shown})
         else:
             click.echo(f"{name}: {describe(job)}")
     if unfinished:
@@ -68,7 +69,7 @@ def result(job_id: str, as_json: bool) -> None:
     job = client.result(job_id)
     if job is None:
         raise click.ClickException(f"no job with id {job_id!r}")
-    click.echo(json.dumps(job.as_dict()) if as_json else describe(job))
+    click.echo(json.dumps(job.model_dump(mode="json")) if as_json else describe(job))
 
 
 @click.command()

@@ -26,6 +26,7 @@ from catalog.api_keys import webhook_secret
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import Finished
 from catalog.models import WebhookDelivery
+from catalog.public import job_result
 from catalog.queries import get_job
 from worker.callbacks import CallbackUrlError, check_callback_url
 from worker.config import Settings
@@ -60,8 +61,6 @@ def deliver(job_id: str, attempt: int, settings: Settings) -> bool:
     was erased meanwhile, or its URL is now refused: retrying would not help);
     raises ``WebhookFailed`` for an attempt worth retrying.
     """
-    from worker.client import resource, result
-
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
         job = get_job(session=session, job_id=job_id)
@@ -69,10 +68,8 @@ def deliver(job_id: str, attempt: int, settings: Settings) -> bool:
             return True
         url = job.callback_url
         secret = webhook_secret(session=session, api_key_id=job.api_key_id)
-    state = result(job_id, settings=settings)
-    if state is None:
-        return True
-    body = json.dumps(resource(state), separators=(",", ":")).encode()
+        state = job_result(session=session, job=job)
+    body = json.dumps(state.model_dump(mode="json", by_alias=True), separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "Fashion-Job-Id": job_id}
     if secret is not None:
         headers[SIGNATURE_HEADER] = sign(secret, body, int(time.time()))

@@ -220,8 +220,9 @@ def measure_interactive(
 
 
 def _poll_until_finished(settings: Settings, job_id: str) -> client.JobResult:
-    """``client.result`` on the API's long-poll schedule (``worker.api.app.poll_interval``)."""
-    from worker.api.app import poll_interval
+    """``client.result`` on the API's long-poll schedule (``poll_interval`` of
+    ``worker.api.routes.classifications``)."""
+    from worker.api.routes.classifications import poll_interval
 
     started = time.monotonic()
     while True:

@@ -1,0 +1,113 @@
+"""The shapes callers see, spelled once: an upload's result and a similar item.
+
+The Python client (``worker.client``), the HTTP API (each route's ``response_model``,
+so ``/openapi.json`` types every answer), the webhook body and the CLI's ``--json``
+all build and print these; none spells a field of its own. They live in the
+catalog, below the client and the service, because they are read from its rows.
+
+A job's error and its similar items are dicts (``TypedDict``), as Python callers
+have always read them (``result.error["code"]``). One name differs by audience, on
+purpose and in one place: a job's id is
+``job_id`` to Python (``JobResult.job_id``, ``model_dump()``) and ``id`` over HTTP
+and in webhooks (``model_dump(by_alias=True)``, what FastAPI sends).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+
+from catalog.codes import TERMINAL_STATUSES, JobStatus
+from catalog.models import ClassificationJob, as_utc
+from catalog.queries import similar_for_job
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SimilarItem(TypedDict):
+    """A catalog product like the photo, best first (a dict to Python callers)."""
+
+    rank: Annotated[int, Field(ge=1, description="1 is the most similar.")]
+    sku: str
+    name: str
+    score: Annotated[float, Field(description="Cosine similarity of the embeddings.")]
+    in_stock: bool
+
+
+class JobError(TypedDict):
+    """Why a job ended ``failed``: a code from the README's table and a sentence."""
+
+    code: str
+    message: str
+
+
+class JobResult(_Shape):
+    """An upload's job: its state and, once done, its label and similar in-stock items."""
+
+    job_id: str = Field(serialization_alias="id", description="The job's id (a UUID).")
+    status: JobStatus
+    label: int | None = Field(None, description="Fashion-MNIST class index, 0-9.")
+    name: str | None = Field(None, description="The class's name, e.g. 'Trouser'.")
+    confidence: float | None = Field(None, description="Calibrated probability of `label`.")
+    uncertain: bool | None = Field(None, description="Too unsure to show without review.")
+    family: str | None = Field(None, description="The label's family (e.g. 'footwear').")
+    model_version: str | None = None
+    error: JobError | None = None
+    similar: list[SimilarItem] = Field(default_factory=list)
+    created_at: str | None = Field(None, description="ISO 8601, UTC.")
+    finished_at: str | None = Field(None, description="ISO 8601, UTC.")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class Accepted(_Shape):
+    """An upload accepted and queued (202): poll its ``Location`` or wait for the webhook."""
+
+    id: str
+    status: JobStatus
+
+
+class ProductSimilar(_Shape):
+    """In-stock products like a catalog product's photo."""
+
+    sku: str
+    similar: list[SimilarItem]
+
+
+def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
+    """``job`` as callers see it, with its similar items."""
+    created_at, finished_at = (
+        None if moment is None else as_utc(moment).isoformat()
+        for moment in (job.created_at, job.finished_at)
+    )
+    failed = job.status == JobStatus.FAILED
+    return JobResult(
+        job_id=str(job.id),
+        status=job.status,
+        label=job.label,
+        name=job.label_name,
+        confidence=job.confidence,
+        uncertain=job.uncertain,
+        family=job.family,
+        model_version=job.model_version,
+        error=JobError(code=job.error_code, message=job.error_message) if failed else None,
+        similar=[
+            SimilarItem(
+                rank=item.rank,
+                sku=item.sku,
+                name=item.name,
+                score=item.score,
+                in_stock=item.in_stock,
+            )
+            for item in similar_for_job(session=session, job_id=job.id) or []
+        ],
+        created_at=created_at,
+        finished_at=finished_at,
+    )

@@ -1,0 +1,1 @@
+"""One ``APIRouter`` per resource, joined by ``worker.api.app.create_app``."""
