@@ -4,7 +4,7 @@ A bad row becomes a ``RejectedRow`` with its row number and reason; it never
 stops the rows after it: a malformed line, an oversized field, bytes that are
 not UTF-8, a NUL, a number the database cannot hold are each that row's problem
 alone. A UTF-8 byte-order mark is accepted. Photos are not touched here (the catalog package knows
-nothing of object storage): ``worker.catalog_import`` stores them and queues
+nothing of object storage): ``worker.service.catalog_import`` stores them and queues
 them for classification.
 """
 

@@ -139,7 +139,7 @@ def test_similar_command_prints_and_draws_the_offered_products(
 def test_two_workers_write_results_concurrently_on_postgresql(
     service_settings, start_worker, fashion_mnist, tmp_path
 ) -> None:
-    from worker.catalog_import import import_catalog
+    from worker.service.catalog_import import import_catalog
 
     photos = tmp_path / "photos"
     photos.mkdir()

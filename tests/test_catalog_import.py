@@ -13,8 +13,8 @@ from sqlalchemy import select
 from catalog.db import get_sessionmaker
 from catalog.models import Product
 from tests.support.factories import png_bytes
-from worker.catalog_import import import_catalog
 from worker.config import Settings
+from worker.service.catalog_import import import_catalog
 
 HEADER = "sku,name,category,price,stock_quantity,image,image_key"
 

@@ -37,8 +37,8 @@ from catalog.queries import audit_mismatches, get_product
 from tests.support.factories import make_key
 from tests.support.servers import wait_until
 from worker.api.review import LABEL_KEYS, SKIP_KEY
-from worker.catalog_import import import_catalog
 from worker.review_export import folder_name
+from worker.service.catalog_import import import_catalog
 
 SAMPLES = Path(__file__).resolve().parents[1] / "worker" / "samples"
 WINDOW = (1100, 760)

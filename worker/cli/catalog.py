@@ -39,7 +39,7 @@ def catalog_import(file: str, queue: bool, as_json: bool) -> None:
     from rich.progress import Progress
 
     from catalog.db import upgrade
-    from worker.catalog_import import import_catalog
+    from worker.service.catalog_import import import_catalog
 
     settings = get_settings()
     upgrade(settings.resolved_database_url)

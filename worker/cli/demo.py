@@ -24,9 +24,9 @@ from catalog.codes import JobStatus, ReclassifyMode
 from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product
 from worker import client
-from worker.catalog_import import ImportReport, import_catalog
 from worker.config import Settings
 from worker.pipeline.classifier import model_version
+from worker.service.catalog_import import ImportReport, import_catalog
 from worker.service.celery_app import worker_command, worker_environment
 from worker.service.reclassify import start_run
 

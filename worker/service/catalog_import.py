@@ -12,11 +12,11 @@ from PIL import Image
 from catalog.db import get_sessionmaker
 from catalog.importer import ProductRow, RejectedRow, read_products
 from catalog.queries import get_product, upsert_product
-from worker.client import enqueue_product_classification
 from worker.config import Settings
 from worker.errors import ImageError
 from worker.files import read_at_most
 from worker.pipeline.preprocess import decode
+from worker.service.messages import send_product_chunks
 from worker.storage import InvalidKeyError, get_store
 
 COMMIT_EVERY = 500
@@ -135,5 +135,6 @@ def import_catalog(
     finally:
         session.close()
     if queue and to_classify:
-        report.queued = enqueue_product_classification(list(to_classify), settings=settings)
+        send_product_chunks(settings, list(to_classify))
+        report.queued = len(to_classify)
     return report
