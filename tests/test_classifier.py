@@ -9,9 +9,9 @@ import pytest
 
 from catalog.codes import family_of
 from catalog.models import CATEGORIES
+from worker.config import QUANTIZED_ENGINES
 from worker.pipeline.classifier import (
     BUNDLED_MODEL,
-    QUANTIZED_ENGINES,
     Classifier,
     ModelError,
     Outputs,

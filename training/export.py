@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from training.data import CLASS_NAMES
-from worker.pipeline.classifier import QUANTIZED_ENGINES
+from worker.config import QUANTIZED_ENGINES
 from worker.pipeline.preprocess import IMAGE_SIZE
 
 MODEL_FILENAME = "model.tflite"

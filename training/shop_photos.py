@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training.data import load_fashion_mnist, train_validation_split
-from worker.config import get_settings
-from worker.pipeline.classifier import BUNDLED_MODEL, ENGINES, Classifier
+from worker.config import ENGINES, get_settings
+from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.pipeline.preprocess import normalize, preprocess
 
 VALIDATION_SIZE = 5_000

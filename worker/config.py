@@ -5,8 +5,9 @@ in a local folder and Celery talks through kombu's filesystem transport, all
 under ``FASHION_DATA_DIR``. Production sets ``FASHION_BROKER_URL=redis://…``,
 ``FASHION_DATABASE_URL=postgresql+psycopg://…`` and
 ``FASHION_STORAGE_URL=s3://bucket/prefix`` (plus ``FASHION_S3_ENDPOINT_URL`` for
-MinIO or another S3-compatible server). Nothing else in the code base reads
-``os.environ``; boto3 still finds AWS credentials its usual way when
+MinIO or another S3-compatible server). One variable is not ours and keeps its
+name: ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's). Nothing else in the code
+base reads ``os.environ``; boto3 still finds AWS credentials its usual way when
 ``FASHION_S3_ACCESS_KEY_ID`` is unset.
 """
 
@@ -14,17 +15,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "fashion"
 
 
 #: Which artifact of a model runs: ``float`` (``model.tflite``) or one of its quantized
-#: forms (``worker.pipeline.classifier.QUANTIZED_ENGINES``).
+#: forms (``QUANTIZED_ENGINES``).
 ModelEngine = Literal["float", "int8", "dynamic"]
+#: Every engine ``FASHION_MODEL_ENGINE`` accepts (one list: the setting's type).
+ENGINES: tuple[str, ...] = get_args(ModelEngine)
+#: Quantized artifacts a card may list beside ``model.tflite``, each under its own key:
+#: ``int8``, full-integer (weights and activations calibrated int8); ``dynamic``,
+#: dynamic-range (weights int8, activations quantized per batch at run time).
+QUANTIZED_ENGINES = tuple(engine for engine in ENGINES if engine != "float")
 
 
 class Settings(BaseSettings):
@@ -214,6 +221,15 @@ class Settings(BaseSettings):
     metrics_bind: str = Field(
         "127.0.0.1", description="Address the metrics port binds (0.0.0.0 in a container)."
     )
+    prometheus_multiproc_dir: Path | None = Field(
+        None,
+        # prometheus_client's own variable, read here like every other setting.
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description=(
+            "Folder where pool processes write their metrics (prometheus_client's "
+            "multiprocess mode); unset: a temporary folder per worker, removed at shutdown."
+        ),
+    )
 
     @field_validator("reclassify_cron", "purge_cron")
     @classmethod
@@ -246,13 +262,15 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """These settings as ``FASHION_*`` variables, for a worker process started from here."""
         env = {}
-        for name in type(self).model_fields:
+        for name, field in type(self).model_fields.items():
             value = getattr(self, name)
             if value is None:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            env[f"FASHION_{name.upper()}"] = str(value)
+            alias = field.validation_alias
+            variable = alias.choices[0] if isinstance(alias, AliasChoices) else f"FASHION_{name}"
+            env[variable.upper()] = str(value)
         return env
 
     @property

@@ -15,8 +15,7 @@ from worker.cli.common import (
     needs_train_extra,
     percent,
 )
-from worker.config import get_settings
-from worker.pipeline.classifier import ENGINES
+from worker.config import ENGINES, get_settings
 
 
 @click.command()

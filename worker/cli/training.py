@@ -16,8 +16,7 @@ from worker.cli.common import (
     photo_repeat_option,
     set_loss_option,
 )
-from worker.config import get_settings
-from worker.pipeline.classifier import QUANTIZED_ENGINES
+from worker.config import QUANTIZED_ENGINES, get_settings
 
 
 @click.command()

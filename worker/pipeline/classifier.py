@@ -16,23 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from catalog.codes import CATEGORIES, FAMILIES, family_of
-from worker.config import ModelEngine, Settings
+from worker.config import ENGINES, Settings
 from worker.pipeline.preprocess import ModelInput, normalize
 
 BUNDLED_MODEL = Path(__file__).parents[1] / "model" / "model.tflite"
 CARD_FILENAME = "model_card.json"
-#: Every engine ``FASHION_MODEL_ENGINE`` accepts (one list: the setting's type).
-ENGINES: tuple[str, ...] = get_args(ModelEngine)
-#: Quantized artifacts a card may list beside ``model.tflite``, each under its own key:
-#: ``int8``, full-integer (weights and activations calibrated int8); ``dynamic``,
-#: dynamic-range (weights int8, activations quantized per batch at run time).
-QUANTIZED_ENGINES = tuple(engine for engine in ENGINES if engine != "float")
 
 
 def engine_version(card: dict[str, Any], engine: str | None) -> tuple[str, str]:

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from catalog.lifecycle import Finished
@@ -41,11 +42,14 @@ def enable(settings: Settings) -> None:
     """Set up the metrics in the worker's main process, before the pool forks."""
     if _metrics or settings.metrics_port is None:
         return
-    # The pool processes inherit the folder; one we made is removed at shutdown.
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    # The pool processes inherit the folder through prometheus_client's variable,
+    # which it reads itself; one we made is removed at shutdown.
+    folder = settings.prometheus_multiproc_dir
+    if folder is None:
         _created.append(tempfile.mkdtemp(prefix="fashion-metrics-"))
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _created[-1]
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        folder = Path(_created[-1])
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     from prometheus_client import Counter, Histogram, values
 
     # prometheus_client picks multiprocess mode when it is first imported, and

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.pipeline.classifier import QUANTIZED_ENGINES, Classifier, read_card
+from worker.config import QUANTIZED_ENGINES
+from worker.pipeline.classifier import Classifier, read_card
 from worker.pipeline.preprocess import normalize, preprocess
 from worker.tools.harness import product_photos
 
