@@ -113,7 +113,7 @@ def classify_jobs(
     loaded = fetch_and_prepare_all(settings, list(work.values()))
     for job_id, item in zip(work, loaded, strict=True):
         if isinstance(item, FashionError):
-            fail_job(job_id, code=item.code, message=item.message, settings=settings)
+            fail_job_and_notify(job_id, code=item.code, message=item.message, settings=settings)
             statuses[job_id] = JobStatus.FAILED
     good = [
         (job_id, item)
@@ -162,8 +162,9 @@ def finished(settings: Settings, records: Sequence[Finished]) -> None:
     webhooks.notify(settings, records)
 
 
-def fail_job(job_id: str, *, code: ErrorCode, message: str, settings: Settings) -> None:
-    """Record a terminal failure with its stable code and human message (own transaction)."""
+def fail_job_and_notify(job_id: str, *, code: ErrorCode, message: str, settings: Settings) -> None:
+    """``lifecycle.fail_job`` in a transaction of its own, then what follows a job's end
+    (``finished``: metrics, its webhook) and a warning in the log."""
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
         record = lifecycle.fail_job(session=session, job_id=job_id, code=code, message=message)

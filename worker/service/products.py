@@ -157,8 +157,11 @@ def _load(
     return loaded, kept, etags
 
 
-def mark_poison(product_ids: Sequence[int], *, settings: Settings, deliveries: int) -> None:
-    """Record that these products' photos kept killing their workers: code ``poison``.
+def mark_products_poison_and_count(
+    product_ids: Sequence[int], *, settings: Settings, deliveries: int
+) -> None:
+    """``lifecycle.mark_products_poison`` for the loaded model, in a transaction of its
+    own, then counted in the metrics and logged: their photos kept killing workers.
 
     They count as done for this model (the skip rule), so no run queues them again
     until a new model or an ``all`` run; ``fashion reclassify`` reports them failed.

@@ -28,9 +28,9 @@ from celery.utils.time import get_exponential_backoff_interval
 from catalog.codes import ErrorCode
 from worker.config import Settings
 from worker.service import logs
-from worker.service.jobs import classify_jobs, fail_job
+from worker.service.jobs import classify_jobs, fail_job_and_notify
 from worker.service.messages import send_classify, send_product_chunks
-from worker.service.products import mark_poison
+from worker.service.products import mark_products_poison_and_count
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def retry_delay(retry: int, maximum: float) -> float:
 
 def _record_failure(job_id: str, code: ErrorCode, exc: BaseException, settings: Settings) -> None:
     try:
-        fail_job(
+        fail_job_and_notify(
             job_id, code=code, message=f"{type(exc).__name__}: {exc}"[:2000], settings=settings
         )
     except Exception:  # noqa: BLE001 - the database may be the thing that is down
@@ -154,7 +154,7 @@ def resend_redelivered_chunk(
     costs one split.
     """
     if len(product_ids) == 1 and redeliveries >= settings.max_attempts:
-        mark_poison(product_ids, settings=settings, deliveries=redeliveries)
+        mark_products_poison_and_count(product_ids, settings=settings, deliveries=redeliveries)
         return
     send_product_chunks(
         settings,

@@ -29,7 +29,7 @@ from worker.config import Settings
 from worker.pipeline.classifier import get_classifier
 from worker.service import health, logs, metrics
 from worker.service.batching import MicroBatches
-from worker.service.jobs import fail_job
+from worker.service.jobs import fail_job_and_notify
 from worker.service.messages import (
     CLASSIFY_PRODUCTS_TASK,
     CLASSIFY_TASK,
@@ -130,7 +130,7 @@ def connect_signals(settings: Settings) -> None:
             return
         try:
             job_id, _ = classify_arguments(list(request.args or ()), request.kwargs)
-            fail_job(
+            fail_job_and_notify(
                 job_id,
                 code=ErrorCode.EXPIRED,
                 message="not started within its deadline",
