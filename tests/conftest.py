@@ -26,7 +26,13 @@ from sqlalchemy.orm import Session
 
 from catalog.db import get_sessionmaker, upgrade
 from tests.support.factories import S3_CREDENTIALS
-from tests.support.servers import ApiProcess, Databases, moto_server, pgvector_server
+from tests.support.servers import (
+    ApiProcess,
+    Databases,
+    InProcessApi,
+    moto_server,
+    pgvector_server,
+)
 from training.data import FashionMnist, load_fashion_mnist
 from worker.config import Settings, get_settings
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
@@ -216,6 +222,21 @@ def start_beat() -> Iterator:
     for process in processes:
         process.terminate()
         process.wait(20)
+
+
+@pytest.fixture()
+def open_api() -> Iterator:
+    """Open the HTTP API for ``settings`` in process (``InProcessApi``): for the API's
+    own behaviour, where no worker and no socket is needed. Closed after the test."""
+    opened: list[InProcessApi] = []
+
+    def open_one(settings: Settings) -> InProcessApi:
+        opened.append(InProcessApi(settings))
+        return opened[-1]
+
+    yield open_one
+    for api in opened:
+        api.close()
 
 
 @pytest.fixture()

@@ -1,5 +1,7 @@
-"""The HTTP API as a backend meets it: a real ``fashion api`` (uvicorn) process on a
-loopback port, a real worker, PostgreSQL, Redis and the S3 server."""
+"""The HTTP API as a backend meets it, against PostgreSQL, Redis and the S3 server: the
+app called in process (``open_api``) for what the API alone decides, a real ``fashion
+api`` (uvicorn) process on a loopback port (``start_api``) where a worker answers,
+a raw socket is needed, or the process itself is measured or killed."""
 
 from __future__ import annotations
 
@@ -112,21 +114,15 @@ def test_an_upload_gets_its_result_in_the_response_and_by_id(
 
 
 def test_the_same_idempotency_key_gives_the_same_job_and_other_bytes_a_conflict(
-    service_settings, start_api, fashion_mnist
+    service_settings, open_api, fashion_mnist
 ) -> None:
-    api = start_api(service_settings)
+    api = open_api(service_settings)
     key = make_key(service_settings)
     headers = {**bearer(key), "Content-Type": "image/png", "Idempotency-Key": "order-17"}
 
-    first = httpx.post(
-        f"{api.url}/v1/classifications", content=photo(fashion_mnist), headers=headers
-    )
-    again = httpx.post(
-        f"{api.url}/v1/classifications", content=photo(fashion_mnist), headers=headers
-    )
-    other = httpx.post(
-        f"{api.url}/v1/classifications", content=photo(fashion_mnist, 3), headers=headers
-    )
+    first = api.post("/v1/classifications", content=photo(fashion_mnist), headers=headers)
+    again = api.post("/v1/classifications", content=photo(fashion_mnist), headers=headers)
+    other = api.post("/v1/classifications", content=photo(fashion_mnist, 3), headers=headers)
 
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
@@ -136,8 +132,8 @@ def test_the_same_idempotency_key_gives_the_same_job_and_other_bytes_a_conflict(
     assert [str(job.id) for job in job_rows(service_settings)] == [first.json()["id"]]
     # The same key string under another API key is another caller's job.
     someone_else = make_key(service_settings, "other-shop")
-    theirs = httpx.post(
-        f"{api.url}/v1/classifications",
+    theirs = api.post(
+        "/v1/classifications",
         content=photo(fashion_mnist, 3),
         headers={**headers, **bearer(someone_else)},
     )
@@ -145,32 +141,32 @@ def test_the_same_idempotency_key_gives_the_same_job_and_other_bytes_a_conflict(
 
 
 def test_a_key_sees_only_its_own_jobs_and_a_revoked_key_nothing(
-    service_settings, start_api, fashion_mnist
+    service_settings, open_api, fashion_mnist
 ) -> None:
-    api = start_api(service_settings)
+    api = open_api(service_settings)
     owner, stranger = make_key(service_settings, "owner"), make_key(service_settings, "stranger")
-    posted = httpx.post(
-        f"{api.url}/v1/classifications",
+    posted = api.post(
+        "/v1/classifications",
         content=photo(fashion_mnist),
         headers={**bearer(owner), "Content-Type": "image/png"},
     )
-    job_url = f"{api.url}/v1/classifications/{posted.json()['id']}"
+    job_url = f"/v1/classifications/{posted.json()['id']}"
 
-    assert httpx.get(job_url).status_code == 401
-    assert httpx.get(job_url).json()["error"]["code"] == "unauthorized"
-    assert httpx.get(job_url, headers={"Authorization": "Bearer fsk_nonsense"}).status_code == 401
+    assert api.get(job_url).status_code == 401
+    assert api.get(job_url).json()["error"]["code"] == "unauthorized"
+    assert api.get(job_url, headers={"Authorization": "Bearer fsk_nonsense"}).status_code == 401
     for response in (
-        httpx.get(job_url, headers=bearer(stranger)),
-        httpx.delete(job_url, headers=bearer(stranger)),
+        api.get(job_url, headers=bearer(stranger)),
+        api.delete(job_url, headers=bearer(stranger)),
     ):
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
-    assert httpx.get(job_url, headers=bearer(owner)).json()["status"] == "queued"
+    assert api.get(job_url, headers=bearer(owner)).json()["status"] == "queued"
 
     with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
         assert revoke_api_key(session=session, name="owner")
     time.sleep(5.2)  # the API remembers a key it has seen for 5 s
-    assert httpx.get(job_url, headers=bearer(owner)).status_code == 401
+    assert api.get(job_url, headers=bearer(owner)).status_code == 401
 
 
 def _send_chunked(url: str, headers: dict[str, str], total: int) -> tuple[str, int]:
@@ -227,21 +223,21 @@ def test_a_body_over_the_limit_is_refused_with_413_without_being_held(
     assert job_rows(service_settings) == []
 
 
-def test_a_body_that_is_not_an_image_is_refused_with_415(service_settings, start_api) -> None:
-    api = start_api(service_settings)
+def test_a_body_that_is_not_an_image_is_refused_with_415(service_settings, open_api) -> None:
+    api = open_api(service_settings)
     key = make_key(service_settings)
-    as_text = httpx.post(
-        f"{api.url}/v1/classifications",
+    as_text = api.post(
+        "/v1/classifications",
         content=b"hello",
         headers={**bearer(key), "Content-Type": "text/plain"},
     )
-    as_part = httpx.post(
-        f"{api.url}/v1/classifications",
+    as_part = api.post(
+        "/v1/classifications",
         files={"file": ("notes.txt", b"hello", "text/plain")},
         headers=bearer(key),
     )
-    empty = httpx.post(
-        f"{api.url}/v1/classifications",
+    empty = api.post(
+        "/v1/classifications",
         content=b"",
         headers={**bearer(key), "Content-Type": "image/png"},
     )
@@ -253,25 +249,24 @@ def test_a_body_that_is_not_an_image_is_refused_with_415(service_settings, start
 
 
 def test_a_full_queue_and_a_busy_key_are_answered_429_with_retry_after(
-    service_settings, start_api, fashion_mnist
+    service_settings, open_api, fashion_mnist
 ) -> None:
-    api = start_api(service_settings, api_max_queue_depth="3", api_rate_limit="6")
+    api = open_api(
+        service_settings.model_copy(update={"api_max_queue_depth": 3, "api_rate_limit": 6})
+    )
     key = make_key(service_settings)
     headers = {**bearer(key), "Content-Type": "image/png"}
     for index in range(3):  # nothing consumes the queue in this test
         client.submit(photo(fashion_mnist, index), "x.png", settings=service_settings)
 
-    full = httpx.post(
-        f"{api.url}/v1/classifications", content=photo(fashion_mnist), headers=headers
-    )
+    full = api.post("/v1/classifications", content=photo(fashion_mnist), headers=headers)
     assert full.status_code == 429
     assert full.json()["error"]["code"] == "queue_full"
     assert int(full.headers["Retry-After"]) >= 1
     assert len(job_rows(service_settings)) == 3  # nothing stored for the refused upload
 
     answers = [
-        httpx.get(f"{api.url}/v1/classifications/{uuid.uuid4()}", headers=bearer(key))
-        for _ in range(6)
+        api.get(f"/v1/classifications/{uuid.uuid4()}", headers=bearer(key)) for _ in range(6)
     ]
     assert [a.status_code for a in answers].count(404) == 5  # the 6th request of the minute
     limited = answers[-1]
@@ -368,13 +363,13 @@ def test_a_finished_job_is_posted_to_its_callback_signed_and_retried_after_a_500
 
 
 def test_a_callback_to_a_private_address_is_refused_unless_allowed(
-    service_settings, start_api, fashion_mnist
+    service_settings, open_api, fashion_mnist
 ) -> None:
-    api = start_api(service_settings)
+    api = open_api(service_settings)
     key = make_key(service_settings)
     for url in ("http://127.0.0.1:9/hook", "http://10.1.2.3/hook", "ftp://example.com/x", "x"):
-        response = httpx.post(
-            f"{api.url}/v1/classifications",
+        response = api.post(
+            "/v1/classifications",
             params={"callback_url": url},
             content=photo(fashion_mnist),
             headers={**bearer(key), "Content-Type": "image/png"},
@@ -481,7 +476,7 @@ def test_a_message_for_a_job_that_never_appears_is_sent_again_then_dropped(
 
 
 def test_the_api_serves_health_metrics_openapi_and_product_similar_items(
-    service_settings, start_api, bundled_model
+    service_settings, open_api, bundled_model
 ) -> None:
     version, size = bundled_model
     with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
@@ -515,30 +510,32 @@ def test_the_api_serves_health_metrics_openapi_and_product_similar_items(
             model_version=version,
         )
         assert shown.sku == "COAT-1"
-    api = start_api(service_settings)
-    down = start_api(service_settings, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    api = open_api(service_settings)
+    down = open_api(
+        service_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    )
     key = make_key(service_settings)
 
-    assert httpx.get(f"{api.url}/livez").json() == {"status": "ok"}
-    ready = httpx.get(f"{api.url}/readyz")
+    assert api.get("/livez").json() == {"status": "ok"}
+    ready = api.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
-    not_ready = httpx.get(f"{down.url}/readyz", timeout=30)
+    not_ready = down.get("/readyz", timeout=30)
     assert not_ready.status_code == 503 and not_ready.json()["broker"] != "ok"
     assert "Retry-After" in not_ready.headers
 
-    similar = httpx.get(f"{api.url}/v1/products/COAT-1/similar", headers=bearer(key))
+    similar = api.get("/v1/products/COAT-1/similar", headers=bearer(key))
     assert similar.status_code == 200
     assert [item["sku"] for item in similar.json()["similar"]] == ["COAT-2"]
-    missing = httpx.get(f"{api.url}/v1/products/NOPE/similar", headers=bearer(key))
+    missing = api.get("/v1/products/NOPE/similar", headers=bearer(key))
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
-    schema = httpx.get(f"{api.url}/openapi.json").json()
+    schema = api.get("/openapi.json").json()
     assert {"/v1/classifications", "/v1/classifications/{job_id}", "/readyz"} <= set(
         schema["paths"]
     )
     assert "image/*" in schema["paths"]["/v1/classifications"]["post"]["requestBody"]["content"]
-    metrics = httpx.get(f"{api.url}/metrics").text
+    metrics = api.get("/metrics").text
     route = "/v1/products/{sku}/similar"
     assert f'fashion_api_requests_total{{method="GET",route="{route}",status="200"}} 1.0' in metrics
     assert "fashion_api_queue_depth 0.0" in metrics

@@ -1,6 +1,6 @@
-"""The review page (/review) as a reviewer's browser meets it: a real ``fashion api``
-process; over plain HTTP here (log-in, CSRF, photos, form posts, metrics) and in a
-real headless Chromium (``test_review_browser.py``)."""
+"""The review page (/review) as a reviewer's browser meets it: the API app called in
+process over HTTP here (log-in, CSRF, photos, form posts, metrics), and a real
+``fashion api`` process in a real headless Chromium (``test_review_browser.py``)."""
 
 from __future__ import annotations
 
@@ -15,21 +15,22 @@ from catalog.codes import KeyScope
 from catalog.db import get_sessionmaker
 from catalog.models import Review
 from tests.support.factories import make_flagged_upload, make_key
+from tests.support.servers import InProcessApi, PortalClient
 from worker.api.review import THUMBNAIL_PIXELS
 from worker.config import Settings
 from worker.storage import get_store
 
 
-def log_in(url: str, key: str) -> tuple[httpx.Client, httpx.Response]:
+def log_in(api: InProcessApi, key: str) -> tuple[PortalClient, httpx.Response]:
     """A cookie-keeping client that filled in the log-in form with ``key``."""
-    browser = httpx.Client(base_url=url, timeout=30)
+    browser = api.browser()
     form = browser.get("/review/login")
     response = browser.post("/review/login", data={"key": key, "csrf_token": form_token(form.text)})
     return browser, response
 
 
 def post_answer(
-    browser: httpx.Client,
+    browser: PortalClient,
     page: httpx.Response,
     item_id: str,
     choice: str,
@@ -77,18 +78,18 @@ def stored_reviews(settings: Settings) -> list[tuple[str, int | None, str]]:
 
 
 def test_only_reviewer_keys_log_in_and_reviewer_keys_cannot_call_the_api(
-    local_settings, start_api
+    local_settings, open_api
 ) -> None:
-    api = start_api(local_settings)
+    api = open_api(local_settings)
     backend = make_key(local_settings, "web-shop")
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
 
-    anonymous = httpx.get(f"{api.url}/review")
-    _, with_backend_key = log_in(api.url, backend.key)
-    _, with_wrong_key = log_in(api.url, "fsk_not-a-key")
-    browser, with_reviewer_key = log_in(api.url, alice.key)
-    on_the_api = httpx.get(
-        f"{api.url}/v1/classifications/00000000-0000-0000-0000-000000000000",
+    anonymous = api.get("/review")
+    _, with_backend_key = log_in(api, backend.key)
+    _, with_wrong_key = log_in(api, "fsk_not-a-key")
+    browser, with_reviewer_key = log_in(api, alice.key)
+    on_the_api = api.get(
+        "/v1/classifications/00000000-0000-0000-0000-000000000000",
         headers={"Authorization": f"Bearer {alice.key}"},
     )
 
@@ -107,12 +108,12 @@ def test_only_reviewer_keys_log_in_and_reviewer_keys_cannot_call_the_api(
 
 
 def test_posts_without_the_csrf_token_are_refused_and_store_nothing(
-    local_settings, start_api
+    local_settings, open_api
 ) -> None:
     (job_id,) = flagged_uploads(local_settings, 1)
-    api = start_api(local_settings)
+    api = open_api(local_settings)
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
-    browser, _ = log_in(api.url, alice.key)
+    browser, _ = log_in(api, alice.key)
     answer = {"queue": "uploads", "item_id": job_id, "choice": "4"}
 
     no_token = browser.post("/review/answers", data=answer, follow_redirects=False)
@@ -122,7 +123,7 @@ def test_posts_without_the_csrf_token_are_refused_and_store_nothing(
     non_ascii_token = browser.post(
         "/review/answers", data={**answer, "csrf_token": "jeton-été"}, follow_redirects=False
     )
-    login_without_token = httpx.post(f"{api.url}/review/login", data={"key": alice.key})
+    login_without_token = api.post("/review/login", data={"key": alice.key})
     huge = browser.post("/review/answers", data={**answer, "padding": "x" * 100_000})
 
     assert (no_token.status_code, wrong_token.status_code) == (403, 403)
@@ -133,13 +134,13 @@ def test_posts_without_the_csrf_token_are_refused_and_store_nothing(
 
 
 def test_without_javascript_an_answer_is_a_form_post_and_the_next_item_follows(
-    local_settings, start_api
+    local_settings, open_api
 ) -> None:
     hostile = "<img src=x onerror=alert(1)>.jpg"  # a customer names their upload
     older, newer = flagged_uploads(local_settings, 2, filename=hostile)
-    api = start_api(local_settings)
+    api = open_api(local_settings)
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
-    browser, _ = log_in(api.url, alice.key)
+    browser, _ = log_in(api, alice.key)
 
     first = browser.get("/review")
     posted = post_answer(browser, first, newer, "4", follow_redirects=False)
@@ -161,15 +162,15 @@ def test_without_javascript_an_answer_is_a_form_post_and_the_next_item_follows(
 
 
 def test_photos_are_thumbnails_for_logged_in_reviewers_only_and_logout_ends_it(
-    local_settings, start_api
+    local_settings, open_api
 ) -> None:
     (job_id,) = flagged_uploads(local_settings, 1)
-    api = start_api(local_settings)
+    api = open_api(local_settings)
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
-    browser, _ = log_in(api.url, alice.key)
+    browser, _ = log_in(api, alice.key)
 
     photo = browser.get(f"/review/photos/upload/{job_id}")
-    anonymous = httpx.get(f"{api.url}/review/photos/upload/{job_id}")
+    anonymous = api.get(f"/review/photos/upload/{job_id}")
     unknown = browser.get("/review/photos/upload/00000000-0000-0000-0000-000000000000")
     page = browser.get("/review")
     logged_out = browser.post(
@@ -184,15 +185,15 @@ def test_photos_are_thumbnails_for_logged_in_reviewers_only_and_logout_ends_it(
     assert after.status_code == 303 and after.headers["location"] == "/review/login"
 
 
-def test_metrics_show_the_queues_the_answers_and_the_agreement(local_settings, start_api) -> None:
+def test_metrics_show_the_queues_the_answers_and_the_agreement(local_settings, open_api) -> None:
     first, _second, _third = flagged_uploads(local_settings, 3)
-    api = start_api(local_settings)
+    api = open_api(local_settings)
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
-    browser, _ = log_in(api.url, alice.key)
+    browser, _ = log_in(api, alice.key)
     page = browser.get("/review")
     post_answer(browser, page, first, "2")  # Pullover: the model's top class
 
-    metrics = httpx.get(f"{api.url}/metrics").text
+    metrics = api.get("/metrics").text
 
     assert 'fashion_review_queue_length{queue="uploads"} 2.0' in metrics
     assert 'fashion_review_queue_length{queue="audit"} 0.0' in metrics

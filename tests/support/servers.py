@@ -15,10 +15,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from sqlalchemy.engine import make_url
 
 from catalog.db import get_engine, upgrade
@@ -169,3 +173,62 @@ class ApiProcess:
 
     def stop(self) -> None:
         terminate(self.process, 20)
+
+
+class InProcessApi:
+    """The HTTP API for ``settings``, called in process: httpx over ``ASGITransport``
+    on the app, no server and no port (~0.1 s to open against ~2 s for ``fashion api``).
+
+    The tests are synchronous; every call runs on one event loop of its own (an
+    anyio blocking portal), as in one uvicorn process: the rate limiter's async Redis
+    pool is bound to it. Errors the app does not handle are answered 500, as a server
+    answers them; redirects are not followed unless asked (httpx's default).
+    """
+
+    url = "http://testserver"
+
+    def __init__(self, settings: Settings) -> None:
+        from worker.api.app import create_app
+
+        self._stack = ExitStack()
+        self._portal = self._stack.enter_context(start_blocking_portal())
+        self._transport = httpx.ASGITransport(app=create_app(settings), raise_app_exceptions=False)
+        self._clients: list[httpx.AsyncClient] = []
+        client = self.browser()
+        self.request, self.get, self.post, self.delete = (
+            client.request,
+            client.get,
+            client.post,
+            client.delete,
+        )
+
+    def browser(self) -> PortalClient:
+        """Another client with a cookie jar of its own (a second browser)."""
+        client = httpx.AsyncClient(transport=self._transport, base_url=self.url, timeout=30)
+        self._clients.append(client)
+        return PortalClient(self._portal, client)
+
+    def close(self) -> None:
+        for client in self._clients:
+            self._portal.call(client.aclose)
+        self._stack.close()
+
+
+class PortalClient:
+    """A synchronous face on an ``httpx.AsyncClient`` whose calls run on ``portal``."""
+
+    def __init__(self, portal: BlockingPortal, client: httpx.AsyncClient) -> None:
+        self._portal = portal
+        self._client = client
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self._portal.call(partial(self._client.request, method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
