@@ -406,6 +406,7 @@ def test_delete_erases_the_photo_and_the_result(
     )
 
 
+@pytest.mark.processes
 def test_purge_erases_finished_uploads_past_retention_and_dry_run_only_counts(
     service_settings, fashion_mnist
 ) -> None:

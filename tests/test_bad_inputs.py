@@ -189,6 +189,7 @@ print([int(line.split()[1]) // 1024 for line in open("/proc/self/status")
 """
 
 
+@pytest.mark.processes
 def test_a_forty_megapixel_png_is_classified_within_300_mb(corpus, tmp_path: Path) -> None:
     """The per-process budget: decoded whole and converted at full size, it took ~970 MB."""
     path = tmp_path / "forty-megapixels.png"
@@ -230,6 +231,7 @@ print(sum(hasattr(item, "pixels") for item in prepared), before, peak_mb())
 """
 
 
+@pytest.mark.processes
 def test_a_micro_batch_of_sixteen_40_megapixel_uploads_stays_within_300_mb(
     corpus, tmp_path: Path
 ) -> None:

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from worker.cli import main
 
+pytestmark = pytest.mark.bench
+
 
 def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) -> None:
     out = tmp_path / "results.json"

@@ -73,6 +73,7 @@ def first_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     return data_dir, run_demo(data_dir)
 
 
+@pytest.mark.processes
 def test_demo_runs_end_to_end_on_embedded_defaults(
     first_demo: DemoRun,
 ) -> None:
@@ -82,6 +83,7 @@ def test_demo_runs_end_to_end_on_embedded_defaults(
     assert "trouser.jpg" in result.stdout
 
 
+@pytest.mark.processes
 def test_demo_reclassifies_a_catalog_an_earlier_model_classified(
     first_demo: DemoRun,
 ) -> None:
@@ -102,6 +104,7 @@ def test_demo_reclassifies_a_catalog_an_earlier_model_classified(
     assert "none in stock" not in result.stdout
 
 
+@pytest.mark.processes
 def test_classify_refuses_a_fifo_and_an_endless_device_at_once(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from worker.cli import main
+
+pytestmark = pytest.mark.training
 
 
 def test_baselines_json_reports_test_and_cv_accuracy() -> None:

@@ -16,6 +16,8 @@ from worker.cli import main
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.pipeline.preprocess import normalize
 
+pytestmark = pytest.mark.training
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:

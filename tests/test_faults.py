@@ -44,7 +44,7 @@ from worker.service.reclassify import run_progress, start_run
 from worker.service.sweeper import resume_stalled_run
 from worker.storage import make_store
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(420)]
 
 
 @dataclass

@@ -6,10 +6,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.support.factories import png_bytes
 from worker import client
 from worker.service.celery_app import make_celery, worker_environment
 from worker.service.health import check
+
+pytestmark = pytest.mark.processes
 
 
 def only_node(settings) -> str:  # type: ignore[no-untyped-def]

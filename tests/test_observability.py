@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.factories import png_bytes
@@ -74,6 +75,7 @@ def test_a_worker_serves_job_batch_queue_and_state_metrics(
     assert value(samples, "fashion_jobs", state="failed") == 1
 
 
+@pytest.mark.processes
 def test_json_logs_carry_the_job_id(service_settings, fashion_mnist, tmp_path) -> None:
     settings = service_settings.model_copy(update={"log_format": "json"})
     log_path = tmp_path / "worker.log"

@@ -40,6 +40,8 @@ from worker.api.review import LABEL_KEYS, SKIP_KEY
 from worker.review_export import folder_name
 from worker.service.catalog_import import import_catalog
 
+pytestmark = pytest.mark.browser
+
 SAMPLES = Path(__file__).resolve().parents[1] / "worker" / "samples"
 WINDOW = (1100, 760)
 CHROMIUM_FLAGS = (

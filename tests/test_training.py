@@ -28,6 +28,8 @@ from training.train import BudgetedCosine, anneal, finish, fit, train
 from worker.pipeline.classifier import Classifier
 from worker.pipeline.preprocess import normalize
 
+pytestmark = pytest.mark.training
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> Path:
