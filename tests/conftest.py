@@ -263,17 +263,49 @@ def start_api() -> Iterator:
 PROCESS_FIXTURES = {"start_worker", "start_beat", "start_api"}
 
 
+#: Lanes whose tests run one after another in one xdist worker (``--dist loadgroup``):
+#: the fault tests, so no two break servers at once, and the TensorFlow tests, so one
+#: process loads TensorFlow (~530 MB) and no two trainings share the two cores.
+SERIAL_LANES = ("faults", "training")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.processes)
+        for lane in SERIAL_LANES:
+            if item.get_closest_marker(lane):
+                item.add_marker(pytest.mark.xdist_group(lane))
+
+
+#: The fault-injection counts, as the reports of the tests that made them arrived here
+#: (from this process or, with ``-n``, from an xdist worker's).
+_FAULT_COUNTS: list[str] = []
+#: How many of this process's fault counts have left with a report already.
+_SHIPPED = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A test's new fault counts travel with its report (xdist sends reports back)."""
+    if call.when == "call":
+        from tests.support.faults import REPORTS
+
+        shipped = item.config.stash.setdefault(_SHIPPED, 0)
+        item.user_properties.extend(("fault_counts", line) for line in REPORTS[shipped:])
+        item.config.stash[_SHIPPED] = len(REPORTS)
+    yield
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":  # the teardown's report carries the same properties
+        counts = (value for key, value in report.user_properties if key == "fault_counts")
+        _FAULT_COUNTS.extend(counts)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
     """Repeat each fault-injection test's counts at the end of the run."""
-    from tests.support.faults import REPORTS
-
-    if REPORTS:
+    if _FAULT_COUNTS:
         terminalreporter.section("fault injection: submitted / done / failed / lost / duplicated")
-        for line in REPORTS:
+        for line in _FAULT_COUNTS:
             terminalreporter.write_line(line)
