@@ -686,3 +686,25 @@ def test_api_keys_are_created_once_listed_without_the_key_and_revoked(cli_env) -
     assert revoked.exit_code == 0 and revoked_again.exit_code != 0
     with get_sessionmaker(cli_env.resolved_database_url)() as session:
         assert authenticate(session=session, key=key["key"]) is None
+
+
+def test_every_route_declares_its_answers_and_errors_in_the_openapi_schema(
+    local_settings, open_api
+) -> None:
+    schema = open_api(local_settings).get("/openapi.json").json()
+    untyped = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                content = answer.get("content", {})
+                if status == "204":
+                    continue
+                if not content or not all("schema" in kind for kind in content.values()):
+                    untyped.append(f"{method.upper()} {path} {status}")
+            if path.startswith("/v1/"):
+                assert operation["security"] == [{"API key": []}], path
+                assert {"401", "403", "429", "503"} <= set(operation["responses"]), path
+    assert untyped == []
+    job = schema["components"]["schemas"]["JobResult"]
+    assert {"id", "status", "similar", "error"} <= set(job["properties"])
+    assert schema["components"]["securitySchemes"]["API key"]["scheme"] == "bearer"
