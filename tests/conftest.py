@@ -74,9 +74,14 @@ def empty_database() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    """The machine's Redis; each pytest-xdist process on a database of its own (1, 2, …),
+    so a worker's broadcast (``celery inspect ping``, ``fashion status``) reaches only
+    the workers of the test that sent it."""
+    process = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", … under -n
+    database = int(process.removeprefix("gw")) + 1 if process.startswith("gw") else 0
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=database)
     client.ping()
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{database}"
 
 
 @pytest.fixture(scope="session")
