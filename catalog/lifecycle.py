@@ -27,6 +27,7 @@ from catalog.embeddings import encode_embedding
 from catalog.models import (
     ClassificationJob,
     Product,
+    ProductPrediction,
     Review,
     SimilarItem,
     WebhookDelivery,
@@ -346,7 +347,9 @@ class ProductOutcome:
 def record_predictions(
     *, session: Session, model_version: str, outcomes: Sequence[ProductOutcome]
 ) -> None:
-    """Write each product's prediction or error for ``model_version``, in one bulk UPDATE.
+    """Write each product's prediction or error for ``model_version``: one bulk UPDATE
+    of ``products`` and one upsert of its ``product_predictions`` rows (the other
+    versions' rows are left as they are).
 
     A product with an error counts as done for this model (the skip rule), so no
     run queues it again until a new model or an ``all`` run.
@@ -354,31 +357,80 @@ def record_predictions(
     if not outcomes:
         return
     now = utcnow()
+    outputs = [
+        {
+            "label": outcome.label,
+            "confidence": outcome.confidence,
+            "probabilities": (
+                None
+                if outcome.probabilities is None
+                else [round(float(p), 4) for p in outcome.probabilities]
+            ),
+            "embedding": (
+                None if outcome.embedding is None else encode_embedding(outcome.embedding)
+            ),
+            "error": None if outcome.error is None else outcome.error.value,
+        }
+        for outcome in outcomes
+    ]
     session.execute(
         update(Product),
         [
             {
                 "id": outcome.product_id,
-                "predicted_label": outcome.label,
-                "predicted_confidence": outcome.confidence,
-                "predicted_probabilities": (
-                    None
-                    if outcome.probabilities is None
-                    else [round(float(p), 4) for p in outcome.probabilities]
-                ),
+                "predicted_label": output["label"],
+                "predicted_confidence": output["confidence"],
+                "predicted_probabilities": output["probabilities"],
                 "model_version": model_version,
-                "embedding": (
-                    None if outcome.embedding is None else encode_embedding(outcome.embedding)
-                ),
+                "embedding": output["embedding"],
                 "classified_at": now,
-                "classification_error": None if outcome.error is None else outcome.error.value,
+                "classification_error": output["error"],
                 "updated_at": now,
                 **_kept_columns(outcome.kept_input),
                 **({"photo_etag": outcome.photo_etag} if outcome.fetched else {}),
             }
-            for outcome in outcomes
+            for outcome, output in zip(outcomes, outputs, strict=True)
         ],
     )
+    categories = dict(
+        session.execute(
+            select(Product.id, Product.category).where(
+                Product.id.in_([outcome.product_id for outcome in outcomes])
+            )
+        ).all()
+    )
+    _upsert_predictions(
+        session,
+        [
+            {
+                "product_id": outcome.product_id,
+                "model_version": model_version,
+                "category": categories[outcome.product_id],
+                "classified_at": now,
+                **output,
+            }
+            for outcome, output in zip(outcomes, outputs, strict=True)
+            if outcome.product_id in categories
+        ],
+    )
+
+
+def _upsert_predictions(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert each (product, model version)'s row, or replace the one there: one
+    statement, ``INSERT … ON CONFLICT DO UPDATE`` on both engines."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(ProductPrediction)
+    replaced = ("category", "label", "confidence", "probabilities", "embedding")
+    statement = statement.on_conflict_do_update(
+        index_elements=["product_id", "model_version"],
+        set_={name: statement.excluded[name] for name in (*replaced, "classified_at", "error")},
+    )
+    session.execute(statement, rows)
 
 
 def _kept_columns(kept: KeptInput | None) -> dict[str, Any]:

@@ -151,6 +151,38 @@ class ApiKey(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ProductPrediction(Base):
+    """What one model version said of one product's photo: a row per (product, version).
+
+    Several versions' outputs live side by side, so a candidate model can fill its
+    catalog while the live one keeps answering with its own (docs/rollout.md). For
+    now every write also lands in ``products``' prediction columns, which the
+    similar-item search and the skip rule still read (the expand step of the move).
+    ``category`` is the product's, copied so that a partial index can be per category.
+    """
+
+    __tablename__ = "product_predictions"
+    __table_args__ = (
+        Index("ix_product_predictions_version_category", "model_version", "category"),
+        CheckConstraint(_in("category", CATEGORIES), name="ck_product_predictions_category"),
+    )
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    category: Mapped[str] = mapped_column(String(32))
+    label: Mapped[int | None] = mapped_column(Integer)
+    confidence: Mapped[float | None]
+    #: The ten calibrated probabilities (4 decimals).
+    probabilities: Mapped[list[float] | None] = mapped_column(JSON)
+    #: L2-normalised, float16 (``catalog.embeddings``): ``halfvec`` on PostgreSQL.
+    embedding: Mapped[bytes | None] = mapped_column(Embedding)
+    classified_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    #: An error code (``catalog.codes.ErrorCode``) instead of a prediction.
+    error: Mapped[str | None] = mapped_column(String(64))
+
+
 class ClassificationJob(Base):
     __tablename__ = "classification_jobs"
     __table_args__ = (

@@ -10,10 +10,10 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
+from catalog.models import CATEGORIES, ClassificationJob, Product, ProductPrediction, SimilarItem
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,13 @@ def upsert_product(
         product = Product(sku=sku)
         session.add(product)
     product.name = name
+    if product.id is not None and product.category != category:
+        # Each version's rows are searched by the product's category (docs/rollout.md).
+        session.execute(
+            update(ProductPrediction)
+            .where(ProductPrediction.product_id == product.id)
+            .values(category=category)
+        )
     product.category = category
     product.price = price
     product.stock_quantity = stock_quantity

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import uuid
 from decimal import Decimal
@@ -302,3 +303,62 @@ def test_every_float16_value_survives_the_postgresql_text_form() -> None:
     finite = every[np.isfinite(every.view("<f2"))]
     back = np.frombuffer(parse_halfvec_text(halfvec_text(finite.tobytes())), dtype="<u2")
     np.testing.assert_array_equal(back, finite)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_the_move_to_predictions_per_version_keeps_every_prediction_and_similar_item(
+    engine, request, tmp_path
+) -> None:
+    """Migration 0013 copies each classified product's outputs into product_predictions
+    (nothing is classified again); unclassified products get no row, similar items
+    and the products' own columns are untouched."""
+    from catalog.db import upgrade
+    from catalog.embeddings import encode_embedding
+    from catalog.models import Product, ProductPrediction
+
+    if engine == "sqlite":
+        url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    else:
+        url = request.getfixturevalue("empty_database")
+    upgrade(url, "0012")
+    with get_sessionmaker(url).begin() as session:
+        coat = make_product(session, sku="C-1", category="Coat")
+        coat.predicted_label, coat.predicted_confidence = 4, 0.93
+        coat.predicted_probabilities = [0.0] * 4 + [0.93] + [0.07] + [0.0] * 4
+        coat.embedding, coat.model_version = encode_embedding(unit(1, 2, 3)), VERSION
+        coat.classified_at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+        broken = make_product(session, sku="B-1", category="Bag")
+        broken.model_version, broken.classification_error = VERSION, "corrupt"
+        broken.classified_at = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+        make_product(session, sku="N-1", category="Bag")  # never classified
+        job_id = uuid.uuid4()
+        create_job(
+            session=session,
+            job_id=job_id,
+            image_key="uploads/x",
+            filename="x.png",
+            content_sha256="0" * 64,
+        )
+        session.flush()
+        session.add(SimilarItem(job_id=job_id, product_id=coat.id, rank=1, score=0.9))
+
+    upgrade(url)
+
+    with get_sessionmaker(url)() as session:
+        rows = {row.product_id: row for row in session.scalars(select(ProductPrediction))}
+        products = {p.sku: p for p in session.scalars(select(Product))}
+        assert set(rows) == {products["C-1"].id, products["B-1"].id}
+        moved = rows[products["C-1"].id]
+        assert (moved.model_version, moved.category, moved.label, moved.confidence) == (
+            VERSION,
+            "Coat",
+            4,
+            0.93,
+        )
+        assert moved.probabilities == products["C-1"].predicted_probabilities
+        assert moved.embedding == products["C-1"].embedding == encode_embedding(unit(1, 2, 3))
+        assert moved.classified_at == products["C-1"].classified_at
+        failed = rows[products["B-1"].id]
+        assert (failed.error, failed.label, failed.embedding) == ("corrupt", None, None)
+        assert products["C-1"].model_version == VERSION  # the product's columns stay
+        assert session.scalar(select(func.count()).select_from(SimilarItem)) == 1

@@ -9,10 +9,12 @@ import datetime as dt
 import uuid
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
+from catalog.embeddings import encode_embedding
 from catalog.lifecycle import (
     ProductOutcome,
     claim_jobs,
@@ -26,7 +28,7 @@ from catalog.lifecycle import (
     record_predictions,
     requeue_stuck,
 )
-from catalog.models import ClassificationJob, Product, utcnow
+from catalog.models import ClassificationJob, Product, ProductPrediction, utcnow
 from tests.support.factories import make_product
 
 PROBABILITIES = [0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
@@ -200,3 +202,50 @@ def test_old_finished_jobs_are_listed_for_erasure_and_deleted_with_their_rows(se
     session.expire_all()
     assert row(session, old_done) is None
     assert row(session, old_queued) is not None and row(session, recent_done) is not None
+
+
+def test_each_model_version_keeps_its_own_prediction_row_for_a_product(session) -> None:
+    """A candidate's fill writes its own rows: the live version's stay as they were."""
+    coat = make_product(session, category="Coat")
+    record_predictions(
+        session=session,
+        model_version="live",
+        outcomes=[ProductOutcome(coat.id, label=4, confidence=0.9, embedding=np.ones(4) / 2)],
+    )
+    record_predictions(
+        session=session,
+        model_version="candidate",
+        outcomes=[ProductOutcome(coat.id, label=2, confidence=0.6, embedding=-np.ones(4) / 2)],
+    )
+    record_predictions(
+        session=session,
+        model_version="candidate",
+        outcomes=[ProductOutcome(coat.id, error=ErrorCode.CORRUPT)],
+    )
+    session.expire_all()
+    rows = {
+        row.model_version: row
+        for row in session.scalars(
+            select(ProductPrediction).where(ProductPrediction.product_id == coat.id)
+        )
+    }
+    assert set(rows) == {"live", "candidate"}
+    live, candidate = rows["live"], rows["candidate"]
+    assert (live.label, live.confidence, live.error, live.category) == (4, 0.9, None, "Coat")
+    assert live.embedding == encode_embedding(np.ones(4) / 2)
+    assert (candidate.label, candidate.embedding, candidate.error) == (None, None, "corrupt")
+    # The product's own columns show the latest write, as the search still reads them.
+    product = session.get(Product, coat.id)
+    assert (product.model_version, product.classification_error) == ("candidate", "corrupt")
+
+
+def test_a_product_moved_to_another_category_moves_its_prediction_rows(session) -> None:
+    product = make_product(session, sku="X-1", category="Coat")
+    record_predictions(
+        session=session,
+        model_version="live",
+        outcomes=[ProductOutcome(product.id, label=4, confidence=0.9, embedding=np.ones(4))],
+    )
+    make_product(session, sku="X-1", category="Pullover")
+    session.expire_all()
+    assert session.scalars(select(ProductPrediction.category)).all() == ["Pullover"]
