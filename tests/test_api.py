@@ -5,6 +5,7 @@ a raw socket is needed, or the process itself is measured or killed."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -708,3 +710,54 @@ def test_every_route_declares_its_answers_and_errors_in_the_openapi_schema(
     job = schema["components"]["schemas"]["JobResult"]
     assert {"id", "status", "similar", "error"} <= set(job["properties"])
     assert schema["components"]["securitySchemes"]["API key"]["scheme"] == "bearer"
+
+
+def test_a_burst_of_300_uploads_on_one_api_process_gets_202_or_429_never_503(
+    service_settings, start_api, fashion_mnist
+) -> None:
+    """Every request of a burst is answered by the API's own rules: accepted, or 429
+    with Retry-After. None may meet a pool of ours that ran dry (503)."""
+    api = start_api(service_settings)
+    key = make_key(service_settings)
+    headers = {**bearer(key), "Content-Type": "image/png"}
+    body = photo(fashion_mnist)
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=api.url, limits=limits, timeout=120) as http:
+            return await asyncio.gather(
+                *(
+                    http.post("/v1/classifications", content=body, headers=headers)
+                    for _ in range(300)
+                )
+            )
+
+    answers = asyncio.run(burst())
+
+    statuses = Counter(answer.status_code for answer in answers)
+    print(f"a burst of 300 uploads on one API process: {dict(statuses)}")
+    assert set(statuses) <= {202, 429}, statuses
+    assert all("Retry-After" in answer.headers for answer in answers if answer.status_code == 429)
+    assert len(job_rows(service_settings)) == statuses[202]
+
+
+def test_a_request_kept_waiting_for_the_rate_counter_is_told_to_come_back(
+    service_settings, monkeypatch
+) -> None:
+    """Past the burst the pool can take, a request waits its turn for TURN_WAIT, then
+    raises Saturated (answered 429 with Retry-After), never a pool error (503)."""
+    from worker.api import limits
+
+    monkeypatch.setattr(limits, "REDIS_CONNECTIONS", 1)
+    monkeypatch.setattr(limits, "TURN_WAIT", 0.2)
+    rate = limits.RateLimiter(service_settings)
+
+    async def scenario() -> None:
+        assert await rate.allow("burst-key") == 0
+        await rate._turns.acquire()  # another request holds the only turn
+        with pytest.raises(limits.Saturated):
+            await rate.allow("burst-key")
+        rate._turns.release()
+        assert await rate.allow("burst-key") == 0
+
+    asyncio.run(scenario())

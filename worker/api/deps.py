@@ -19,7 +19,7 @@ from catalog.models import ClassificationJob
 from catalog.queries import get_job
 from worker.api.auth import Caller, Keys, backend_only
 from worker.api.errors import ApiError, ApiErrorCode
-from worker.api.limits import QueueDepth, RateLimiter
+from worker.api.limits import QueueDepth, RateLimiter, Saturated
 from worker.config import Settings
 
 
@@ -64,7 +64,15 @@ async def current_caller(
         app.keys.remembered(authorization)
         or await run_in_threadpool(app.keys.caller, authorization)
     )
-    wait_s = await app.rate.allow(caller.prefix)
+    try:
+        wait_s = await app.rate.allow(caller.prefix)
+    except Saturated as exc:
+        raise ApiError(
+            429,
+            ApiErrorCode.RATE_LIMITED,
+            "this API process has more requests in hand than it can take; try again shortly",
+            {"Retry-After": str(Saturated.retry_after)},
+        ) from exc
     if wait_s:
         raise ApiError(
             429,

@@ -8,10 +8,15 @@ what cannot be served in time.
 - **Rate.** ``FASHION_API_RATE_LIMIT`` requests per minute per key, counted in fixed
   one-minute windows: in Redis when the broker is Redis (shared by every API
   process), in the process on the embedded defaults.
+- **Burst.** At most ``REDIS_CONNECTIONS`` requests of one process count in Redis at
+  once; the others wait their turn for up to ``TURN_WAIT`` s and are then answered
+  429 (``Saturated``) with ``Retry-After``. redis-py's own pool caps at 100 and
+  raised ``MaxConnectionsError`` past it: 127 of a burst of 300 uploads got 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import defaultdict
@@ -25,6 +30,16 @@ from worker.service.celery_app import make_celery
 #: Seconds a queue depth reading is reused.
 DEPTH_TTL = 1.0
 WINDOW = 60
+#: Redis connections of one API process's rate counter, and how long a request
+#: waits for one before it is told to come back.
+REDIS_CONNECTIONS = 50
+TURN_WAIT = 2.0
+
+
+class Saturated(Exception):
+    """This process has more requests in hand than it can count in time: retry later."""
+
+    retry_after = 1
 
 
 class QueueDepth:
@@ -64,8 +79,16 @@ class RateLimiter:
         self._redis = (
             None
             if settings.filesystem_broker or not settings.resolved_broker_url.startswith("redis")
-            else redis.asyncio.Redis.from_url(settings.resolved_broker_url)
+            else redis.asyncio.Redis(
+                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+                    settings.resolved_broker_url,
+                    max_connections=REDIS_CONNECTIONS,
+                    timeout=TURN_WAIT,
+                )
+            )
         )
+        # Created on first use, on the serving event loop.
+        self._turns: asyncio.Semaphore | None = None
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int], int] = defaultdict(int)
 
@@ -75,11 +98,7 @@ class RateLimiter:
         now = time.time()
         window = int(now // WINDOW)
         if self._redis is not None:
-            name = f"fashion:api-rate:{key}:{window}"
-            async with self._redis.pipeline() as pipe:
-                pipe.incr(name)
-                pipe.expire(name, WINDOW * 2)
-                count = (await pipe.execute())[0]
+            count = await self._count_in_redis(f"fashion:api-rate:{key}:{window}")
         else:
             with self._lock:
                 self._counts = defaultdict(
@@ -90,3 +109,19 @@ class RateLimiter:
         if count <= self.limit:
             return 0
         return max(1, int((window + 1) * WINDOW - now) + 1)
+
+    async def _count_in_redis(self, name: str) -> int:
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(REDIS_CONNECTIONS)
+        try:
+            async with asyncio.timeout(TURN_WAIT):
+                await self._turns.acquire()
+        except TimeoutError as exc:
+            raise Saturated from exc
+        try:
+            async with self._redis.pipeline() as pipe:
+                pipe.incr(name)
+                pipe.expire(name, WINDOW * 2)
+                return (await pipe.execute())[0]
+        finally:
+            self._turns.release()
