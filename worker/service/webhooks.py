@@ -82,7 +82,7 @@ def deliver(job_id: str, attempt: int, settings: Settings) -> bool:
             error = f"HTTP {status_code}"
     except CallbackUrlError as exc:
         error = f"refused: {exc}"
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
         error = f"{type(exc).__name__}: {exc}"[:1000]
     delivered = error is None
     with sessions.begin() as session:
