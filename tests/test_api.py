@@ -761,3 +761,20 @@ def test_a_request_kept_waiting_for_the_rate_counter_is_told_to_come_back(
         assert await rate.allow("burst-key") == 0
 
     asyncio.run(scenario())
+
+
+def test_a_control_character_in_a_path_or_query_is_refused_with_400_in_the_error_format(
+    service_settings, open_api
+) -> None:
+    """A NUL in a SKU reached PostgreSQL and came back 500 with a traceback."""
+    api = open_api(service_settings)
+    key = make_key(service_settings)
+    for path, params in (
+        ("/v1/products/TEE-001%00/similar", {}),
+        ("/v1/classifications/abc%0d%0a", {}),
+        ("/v1/products/TEE-001/similar", {"limit": "5\x00"}),
+    ):
+        answer = api.get(path, params=params, headers=bearer(key))
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"]["code"] == "invalid_request"
+    assert api.get("/v1/products/TEE-001/similar", headers=bearer(key)).status_code == 404

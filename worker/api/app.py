@@ -24,6 +24,7 @@ from catalog.db import get_sessionmaker
 from worker import client
 from worker.api import review
 from worker.api.deps import Services
+from worker.api.edge import RefuseControlCharacters
 from worker.api.errors import ApiError, ApiErrorCode
 from worker.api.observability import DepthCollector, ReviewCollector
 from worker.api.routes import classifications, health, products
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry.register(ReviewCollector(sessions))
     _count_requests(app, registry)
     _answer_errors(app)
+    app.add_middleware(RefuseControlCharacters)
     app.include_router(classifications.router)
     app.include_router(products.router)
     app.include_router(health.router)
