@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from catalog.api_keys import NewKey, revoke_api_key
 from catalog.db import get_sessionmaker
@@ -514,9 +515,10 @@ def test_the_api_serves_health_metrics_openapi_and_product_similar_items(
         )
         assert shown.sku == "COAT-1"
     api = open_api(service_settings)
-    down = open_api(
-        service_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    down_settings = service_settings.model_copy(
+        update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"}
     )
+    down = open_api(down_settings)
     key = make_key(service_settings)
 
     assert api.get("/livez").json() == {"status": "ok"}
@@ -526,6 +528,10 @@ def test_the_api_serves_health_metrics_openapi_and_product_similar_items(
     not_ready = down.get("/readyz", timeout=30)
     assert not_ready.status_code == 503 and not_ready.json()["broker"] != "ok"
     assert "Retry-After" in not_ready.headers
+    # Which server is down, but not where it lives: /readyz answers anyone.
+    broker_port = str(make_url(down_settings.resolved_broker_url).port)
+    assert not_ready.json()["broker"].startswith("unavailable")
+    assert broker_port not in not_ready.text and "127.0.0.1" not in not_ready.text
 
     similar = api.get("/v1/products/COAT-1/similar", headers=bearer(key))
     assert similar.status_code == 200

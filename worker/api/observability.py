@@ -7,6 +7,8 @@ the broker or the database is down.
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy.exc
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,29 +21,44 @@ from worker.config import Settings
 from worker.service.celery_app import make_celery
 from worker.storage import get_store
 
+log = logging.getLogger(__name__)
+
 
 def readiness(settings: Settings) -> dict[str, str]:
-    """Each dependency: ``ok`` or why not."""
+    """Each dependency: ``ok``, or ``unavailable (<error type>)``.
+
+    ``/readyz`` answers anyone, so it names which server is down but not where it
+    lives: the full error (socket path, host and port, endpoint, bucket) goes to the
+    log only.
+    """
     checks: dict[str, str] = {}
-    try:
-        with get_sessionmaker(settings.resolved_database_url)() as session:
-            session.execute(text("SELECT 1"))
-            session.execute(select(ClassificationJob.id).limit(1))
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        checks["database"] = f"{type(exc).__name__}: {exc}"[:300]
-    try:
-        with make_celery(settings).connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=2)
-        checks["broker"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["broker"] = f"{type(exc).__name__}: {exc}"[:300]
-    try:
-        get_store(settings).exists("uploads/readyz-probe")
-        checks["storage"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["storage"] = f"{type(exc).__name__}: {exc}"[:300]
+    for name, check in (
+        ("database", _database_answers),
+        ("broker", _broker_answers),
+        ("storage", _storage_answers),
+    ):
+        try:
+            check(settings)
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            log.warning("readyz: %s unavailable: %s: %s", name, type(exc).__name__, exc)
+            checks[name] = f"unavailable ({type(exc).__name__})"
     return checks
+
+
+def _database_answers(settings: Settings) -> None:
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        session.execute(text("SELECT 1"))
+        session.execute(select(ClassificationJob.id).limit(1))
+
+
+def _broker_answers(settings: Settings) -> None:
+    with make_celery(settings).connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=2)
+
+
+def _storage_answers(settings: Settings) -> None:
+    get_store(settings).exists("uploads/readyz-probe")
 
 
 class DepthCollector:
