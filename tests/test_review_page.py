@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from PIL import Image
@@ -16,7 +17,7 @@ from catalog.db import get_sessionmaker
 from catalog.models import Review
 from tests.support.factories import make_flagged_upload, make_key
 from tests.support.servers import InProcessApi, PortalClient
-from worker.api.review import THUMBNAIL_PIXELS
+from worker.api.thumbnails import THUMBNAIL_PIXELS
 from worker.config import Settings
 from worker.storage import get_store
 
@@ -201,3 +202,46 @@ def test_metrics_show_the_queues_the_answers_and_the_agreement(local_settings, o
     assert "fashion_review_model_agreement 1.0" in metrics
     with get_sessionmaker(local_settings.resolved_database_url)() as session:
         assert session.scalar(select(func.count()).select_from(Review)) == 1
+
+
+def forty_megapixel_uploads(settings: Settings, count: int) -> list[str]:
+    """``count`` flagged uploads, each a 6324×6324 photo in a few hundred KB: a TIFF
+    and an RGBA PNG, the formats that cannot be decoded reduced."""
+    photos = []
+    for kind, mode in (("TIFF", "RGB"), ("PNG", "RGBA")):
+        buffer = io.BytesIO()
+        options = {"compression": "tiff_deflate"} if kind == "TIFF" else {}
+        Image.new(mode, (6324, 6324), (180, 60, 60, 255)[: len(mode)]).save(buffer, kind, **options)
+        photos.append(buffer.getvalue())
+    ids = []
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        for index in range(count):
+            job = make_flagged_upload(session, filename=f"huge-{index}")
+            get_store(settings).put(job.image_key, photos[index % 2])
+            ids.append(str(job.id))
+    return ids
+
+
+def test_thumbnails_of_40_megapixel_uploads_keep_the_api_process_flat(
+    local_settings, start_api
+) -> None:
+    """One thumbnail of a 6324×6324 TIFF raised the API's RSS from 217 to 708 MB, nine
+    at once to 3.2 GB, kept until restart. A decode that cannot be reduced now runs
+    in a short-lived process of its own."""
+    ids = forty_megapixel_uploads(local_settings, 20)
+    api = start_api(local_settings)
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+    browser = httpx.Client(base_url=api.url, timeout=60)
+    form = browser.get("/review/login")
+    browser.post("/review/login", data={"key": alice.key, "csrf_token": form_token(form.text)})
+    assert browser.get("/review").status_code == 200
+    before = api.memory_mb()
+
+    with ThreadPoolExecutor(9) as pool:
+        photos = list(pool.map(lambda job_id: browser.get(f"/review/photos/upload/{job_id}"), ids))
+
+    after = api.memory_mb()
+    print(f"API RSS across 20 thumbnails of 40 Mpx uploads: {before:.0f} → {after:.0f} MB")
+    assert [photo.status_code for photo in photos] == [200] * len(ids)
+    assert {max(Image.open(io.BytesIO(p.content)).size) for p in photos} == {THUMBNAIL_PIXELS}
+    assert after - before < 50, f"the API grew {after - before:.0f} MB for 20 thumbnails"

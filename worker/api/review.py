@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import io
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -48,6 +46,7 @@ from catalog.reviews import (
     review_stats,
 )
 from worker.api.deps import AppServices, Services
+from worker.api.thumbnails import ThumbnailError, thumbnail
 from worker.errors import FashionError
 from worker.storage import get_store
 
@@ -57,8 +56,6 @@ LOGIN_CSRF_COOKIE = "fashion_review_login"
 COOKIE_PATH = "/review"
 #: The header ``review.js`` sends to get the next item's fragment instead of a redirect.
 PARTIAL_HEADER = "x-review-partial"
-#: Thumbnails: at most this many pixels on the long side, JPEG.
-THUMBNAIL_PIXELS = 320
 #: Keys that answer: ``1``-``9`` are labels 0-8, ``0`` is label 9 (Ankle boot).
 LABEL_KEYS = [str((label + 1) % 10) for label in range(len(CATEGORIES))]
 OUT_OF_CATALOG_KEY, SKIP_KEY = "o", "s"
@@ -300,7 +297,7 @@ def thumbnail_of(app: Services, kind: str, item_id: str) -> bytes | None:
         return None
     try:
         return thumbnail(get_store(app.settings).get(key), max_pixels=app.settings.max_image_pixels)
-    except (FashionError, OSError, UnidentifiedImageError, ValueError):
+    except (FashionError, ThumbnailError):
         return None
 
 
@@ -386,16 +383,3 @@ def set_cookie(request: Request, response: Response, name: str, value: str, max_
         samesite="strict",
         secure=request.url.scheme == "https",
     )
-
-
-def thumbnail(data: bytes, *, max_pixels: int) -> bytes:
-    """A JPEG of at most ``THUMBNAIL_PIXELS`` on the long side (EXIF rotation applied)."""
-    with Image.open(io.BytesIO(data)) as image:
-        if image.width * image.height > max_pixels:
-            raise ValueError("too many pixels")
-        image.draft("RGB", (THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=85)
-    return out.getvalue()
