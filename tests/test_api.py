@@ -784,3 +784,24 @@ def test_a_control_character_in_a_path_or_query_is_refused_with_400_in_the_error
         assert answer.status_code == 400, (path, answer.text)
         assert answer.json()["error"]["code"] == "invalid_request"
     assert api.get("/v1/products/TEE-001/similar", headers=bearer(key)).status_code == 404
+
+
+def test_a_method_a_route_does_not_take_is_405_with_allow_and_basic_is_not_bearer(
+    service_settings, open_api, fashion_mnist
+) -> None:
+    """The 405 kept its Allow header; and a key cached by a Bearer use was accepted
+    under any scheme (``Authorization: Basic <key>`` → 200 within 5 s)."""
+    api = open_api(service_settings)
+    trace = api.request("TRACE", "/livez")
+    assert trace.status_code == 405 and trace.headers["Allow"] == "GET"
+    assert trace.json()["error"]["code"] == "invalid_request"
+
+    key = make_key(service_settings)
+    job = api.post(
+        "/v1/classifications",
+        content=photo(fashion_mnist),
+        headers={**bearer(key), "Content-Type": "image/png"},
+    ).json()["id"]
+    assert api.get(f"/v1/classifications/{job}", headers=bearer(key)).status_code == 200
+    basic = api.get(f"/v1/classifications/{job}", headers={"Authorization": f"Basic {key.key}"})
+    assert basic.status_code == 401 and basic.json()["error"]["code"] == "unauthorized"

@@ -100,7 +100,9 @@ def _answer_errors(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = ApiErrorCode.NOT_FOUND if exc.status_code == 404 else ApiErrorCode.INVALID_REQUEST
         return JSONResponse(
-            ApiError(exc.status_code, code, str(exc.detail)).body(), status_code=exc.status_code
+            ApiError(exc.status_code, code, str(exc.detail)).body(),
+            status_code=exc.status_code,
+            headers=exc.headers,  # e.g. a 405's Allow
         )
 
     @app.exception_handler(sqlalchemy.exc.OperationalError)
