@@ -805,3 +805,20 @@ def test_a_method_a_route_does_not_take_is_405_with_allow_and_basic_is_not_beare
     assert api.get(f"/v1/classifications/{job}", headers=bearer(key)).status_code == 200
     basic = api.get(f"/v1/classifications/{job}", headers={"Authorization": f"Basic {key.key}"})
     assert basic.status_code == 401 and basic.json()["error"]["code"] == "unauthorized"
+
+
+def test_uploads_accepted_since_the_last_depth_reading_count_toward_the_limit(
+    service_settings, open_api, fashion_mnist
+) -> None:
+    """The broker's count is read at most once a second: a burst in that second let
+    60-100 uploads in against a limit of 20."""
+    api = open_api(service_settings.model_copy(update={"api_max_queue_depth": 3}))
+    key = make_key(service_settings)
+    headers = {**bearer(key), "Content-Type": "image/png"}
+    answers = [
+        api.post("/v1/classifications", content=photo(fashion_mnist, index), headers=headers)
+        for index in range(6)
+    ]
+    assert [answer.status_code for answer in answers] == [202, 202, 202, 429, 429, 429]
+    assert answers[-1].json()["error"]["code"] == "queue_full"
+    assert len(job_rows(service_settings)) == 3

@@ -155,6 +155,8 @@ async def create_classification(
         raise ApiError(409, ApiErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
     except FashionError as exc:
         raise ApiError(400, exc.code, exc.message) from exc
+    if submitted.created:
+        app.depth.accepted()
     headers = {"Location": f"/v1/classifications/{submitted.job_id}"}
     if not submitted.created:
         headers["Idempotent-Replayed"] = "true"
