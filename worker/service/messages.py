@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from celery.schedules import crontab
@@ -94,6 +95,50 @@ def classify_arguments(args: Any, kwargs: Any) -> tuple[str, int]:
     if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
         raise MalformedMessage(f"retry must be a whole number ≥ 0, not {retry!r:.100}")
     return job_id, retry
+
+
+@dataclass(frozen=True)
+class ProductChunk:
+    """A ``fashion.classify_products`` message's arguments, checked."""
+
+    product_ids: list[int]
+    not_before: dt.datetime | None
+    redeliveries: int
+
+
+#: More ids than any chunk we send (``DEFAULT_CHUNK_SIZE``, a run's ``--chunk``).
+MAX_CHUNK_IDS = 10_000
+
+
+def product_chunk_arguments(args: Any, kwargs: Any) -> ProductChunk:
+    """A ``fashion.classify_products`` message's arguments (``args: [[id, …]]``,
+    ``kwargs: {not_before?: ISO 8601, redeliveries?: n}``), or ``MalformedMessage``:
+    a malformed one raised ``TypeError``/``ProgrammingError`` tracebacks in the worker."""
+    if not isinstance(args, list | tuple) or len(args) != 1:
+        raise MalformedMessage(f"args must be [[product_id, …]], not {args!r:.200}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise MalformedMessage(f"kwargs must be an object, not {kwargs!r:.200}")
+    ids = args[0]
+    if (
+        not isinstance(ids, list | tuple)
+        or not 0 < len(ids) <= MAX_CHUNK_IDS
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)
+    ):
+        raise MalformedMessage(f"product ids must be 1-{MAX_CHUNK_IDS} whole numbers > 0")
+    kwargs = dict(kwargs or {})
+    unknown = set(kwargs) - {"not_before", "redeliveries"}
+    if unknown:
+        raise MalformedMessage(f"unknown arguments {sorted(unknown)!r:.200}")
+    not_before = kwargs.get("not_before")
+    if not_before is not None:
+        try:
+            not_before = dt.datetime.fromisoformat(not_before)
+        except (TypeError, ValueError) as exc:
+            raise MalformedMessage(f"not_before {not_before!r:.100} is not ISO 8601") from exc
+    redeliveries = kwargs.get("redeliveries", 0)
+    if isinstance(redeliveries, bool) or not isinstance(redeliveries, int) or redeliveries < 0:
+        raise MalformedMessage(f"redeliveries must be a whole number ≥ 0, not {redeliveries!r}")
+    return ProductChunk(list(ids), not_before, redeliveries)
 
 
 def send_product_chunks(

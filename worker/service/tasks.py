@@ -7,9 +7,9 @@ processes that run them); the names and argument shapes are
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
+from typing import Any
 
 import billiard.pool
 from celery import Celery, Task
@@ -40,6 +40,7 @@ from worker.service.messages import (
     WEBHOOK_TASK,
     MalformedMessage,
     classify_arguments,
+    product_chunk_arguments,
 )
 from worker.service.products import classify_products
 from worker.service.reclassify import reclassify_if_model_changed, start_run
@@ -195,23 +196,25 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         app.task(name=CLASSIFY_TASK, acks_late=True, ignore_result=True)(classify_one)
 
     @app.task(name=CLASSIFY_PRODUCTS_TASK, bind=True, **policy)
-    def classify_product_chunk(
-        self: Task, product_ids: list[int], not_before: str | None = None, redeliveries: int = 0
-    ) -> dict[str, int]:
+    def classify_product_chunk(self: Task, *args: Any, **kwargs: Any) -> dict[str, int]:
         """Classify a chunk of catalog product photos (bulk queue); idempotent per model
         version. ``not_before`` (ISO 8601) is set by ``all`` runs: products this model
         classified before it are done again. ``redeliveries`` counts how often this
-        chunk's products came back from a worker that never acknowledged them."""
+        chunk's products came back from a worker that never acknowledged them. A
+        malformed message is dropped with a warning (``messages.product_chunk_arguments``)."""
+        try:
+            chunk = product_chunk_arguments(list(args), kwargs)
+        except MalformedMessage as exc:
+            log.warning("dropping a malformed %s message: %s", CLASSIFY_PRODUCTS_TASK, exc)
+            return {"classified": 0, "failed": 0, "skipped": 0}
+        product_ids = chunk.product_ids
         with logs.job_context(product_ids=product_ids):
             if (self.request.delivery_info or {}).get("redelivered"):
                 log.warning("chunk of %d products was redelivered; splitting it", len(product_ids))
-                resend_redelivered_chunk(product_ids, not_before, redeliveries + 1, settings)
+                not_before = chunk.not_before.isoformat() if chunk.not_before else None
+                resend_redelivered_chunk(product_ids, not_before, chunk.redeliveries + 1, settings)
                 return {"classified": 0, "failed": 0, "skipped": 0}
-            result = classify_products(
-                product_ids,
-                settings=settings,
-                not_before=dt.datetime.fromisoformat(not_before) if not_before else None,
-            )
+            result = classify_products(product_ids, settings=settings, not_before=chunk.not_before)
             return {
                 "classified": result.classified,
                 "failed": result.failed,
