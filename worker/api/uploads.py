@@ -3,20 +3,24 @@ multipart field ``file``, never more than ``FASHION_MAX_UPLOAD_BYTES`` held.
 
 A declared ``Content-Length`` over the limit is refused before a byte is read; a
 chunked body is counted as it streams and refused the moment it passes the
-limit, so a 30 MB body costs the server no more than the limit.
+limit, so a 30 MB body costs the server no more than the limit. A client that
+hangs up mid-body is logged at INFO, without a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from catalog.codes import ErrorCode
 from worker.api.errors import ApiError, ApiErrorCode
+
+log = logging.getLogger(__name__)
 
 #: Room for a multipart body's boundaries and part headers.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -46,11 +50,18 @@ def not_an_image(content_type: str) -> ApiError:
 
 async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise too_large(limit)
-        yield chunk
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large(limit)
+            yield chunk
+    except ClientDisconnect as exc:
+        # Nobody is left to answer, and nothing was stored: a line, not a traceback.
+        log.info("the client hung up after %d bytes of its upload", received)
+        raise ApiError(
+            400, ApiErrorCode.INVALID_REQUEST, "the client hung up before the body ended"
+        ) from exc
 
 
 async def read_upload(request: Request, *, limit: int) -> Upload:
