@@ -139,3 +139,22 @@ def test_format_outside_the_allow_list_is_refused() -> None:
         preprocess(data, **LIMITS)
     assert excinfo.value.code == "unsupported_format"
     assert "ICO" in excinfo.value.message
+
+
+def test_a_float_image_with_non_finite_pixels_is_classified_not_blank() -> None:
+    """One +inf pixel in a float TIFF made the whole range infinite: "blank"."""
+    item = np.full((64, 64), 10.0, dtype=np.float32)
+    item[16:48, 20:44] = 900.0  # a bright item on a dark ground
+
+    def tiff(pixels: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode="F").save(buffer, format="TIFF")
+        return buffer.getvalue()
+
+    clean = preprocess(tiff(item), **LIMITS)
+    spoiled = item.copy()
+    spoiled[0, 0], spoiled[0, 1], spoiled[63, 63] = np.inf, -np.inf, np.nan
+    assert np.array_equal(preprocess(tiff(spoiled), **LIMITS)[8:20, 8:20], clean[8:20, 8:20])
+    with pytest.raises(ImageError) as nothing_finite:
+        preprocess(tiff(np.full((64, 64), np.nan, dtype=np.float32)), **LIMITS)
+    assert nothing_finite.value.code == "corrupt"

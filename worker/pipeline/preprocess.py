@@ -184,7 +184,14 @@ def flatten(image: Image.Image) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
         pixels = np.asarray(image, dtype=np.float32)
-        low, high = float(pixels.min()), float(pixels.max())
+        # A float image may hold ±inf or NaN (one +inf pixel made the range infinite
+        # and the whole photo "blank"): the range is the finite pixels', the others
+        # are clipped to it.
+        finite = np.isfinite(pixels)
+        if not finite.any():
+            raise ImageError(ErrorCode.CORRUPT, "the image has no finite pixel value")
+        low, high = float(pixels[finite].min()), float(pixels[finite].max())
+        pixels = np.nan_to_num(pixels, nan=low, posinf=high, neginf=low)
         scaled = (pixels - low) / (high - low) * 255 if high > low else np.zeros_like(pixels)
         return Image.fromarray(scaled.astype(np.uint8), mode="L")
     if image.mode == "P":
