@@ -56,7 +56,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
         *_BASICS,
     ),
     "worker.client": ("catalog", "worker.storage", "worker.service.messages", *_BASICS),
-    "worker.review_export": ("catalog", "worker.storage", *_BASICS),
+    # The reviews export reads a photo the way the worker did (the CLI runs it).
+    "worker.review_export": ("catalog", "worker.storage", "worker.pipeline", *_BASICS),
     "worker.api": (
         "catalog",
         "worker.client",

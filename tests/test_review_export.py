@@ -16,7 +16,7 @@ from catalog.queries import get_job
 from tests.support.factories import answer, make_flagged_upload, make_reviewer
 from worker.cli import main
 from worker.pipeline.classify import classify_files
-from worker.review_export import MAPPING_FILENAME, folder_name
+from worker.review_export import MAPPING_FILENAME, export_reviews, folder_name
 from worker.storage import get_store
 
 SAMPLE_UPLOADS = Path(__file__).resolve().parents[1] / "worker" / "samples" / "uploads"
@@ -130,3 +130,29 @@ def test_finetune_photos_reads_the_exported_layout_and_its_mapping(cli_env, tmp_
         [1.0] * len(CATEGORIES),
         np.eye(len(CATEGORIES))[PULLOVER].tolist(),
     ]
+
+
+def test_a_float_tiff_the_worker_classified_is_exported_as_the_worker_read_it(
+    local_settings, tmp_path
+) -> None:
+    """It was listed as ``unreadable``: PNG cannot hold a float image as it is."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.full((64, 64), 10.0, dtype=np.float32)
+    pixels[16:48, 20:44] = 900.0
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="F").save(buffer, format="TIFF")
+    with get_sessionmaker(local_settings.resolved_database_url).begin() as session:
+        job = make_flagged_upload(session, filename="float.tif")
+        get_store(local_settings).put(job.image_key, buffer.getvalue())
+        answer(session, make_reviewer(session), job, ReviewAnswer.LABEL, label=8)
+
+    report = export_reviews(tmp_path / "out", settings=local_settings)
+
+    assert report.missing == []
+    (written,) = (tmp_path / "out" / folder_name(8)).iterdir()
+    assert written.suffix == ".png"
+    with Image.open(written) as exported:
+        assert exported.mode == "L" and exported.size == (64, 64)

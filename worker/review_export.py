@@ -26,7 +26,8 @@ from catalog.codes import CATEGORIES
 from catalog.db import get_sessionmaker
 from catalog.reviews import settled_answers
 from worker.config import Settings
-from worker.errors import FashionError
+from worker.errors import FashionError, ImageError
+from worker.pipeline.preprocess import decode, flatten
 from worker.storage import get_store
 
 MAPPING_FILENAME = "mapping.json"
@@ -90,7 +91,7 @@ def export_reviews(
         except FashionError as exc:
             report.missing.append(f"{item.key}: {exc.code}")
             continue
-        converted = as_photo_file(data)
+        converted = as_photo_file(data, settings=settings)
         if converted is None:
             report.missing.append(f"{item.key}: unreadable")
             continue
@@ -105,16 +106,21 @@ def export_reviews(
     return report
 
 
-def as_photo_file(data: bytes) -> tuple[bytes, str] | None:
+def as_photo_file(data: bytes, *, settings: Settings) -> tuple[bytes, str] | None:
     """The bytes and a suffix the photo tools read: as stored when they know the
-    format, else re-encoded as PNG; ``None`` if it is not an image at all."""
+    format, else the photo as the worker read it (the pipeline's bounded ``decode``
+    and ``flatten``: a float or 16-bit TIFF included, which PNG cannot hold as it
+    is), re-encoded as PNG; ``None`` if the worker could not read it either."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             suffix = SUFFIXES.get(image.format or "")
-            if suffix is not None:
-                return data, suffix
-            out = io.BytesIO()
-            image.save(out, "PNG")
-            return out.getvalue(), ".png"
-    except (UnidentifiedImageError, OSError):
+        if suffix is not None:
+            return data, suffix
+        image = flatten(
+            decode(data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+        )
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        return out.getvalue(), ".png"
+    except (UnidentifiedImageError, OSError, ImageError):
         return None
