@@ -822,3 +822,14 @@ def test_uploads_accepted_since_the_last_depth_reading_count_toward_the_limit(
     assert [answer.status_code for answer in answers] == [202, 202, 202, 429, 429, 429]
     assert answers[-1].json()["error"]["code"] == "queue_full"
     assert len(job_rows(service_settings)) == 3
+
+
+def test_the_interactive_docs_are_off_unless_asked_for_and_the_schema_always_served(
+    local_settings, open_api
+) -> None:
+    """/docs loads Swagger UI from a CDN: it showed nothing on a machine without internet."""
+    plain = open_api(local_settings)
+    assert plain.get("/docs").status_code == 404 and plain.get("/redoc").status_code == 404
+    assert plain.get("/openapi.json").status_code == 200
+    documented = open_api(local_settings.model_copy(update={"api_docs": True}))
+    assert documented.get("/docs").status_code == 200

@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     api_rate_limit: int = Field(
         600, ge=0, description="HTTP API: requests per minute per API key; 0: no limit."
     )
+    api_docs: bool = Field(
+        False,
+        description=(
+            "HTTP API: serve /docs and /redoc (their scripts load from a CDN, so they show "
+            "nothing on a machine without internet); /openapi.json is always served."
+        ),
+    )
     webhook_timeout: float = Field(
         5, gt=0, description="Seconds one webhook POST may take (connect and read)."
     )

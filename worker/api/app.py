@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Classify clothing photos and offer similar in-stock items. "
         "Authenticate with `Authorization: Bearer <API key>` (`fashion api-key create`).",
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
     )
     sessions = get_sessionmaker(settings.resolved_database_url)
     app.state.services = services = Services.for_settings(settings, sessions)

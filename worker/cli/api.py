@@ -19,8 +19,8 @@ from worker.config import get_settings
 def api(host: str, port: int, workers: int, log_level: str) -> None:
     """Serve the HTTP API (FastAPI on uvicorn): uploads, results, webhooks.
 
-    Docs at /docs, the OpenAPI schema at /openapi.json, health at /livez and
-    /readyz, Prometheus at /metrics. Callers authenticate with an API key
+    The OpenAPI schema at /openapi.json (docs at /docs with FASHION_API_DOCS=true),
+    health at /livez and /readyz, Prometheus at /metrics. Callers authenticate with an API key
     (`fashion api-key create NAME`). Configured by FASHION_* variables, like the
     workers it feeds.
     """
