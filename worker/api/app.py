@@ -25,7 +25,7 @@ from worker import client
 from worker.api import review
 from worker.api.deps import Services
 from worker.api.edge import RefuseControlCharacters
-from worker.api.errors import ApiError, ApiErrorCode
+from worker.api.errors import ApiError, ApiErrorCode, error_responses
 from worker.api.observability import DepthCollector, ReviewCollector
 from worker.api.routes import classifications, health, products
 from worker.config import Settings, get_settings
@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         description="Classify clothing photos and offer similar in-stock items. "
         "Authenticate with `Authorization: Bearer <API key>` (`fashion api-key create`).",
+        # Any route: a control character in the path or query (worker.api.edge).
+        responses=error_responses(400),
         docs_url="/docs" if settings.api_docs else None,
         redoc_url="/redoc" if settings.api_docs else None,
     )

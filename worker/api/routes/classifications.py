@@ -23,7 +23,7 @@ from worker.api.auth import Caller
 from worker.api.deps import AppServices, CurrentCaller, Services, not_found, owned_job
 from worker.api.errors import ApiError, ApiErrorCode, error_responses
 from worker.api.uploads import read_upload
-from worker.callbacks import CallbackUrlError, check_callback_url
+from worker.callbacks import MAX_URL_LENGTH, CallbackUrlError, check_callback_url
 from worker.errors import FashionError
 from worker.service.retention import erase
 
@@ -38,6 +38,22 @@ WaitSeconds = Annotated[
     Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the result (long-poll), at most 10."),
 ]
 
+#: An http(s) URL of a public unicast address, port 1-65535, no spaces or control
+#: characters, at most 2000 characters (``worker.callbacks``); the schema can say
+#: all but "public": a private or unresolvable host is answered 400.
+CALLBACK_URL_SCHEMA = {
+    "type": "string",
+    "format": "uri",
+    "pattern": "^https?://[^\\s\\x00-\\x1f\\x7f]+$",
+    "maxLength": MAX_URL_LENGTH,
+}
+# Declared, not validated by FastAPI: a URL that breaks these rules is answered 400
+# invalid_request by worker.callbacks, like every other refused URL.
+CallbackUrl = Query(
+    description="POST the finished result here, signed: http(s) on a public address.",
+    json_schema_extra={k: v for k, v in CALLBACK_URL_SCHEMA.items() if k != "type"},
+)
+
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -50,7 +66,7 @@ UPLOAD_BODY = {
                     "type": "object",
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "callback_url": {"type": "string"},
+                        "callback_url": CALLBACK_URL_SCHEMA,
                     },
                     "required": ["file"],
                 }
@@ -109,9 +125,7 @@ async def create_classification(
     app: AppServices,
     caller: CurrentCaller,
     wait: WaitSeconds = 0,
-    callback_url: Annotated[
-        str | None, Query(description="POST the finished result here, signed.")
-    ] = None,
+    callback_url: Annotated[str | None, CallbackUrl] = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Accepted | JSONResponse:
     """Upload a photo for classification.
