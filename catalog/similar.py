@@ -77,6 +77,12 @@ def _offerable(model_version: str):  # type: ignore[no-untyped-def]
     )
 
 
+def _cosine(score: float) -> float:
+    """A cosine similarity within [-1, 1]: float16 storage put 58 % of exact matches
+    at 1.000026."""
+    return min(1.0, max(-1.0, score))
+
+
 def _unit(embedding: np.ndarray) -> np.ndarray | None:
     """``embedding`` as a float32 unit vector; ``None`` if it has no direction."""
     query = np.asarray(embedding, dtype=np.float32).ravel()
@@ -185,7 +191,9 @@ def _pgvector_search(
 ) -> list[tuple[Product, float]]:
     rows = session.execute(_pgvector_statement(query, categories, model_version, top_k)).all()
     # Iterative scans return rows in relaxed order: sort them exactly.
-    ranked = sorted(((product, 1.0 - float(d)) for product, d in rows), key=lambda r: -r[1])
+    ranked = sorted(
+        ((product, _cosine(1.0 - float(d))) for product, d in rows), key=lambda r: -r[1]
+    )
     return ranked[:top_k]
 
 
@@ -240,7 +248,7 @@ def _exact_search(
         )
     }
     return [
-        (products[int(i)], float(score))
+        (products[int(i)], _cosine(float(score)))
         for i, score in zip(best_ids, best_scores, strict=True)
         if int(i) in products
     ]

@@ -362,3 +362,22 @@ def test_the_move_to_predictions_per_version_keeps_every_prediction_and_similar_
         assert (failed.error, failed.label, failed.embedding) == ("corrupt", None, None)
         assert products["C-1"].model_version == VERSION  # the product's columns stay
         assert session.scalar(select(func.count()).select_from(SimilarItem)) == 1
+
+
+def test_a_similarity_score_never_leaves_minus_one_to_one(session: Session) -> None:
+    """float16 storage rounds an exact match's cosine to 1.000026 (58 % of random
+    128-d unit vectors); a score is a cosine, and callers were shown the excess."""
+    rng = np.random.default_rng(0)
+    rng.normal(size=128)
+    query = rng.normal(size=128).astype(np.float32)
+    query /= np.linalg.norm(query)
+    make_product(session, sku="SAME", category="Trouser", embedding=query, model_version=VERSION)
+    ranked = rank_similar(
+        session=session,
+        probabilities=TROUSER_PROBABILITIES,
+        embedding=query,
+        model_version=VERSION,
+        uncertain=False,
+        top_k=1,
+    )
+    assert [(product.sku, score) for product, score in ranked] == [("SAME", 1.0)]
