@@ -245,3 +245,15 @@ def test_thumbnails_of_40_megapixel_uploads_keep_the_api_process_flat(
     assert [photo.status_code for photo in photos] == [200] * len(ids)
     assert {max(Image.open(io.BytesIO(p.content)).size) for p in photos} == {THUMBNAIL_PIXELS}
     assert after - before < 50, f"the API grew {after - before:.0f} MB for 20 thumbnails"
+
+
+def test_the_model_top_3_shows_each_category_with_the_key_that_answers_it(
+    local_settings, open_api
+) -> None:
+    (job_id,) = flagged_uploads(local_settings, 1)  # Pullover 55 %, Coat 40 %, Shirt 5 %
+    api = open_api(local_settings)
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+    browser, _ = log_in(api, alice.key)
+    top = browser.get("/review").text.split('<ol class="top" id="top">')[1].split("</ol>")[0]
+    shown = re.findall(r'<span class="name">([^<]+)</span> <kbd title="its key">(\d)</kbd>', top)
+    assert shown == [("Pullover", "3"), ("Coat", "5"), ("Shirt", "7")]

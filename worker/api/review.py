@@ -94,6 +94,8 @@ def age(value: dt.datetime | None) -> str:
 router = APIRouter(prefix="/review", include_in_schema=False)
 templates = Jinja2Templates(directory=TEMPLATES / "review")
 templates.env.filters["age"] = age
+# The top 3 show each category's key, so "3" beside 55 % is not misread as a rank.
+templates.env.globals["label_keys"] = LABEL_KEYS
 
 
 def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
