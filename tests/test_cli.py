@@ -118,3 +118,35 @@ def test_classify_refuses_a_fifo_and_an_endless_device_at_once(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     codes = [json.loads(line)["error"]["code"] for line in result.stdout.splitlines()]
     assert codes == ["unreadable", "unreadable"]
+
+
+@pytest.mark.parametrize(
+    ("environment", "says"),
+    [
+        ({"FASHION_API_RATE_LIMIT": "plenty"}, "a setting is malformed: FASHION_API_RATE_LIMIT"),
+        ({}, "the catalog has no schema yet (no such table: products): run `fashion migrate`"),
+        (
+            {"FASHION_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/catalog"},
+            "the database cannot be reached",
+        ),
+    ],
+    ids=["malformed-setting", "no-schema", "database-down"],
+)
+def test_a_set_up_mistake_is_one_line_naming_the_fix_not_a_traceback(
+    environment: dict[str, str], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.config import get_settings
+
+    for key in [key for key in os.environ if key.startswith("FASHION_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("FASHION_DATA_DIR", str(tmp_path / "never-migrated"))
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["catalog", "show", "TEE-001"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: " + says), result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

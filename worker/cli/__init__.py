@@ -11,9 +11,10 @@ from __future__ import annotations
 import click
 
 from worker.cli import api, bench, catalog, evaluation, ops, photos, reviews, training, uploads
+from worker.cli.errors import FashionGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=FashionGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Classify clothing photos and offer similar in-stock items.
 
