@@ -833,3 +833,66 @@ def test_the_interactive_docs_are_off_unless_asked_for_and_the_schema_always_ser
     assert plain.get("/openapi.json").status_code == 200
     documented = open_api(local_settings.model_copy(update={"api_docs": True}))
     assert documented.get("/docs").status_code == 200
+
+
+class SlowReceiver:
+    """A webhook receiver on loopback that takes ``delay`` seconds to answer each POST."""
+
+    def __init__(self, delay: float) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.processes
+def test_slow_callbacks_never_hold_back_another_tenants_uploads_on_a_default_worker(
+    service_settings, fashion_mnist
+) -> None:
+    """A plain ``fashion worker`` (all queues, one process): four uploads whose callback
+    server takes 20 s held the pool, and another tenant's uploads took 4.1 s instead
+    of 0.4 s. Webhooks get a pool of their own, whatever the worker is started with."""
+    settings = service_settings.model_copy(
+        update={"webhook_allow_private": True, "webhook_timeout": 30}
+    )
+    receiver = SlowReceiver(delay=20)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", "--concurrency", "1"],
+        env=worker_environment(settings),
+        start_new_session=True,
+    )
+    try:
+
+        def time_to_done(count: int, **submit_options: str) -> float:
+            started = time.monotonic()
+            ids = [
+                client.submit_upload(
+                    photo(fashion_mnist, index), "x.png", settings=settings, **submit_options
+                ).job_id
+                for index in range(count)
+            ]
+            results = client.wait(ids, timeout=120, settings=settings)
+            assert all(result.status == "done" for result in results.values()), results
+            return time.monotonic() - started
+
+        time_to_done(1)  # the worker is up and its model loaded
+        alone = time_to_done(3)
+        time_to_done(4, callback_url=receiver.url)  # their webhooks are now being delivered
+        time.sleep(1)
+        beside_slow_callbacks = time_to_done(3)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        receiver.server.shutdown()
+    print(f"3 uploads: {alone:.2f} s alone, {beside_slow_callbacks:.2f} s beside 4 slow callbacks")
+    assert beside_slow_callbacks < max(2 * alone, 2.0)

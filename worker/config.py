@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(
         8, ge=1, description="Attempts to deliver one webhook (exponential backoff between)."
     )
+    webhook_concurrency: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description=(
+            "Webhook deliveries at once per worker (threads of the webhook pool, apart "
+            "from the processes that classify uploads)."
+        ),
+    )
     webhook_allow_private: bool = Field(
         False,
         description=(

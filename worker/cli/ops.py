@@ -3,12 +3,19 @@ watching the service."""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import subprocess
 import sys
 
 import click
 
 from worker.cli.common import echo_json
-from worker.config import get_settings
+from worker.config import Settings, get_settings
+
+#: prctl(2): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 @click.command()
@@ -38,20 +45,66 @@ def worker(queues: str | None, concurrency: int | None, loglevel: str, celery_ar
 
     Production runs two kinds: `-Q interactive` (uploads; micro-batched, holds
     up to FASHION_BATCH_MAX_SIZE messages per process) and `-Q bulk`
-    (catalog chunks; holds one message per process).
+    (catalog chunks; holds one message per process). Webhooks always get a pool
+    of their own (FASHION_WEBHOOK_CONCURRENCY threads): with the other queues, in
+    a second worker process this command starts and stops with itself, so a slow
+    callback server never holds a process that classifies uploads.
     """
     from worker.service.worker_app import make_worker_app
 
     settings = get_settings()
     app = make_worker_app(settings)
-    queues = queues or ",".join(
-        (settings.interactive_queue, settings.bulk_queue, settings.webhook_queue)
-    )
-    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
+    default = (settings.interactive_queue, settings.bulk_queue, settings.webhook_queue)
+    names = queues.split(",") if queues else list(default)
+    webhooks = settings.webhook_queue
+    others = [name for name in names if name != webhooks]
+    argv = ["worker", f"--loglevel={loglevel}"]
+    if not others:  # -Q webhooks: this process is the webhook pool
+        threads = concurrency or settings.webhook_concurrency
+        argv += [f"--queues={webhooks}", "--pool=threads", f"--concurrency={threads}"]
+        app.worker_main([*argv, *celery_args])
+        return
+    argv.append(f"--queues={','.join(others)}")
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
-    argv.append(f"--prefetch-multiplier={settings.prefetch_multiplier(queues.split(','))}")
-    app.worker_main([*argv, *celery_args])
+    argv.append(f"--prefetch-multiplier={settings.prefetch_multiplier(others)}")
+    webhook_worker = _start_webhook_worker(settings, loglevel) if webhooks in names else None
+    try:
+        app.worker_main([*argv, *celery_args])
+    finally:
+        if webhook_worker is not None:
+            _stop(webhook_worker)
+
+
+def _start_webhook_worker(settings: Settings, loglevel: str) -> subprocess.Popen:
+    from worker.service.celery_app import worker_command, worker_environment
+
+    # Deliveries wait on the network: threads, not processes, and none loads the model.
+    command = worker_command(
+        settings,
+        [settings.webhook_queue],
+        hostname=f"webhooks-{os.getpid()}",
+        concurrency=settings.webhook_concurrency,
+        loglevel=loglevel,
+        extra=("--pool=threads",),
+    )
+    return subprocess.Popen(command, env=worker_environment(settings), preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (the parent is single-threaded here): SIGTERM when the
+    parent dies, even by SIGKILL, so no webhook worker outlives its ``fashion worker``."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @click.command()
