@@ -192,7 +192,8 @@ class InProcessApi:
 
         self._stack = ExitStack()
         self._portal = self._stack.enter_context(start_blocking_portal())
-        self._transport = httpx.ASGITransport(app=create_app(settings), raise_app_exceptions=False)
+        self.app = create_app(settings)
+        self._transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
         self._clients: list[httpx.AsyncClient] = []
         client = self.browser()
         self.request, self.get, self.post, self.delete = (

@@ -20,22 +20,32 @@ from catalog.queries import get_job
 from worker.api.auth import Caller, Keys, backend_only
 from worker.api.errors import ApiError, ApiErrorCode
 from worker.api.limits import QueueDepth, RateLimiter, Saturated
+from worker.api.waiting import Waiters
 from worker.config import Settings
 
 
 @dataclass(frozen=True)
 class Services:
-    """One per app: settings, database sessions, the key cache, backpressure, rate."""
+    """One per app: settings, database sessions, the key cache, backpressure, rate, and
+    the requests waiting for their job."""
 
     settings: Settings
     sessions: sessionmaker[Session]
     keys: Keys
     depth: QueueDepth
     rate: RateLimiter
+    waiters: Waiters
 
     @classmethod
     def for_settings(cls, settings: Settings, sessions: sessionmaker[Session]) -> Services:
-        return cls(settings, sessions, Keys(settings), QueueDepth(settings), RateLimiter(settings))
+        return cls(
+            settings,
+            sessions,
+            Keys(settings),
+            QueueDepth(settings),
+            RateLimiter(settings),
+            Waiters(sessions),
+        )
 
 
 def services(request: Request) -> Services:

@@ -221,8 +221,8 @@ def measure_interactive(
 
 def _poll_until_finished(settings: Settings, job_id: str) -> client.JobResult:
     """``client.result`` on the API's long-poll schedule (``poll_interval`` of
-    ``worker.api.routes.classifications``)."""
-    from worker.api.routes.classifications import poll_interval
+    ``worker.api.waiting``)."""
+    from worker.api.waiting import poll_interval
 
     started = time.monotonic()
     while True:

@@ -7,8 +7,6 @@ event loop between reads, so a waiting request holds no thread.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -29,9 +27,6 @@ from worker.service.retention import erase
 
 #: The longest a request may wait for its result (``wait``), in seconds.
 MAX_WAIT = 10.0
-#: Long-poll reads: every 5 ms for the first half second (an idle worker answers in
-#: ~20-50 ms), then every 50 ms.
-FIRST_POLL, LAST_POLL, FAST_POLLING = 0.005, 0.05, 0.5
 
 WaitSeconds = Annotated[
     float,
@@ -78,11 +73,6 @@ UPLOAD_BODY = {
 router = APIRouter(prefix="/v1/classifications", tags=["classifications"])
 
 
-def poll_interval(waited: float) -> float:
-    """Seconds until the next read of a job being waited for, ``waited`` s in."""
-    return FIRST_POLL if waited < FAST_POLLING else LAST_POLL
-
-
 def _status(app: Services, caller: Caller, job_id: str) -> str:
     with app.sessions() as session:
         return owned_job(session=session, caller=caller, job_id=job_id).status
@@ -97,15 +87,11 @@ def _result(app: Services, caller: Caller, job_id: str) -> JobResult:
 
 async def wait_for(app: Services, caller: Caller, job_id: str, wait: float) -> JobResult:
     """The caller's job once it has finished, or as it is after ``wait`` seconds."""
-    if as_uuid(job_id) is None:
+    job_uuid = as_uuid(job_id)
+    if job_uuid is None:
         raise not_found(f"no job {job_id}")
-    started = time.monotonic()
-    while wait > 0:
-        status = await run_in_threadpool(_status, app, caller, job_id)
-        waited = time.monotonic() - started
-        if status in TERMINAL_STATUSES or waited >= wait:
-            break
-        await asyncio.sleep(min(poll_interval(waited), wait - waited))
+    if wait > 0 and await run_in_threadpool(_status, app, caller, job_id) not in TERMINAL_STATUSES:
+        await app.waiters.until_finished(job_uuid, wait)
     return await run_in_threadpool(_result, app, caller, job_id)
 
 
