@@ -297,16 +297,18 @@ def test_an_upload_not_started_within_its_deadline_ends_expired(
 
 
 class Receiver:
-    """A webhook receiver on loopback: answers the first POST 500, later ones 204."""
+    """A webhook receiver on loopback: answers the first POST ``first_status`` (500 by
+    default), later ones 204, each after ``delay`` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, first_status: int = 500, delay: float = 0.0) -> None:
         self.calls: list[tuple[int, dict[str, str], bytes]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = 500 if not receiver.calls else 204
+                time.sleep(delay)
+                status = first_status if not receiver.calls else 204
                 receiver.calls.append((status, dict(self.headers), body))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -835,26 +837,6 @@ def test_the_interactive_docs_are_off_unless_asked_for_and_the_schema_always_ser
     assert documented.get("/docs").status_code == 200
 
 
-class SlowReceiver:
-    """A webhook receiver on loopback that takes ``delay`` seconds to answer each POST."""
-
-    def __init__(self, delay: float) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(delay)
-                self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.mark.processes
 def test_slow_callbacks_never_hold_back_another_tenants_uploads_on_a_default_worker(
     service_settings, fashion_mnist
@@ -865,7 +847,7 @@ def test_slow_callbacks_never_hold_back_another_tenants_uploads_on_a_default_wor
     settings = service_settings.model_copy(
         update={"webhook_allow_private": True, "webhook_timeout": 30}
     )
-    receiver = SlowReceiver(delay=20)
+    receiver = Receiver(first_status=204, delay=20)
     worker = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "worker", "--concurrency", "1"],
         env=worker_environment(settings),
