@@ -150,3 +150,30 @@ def test_a_set_up_mistake_is_one_line_naming_the_fix_not_a_traceback(
     assert result.exit_code == 1
     assert result.output.startswith("Error: " + says), result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_fashion_api_says_in_one_line_what_it_cannot_use_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newcomer who starts the API before `fashion migrate` is told, not left to
+    read a 503 from /readyz. The server itself is not started here."""
+    import uvicorn
+
+    from worker.config import get_settings
+
+    for key in [key for key in os.environ if key.startswith("FASHION_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("FASHION_DATA_DIR", str(tmp_path / "never-migrated"))
+    served: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: served.append(kwargs))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["api", "--port", "8765"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: the catalog has no schema yet (no such table: classification_jobs): "
+        "run `fashion migrate`; /readyz answers 503 until then"
+    ) in result.output
+    assert served and served[0]["port"] == 8765

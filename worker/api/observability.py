@@ -32,11 +32,7 @@ def readiness(settings: Settings) -> dict[str, str]:
     log only.
     """
     checks: dict[str, str] = {}
-    for name, check in (
-        ("database", _database_answers),
-        ("broker", _broker_answers),
-        ("storage", _storage_answers),
-    ):
+    for name, check in DEPENDENCIES:
         try:
             check(settings)
             checks[name] = "ok"
@@ -59,6 +55,14 @@ def _broker_answers(settings: Settings) -> None:
 
 def _storage_answers(settings: Settings) -> None:
     get_store(settings).exists("uploads/readyz-probe")
+
+
+#: What the API needs, each with a check that raises when it cannot be used.
+DEPENDENCIES = (
+    ("database", _database_answers),
+    ("broker", _broker_answers),
+    ("storage", _storage_answers),
+)
 
 
 class DepthCollector:

@@ -6,7 +6,7 @@ import click
 
 from catalog.codes import KeyScope
 from worker.cli.common import echo_json
-from worker.config import get_settings
+from worker.config import Settings, get_settings
 
 
 @click.command()
@@ -26,6 +26,7 @@ def api(host: str, port: int, workers: int, log_level: str) -> None:
     """
     import uvicorn
 
+    warn_about_what_is_missing(get_settings())
     uvicorn.run(
         "worker.api.app:factory",
         factory=True,
@@ -36,6 +37,20 @@ def api(host: str, port: int, workers: int, log_level: str) -> None:
         # A client that sends nothing for this long is dropped: no slow-loris holds.
         timeout_keep_alive=5,
     )
+
+
+def warn_about_what_is_missing(settings: Settings) -> None:
+    """One line for each server the API cannot use yet, naming the fix; the API starts
+    anyway (a database may come up after it) and /readyz answers 503 meanwhile."""
+    from worker.api.observability import DEPENDENCIES
+    from worker.cli.errors import explain
+
+    for name, check in DEPENDENCIES:
+        try:
+            check(settings)
+        except Exception as exc:  # noqa: BLE001 - reported, the server starts anyway
+            why = explain(exc) or f"the {name} cannot be used ({type(exc).__name__}: {exc})"
+            click.echo(f"warning: {why}; /readyz answers 503 until then", err=True)
 
 
 @click.group(name="api-key")
