@@ -12,6 +12,7 @@ replace the tick; the tick stays as its safety net.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -22,6 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from catalog.codes import TERMINAL_STATUSES
 from catalog.models import ClassificationJob
+
+log = logging.getLogger(__name__)
 
 #: Reads while some request has waited less than ``FAST_POLLING`` seconds: every 5 ms
 #: (an idle worker answers in ~20-50 ms); after that, every 50 ms.
@@ -68,7 +71,12 @@ class Waiters:
 
     async def _poll(self) -> None:
         while self._waiting:
-            finished = await run_in_threadpool(self._finished_among, list(self._waiting))
+            try:
+                finished = await run_in_threadpool(self._finished_among, list(self._waiting))
+            except Exception:  # noqa: BLE001 - a database hiccup: the waiters time out at worst
+                log.warning("reading the waited-for jobs failed; trying again", exc_info=True)
+                await asyncio.sleep(LAST_POLL)
+                continue
             self.reads += 1
             for job_id in finished:
                 for future in self._waiting.get(job_id, ()):
