@@ -1,8 +1,8 @@
-"""The job and product lifecycle: every state change the system makes, in one place.
+"""The job lifecycle: every state change of an upload's job, in one place.
 
 An upload's job goes ``queued`` → ``running`` → ``done`` | ``failed``
-(``catalog.codes.JobStatus``); a catalog product's photo gets a prediction or an
-error code (``catalog.codes.ErrorCode``) per model version. Each change is a
+(``catalog.codes.JobStatus``); a catalog product's predictions change in
+``catalog.predictions``, by the same rules. Each change is a
 keyword-only function with an explicit ``session``: the caller owns the
 transaction, so a change and whatever goes with it (similar items, a batch's
 other jobs) commit together or not at all. Nothing here knows Celery, storage or
@@ -17,17 +17,13 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from catalog.codes import TERMINAL_STATUSES, ErrorCode, JobStatus
-from catalog.embeddings import encode_embedding
 from catalog.models import (
     ClassificationJob,
-    Product,
-    ProductPrediction,
     Review,
     SimilarItem,
     WebhookDelivery,
@@ -305,152 +301,3 @@ def delete_jobs(*, session: Session, job_ids: Sequence[str]) -> int:
     session.execute(delete(Review).where(Review.job_id.in_(ids)))
     result = session.execute(delete(ClassificationJob).where(ClassificationJob.id.in_(ids)))
     return result.rowcount
-
-
-def already_done(version: str, not_before: dt.datetime | None) -> ColumnElement[bool]:
-    """SQL condition: the product needs nothing more from a run with this skip rule
-    (classified by ``version``, at or after ``not_before`` when that is set)."""
-    condition = Product.model_version == version
-    if not_before is not None:
-        condition = and_(condition, Product.classified_at >= not_before)
-    return condition
-
-
-@dataclass(frozen=True)
-class KeptInput:
-    """A photo's model input as the catalog keeps it (see ``Product.model_input``)."""
-
-    pixels: bytes
-    busy_background: bool
-    source_key: str
-    sha256: str
-    preprocess_version: int
-
-
-@dataclass(frozen=True)
-class ProductOutcome:
-    """One product photo's result: a prediction, or the error code it ended with; the
-    model input to keep when the photo was fetched for it; and, when it was fetched
-    (``fetched``), the version tag it had then (``None``: it was missing)."""
-
-    product_id: int
-    label: int | None = None
-    confidence: float | None = None
-    probabilities: Sequence[float] | None = None
-    embedding: Any = None
-    error: ErrorCode | None = None
-    kept_input: KeptInput | None = None
-    fetched: bool = False
-    photo_etag: str | None = None
-
-
-def record_predictions(
-    *, session: Session, model_version: str, outcomes: Sequence[ProductOutcome]
-) -> None:
-    """Write each product's prediction or error for ``model_version``: one bulk UPDATE
-    of ``products`` and one upsert of its ``product_predictions`` rows (the other
-    versions' rows are left as they are).
-
-    A product with an error counts as done for this model (the skip rule), so no
-    run queues it again until a new model or an ``all`` run.
-    """
-    if not outcomes:
-        return
-    now = utcnow()
-    outputs = [
-        {
-            "label": outcome.label,
-            "confidence": outcome.confidence,
-            "probabilities": (
-                None
-                if outcome.probabilities is None
-                else [round(float(p), 4) for p in outcome.probabilities]
-            ),
-            "embedding": (
-                None if outcome.embedding is None else encode_embedding(outcome.embedding)
-            ),
-            "error": None if outcome.error is None else outcome.error.value,
-        }
-        for outcome in outcomes
-    ]
-    session.execute(
-        update(Product),
-        [
-            {
-                "id": outcome.product_id,
-                "predicted_label": output["label"],
-                "predicted_confidence": output["confidence"],
-                "predicted_probabilities": output["probabilities"],
-                "model_version": model_version,
-                "embedding": output["embedding"],
-                "classified_at": now,
-                "classification_error": output["error"],
-                "updated_at": now,
-                **_kept_columns(outcome.kept_input),
-                **({"photo_etag": outcome.photo_etag} if outcome.fetched else {}),
-            }
-            for outcome, output in zip(outcomes, outputs, strict=True)
-        ],
-    )
-    categories = dict(
-        session.execute(
-            select(Product.id, Product.category).where(
-                Product.id.in_([outcome.product_id for outcome in outcomes])
-            )
-        ).all()
-    )
-    _upsert_predictions(
-        session,
-        [
-            {
-                "product_id": outcome.product_id,
-                "model_version": model_version,
-                "category": categories[outcome.product_id],
-                "classified_at": now,
-                **output,
-            }
-            for outcome, output in zip(outcomes, outputs, strict=True)
-            if outcome.product_id in categories
-        ],
-    )
-
-
-def _upsert_predictions(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert each (product, model version)'s row, or replace the one there: one
-    statement, ``INSERT … ON CONFLICT DO UPDATE`` on both engines."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(ProductPrediction)
-    replaced = ("category", "label", "confidence", "probabilities", "embedding")
-    statement = statement.on_conflict_do_update(
-        index_elements=["product_id", "model_version"],
-        set_={name: statement.excluded[name] for name in (*replaced, "classified_at", "error")},
-    )
-    session.execute(statement, rows)
-
-
-def _kept_columns(kept: KeptInput | None) -> dict[str, Any]:
-    if kept is None:
-        return {}
-    return {
-        "model_input": kept.pixels,
-        "model_input_busy": kept.busy_background,
-        "model_input_key": kept.source_key,
-        "model_input_sha256": kept.sha256,
-        "preprocess_version": kept.preprocess_version,
-    }
-
-
-def mark_products_poison(
-    *, session: Session, product_ids: Sequence[int], model_version: str
-) -> None:
-    """These products' photos kept killing their workers: code ``poison``."""
-    record_predictions(
-        session=session,
-        model_version=model_version,
-        outcomes=[ProductOutcome(product_id, error=ErrorCode.POISON) for product_id in product_ids],
-    )

@@ -16,19 +16,17 @@ from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
 from catalog.embeddings import encode_embedding
 from catalog.lifecycle import (
-    ProductOutcome,
     claim_jobs,
     complete_job,
     create_job,
     delete_jobs,
     expire_overdue,
     fail_job,
-    mark_products_poison,
     old_jobs,
-    record_predictions,
     requeue_stuck,
 )
 from catalog.models import ClassificationJob, Product, ProductPrediction, utcnow
+from catalog.predictions import ProductOutcome, mark_products_poison, record_predictions
 from tests.support.factories import make_product
 
 PROBABILITIES = [0.01, 0.91, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]

@@ -21,14 +21,14 @@ from sqlalchemy import Row, not_, or_, select
 
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import (
+from catalog.models import Product
+from catalog.predictions import (
     KeptInput,
     ProductOutcome,
     already_done,
     mark_products_poison,
     record_predictions,
 )
-from catalog.models import Product
 from worker.config import Settings
 from worker.errors import FashionError
 from worker.pipeline.classifier import get_classifier
@@ -160,7 +160,7 @@ def _load(
 def mark_products_poison_and_count(
     product_ids: Sequence[int], *, settings: Settings, deliveries: int
 ) -> None:
-    """``lifecycle.mark_products_poison`` for the loaded model, in a transaction of its
+    """``predictions.mark_products_poison`` for the loaded model, in a transaction of its
     own, then counted in the metrics and logged: their photos kept killing workers.
 
     They count as done for this model (the skip rule), so no run queues them again

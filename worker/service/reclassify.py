@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from catalog.codes import ReclassifyMode
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import already_done
 from catalog.models import Product, ReclassifyRun, as_utc, utcnow
+from catalog.predictions import already_done
 from worker.config import Settings
 from worker.pipeline.classifier import model_version
 from worker.service.changes import REASONS, invalidate_kept_inputs, plan_changes

@@ -2,7 +2,7 @@
 
 Loads a catalog like ``bench_similar`` (real model embeddings, ten per-category
 HNSW indexes) into a PostgreSQL with pgvector of its own, then times
-``catalog.lifecycle.record_predictions`` -- the one bulk UPDATE a chunk of 64
+``catalog.predictions.record_predictions`` -- the one bulk UPDATE a chunk of 64
 products ends with, new embeddings included -- with the indexes and again after
 dropping them. Prints the median and p90 milliseconds per chunk of each.
 
@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import text
 
 from catalog.db import get_engine, get_sessionmaker, upgrade
-from catalog.lifecycle import ProductOutcome, record_predictions
+from catalog.predictions import ProductOutcome, record_predictions
 from worker.tools import bench_similar
 from worker.tools.harness import pgvector_server, throwaway_database
 
