@@ -150,7 +150,13 @@ def connect_signals(settings: Settings) -> None:
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Register every task on ``app``."""
     policy = task_retry_policy(settings)
+    _register_upload_tasks(app, settings)
+    _register_catalog_tasks(app, settings, policy)
+    _register_scheduled_tasks(app, settings, policy)
+    _register_webhook_task(app, settings)
 
+
+def _register_upload_tasks(app: Celery, settings: Settings) -> None:
     def classify_micro_batch(requests: list) -> None:
         """Classify uploads (message args: ``[job_id]``), micro-batched.
 
@@ -195,6 +201,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     else:
         app.task(name=CLASSIFY_TASK, acks_late=True, ignore_result=True)(classify_one)
 
+
+#: A chunk task's answer when it classified nothing itself (dropped or resent).
+NOTHING_DONE = {"classified": 0, "failed": 0, "skipped": 0}
+
+
+def _register_catalog_tasks(app: Celery, settings: Settings, policy: dict) -> None:
     @app.task(name=CLASSIFY_PRODUCTS_TASK, bind=True, **policy)
     def classify_product_chunk(self: Task, *args: Any, **kwargs: Any) -> dict[str, int]:
         """Classify a chunk of catalog product photos (bulk queue); idempotent per model
@@ -206,20 +218,24 @@ def register_tasks(app: Celery, settings: Settings) -> None:
             chunk = product_chunk_arguments(list(args), kwargs)
         except MalformedMessage as exc:
             log.warning("dropping a malformed %s message: %s", CLASSIFY_PRODUCTS_TASK, exc)
-            return {"classified": 0, "failed": 0, "skipped": 0}
+            return dict(NOTHING_DONE)
         product_ids = chunk.product_ids
         with logs.job_context(product_ids=product_ids):
             if (self.request.delivery_info or {}).get("redelivered"):
                 log.warning("chunk of %d products was redelivered; splitting it", len(product_ids))
                 not_before = chunk.not_before.isoformat() if chunk.not_before else None
                 resend_redelivered_chunk(product_ids, not_before, chunk.redeliveries + 1, settings)
-                return {"classified": 0, "failed": 0, "skipped": 0}
+                return dict(NOTHING_DONE)
             result = classify_products(product_ids, settings=settings, not_before=chunk.not_before)
             return {
                 "classified": result.classified,
                 "failed": result.failed,
                 "skipped": result.skipped,
             }
+
+
+def _register_scheduled_tasks(app: Celery, settings: Settings, policy: dict) -> None:
+    """What beat sends: runs, the new-model check, the sweeper, retention."""
 
     @app.task(name=RECLASSIFY_TASK, **policy)
     def reclassify(mode: str = "stale", trigger: str = "beat") -> int:
@@ -241,6 +257,8 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         """Erase uploads older than ``FASHION_RETENTION_DAYS`` (beat, daily)."""
         return purge(settings).jobs
 
+
+def _register_webhook_task(app: Celery, settings: Settings) -> None:
     @app.task(
         name=WEBHOOK_TASK,
         bind=True,
