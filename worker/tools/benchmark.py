@@ -308,31 +308,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         raise RuntimeError("the naive baseline runs Keras: pip install '.[train]'")
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fashion-bench-")))
-        endpoint, credentials = stack.enter_context(
-            s3_server(workdir, log, endpoint=config.s3_endpoint, s3rver=config.s3rver)
-        )
-        admin_url = config.postgres_admin_url or stack.enter_context(
-            pgvector_server({"shared_buffers": config.shared_buffers})
-        )
-        database_url = stack.enter_context(throwaway_database(admin_url))
-        suffix = uuid.uuid4().hex[:8]
-        settings = Settings(
-            data_dir=workdir / "data",
-            database_url=database_url,
-            broker_url=config.redis_url,
-            storage_url=f"s3://fashion-bench-{suffix}/bench",
-            s3_endpoint_url=endpoint,
-            interactive_queue=f"bench-interactive-{suffix}",
-            bulk_queue=f"bench-bulk-{suffix}",
-            **credentials,
-        )
-        stack.callback(
-            redis.Redis.from_url(config.redis_url).delete,
-            settings.interactive_queue,
-            settings.bulk_queue,
-        )
-        upgrade(database_url)
-        get_store(settings).ensure_bucket()
+        settings = _bench_services(stack, workdir, config, log)
         ids = build_catalog(settings, config.images, log)
         uploads = [path.read_bytes() for path in sorted((SAMPLES / "uploads").glob("*.jpg"))]
 
@@ -419,21 +395,53 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
                 "max_per_process_ours": max(rss_peak["bulk"] + rss_peak["interactive"]),
                 "bulk_during_run": rss_samples,
             },
-            "config": {
-                "images": config.images,
-                "naive_images": config.naive_images,
-                "interactive": config.interactive,
-                "chunk": config.chunk,
-                "concurrency": config.concurrency,
-                "fetch_threads": settings.fetch_threads,
-                "shared_buffers": None if config.postgres_admin_url else config.shared_buffers,
-                "s3_server": "given"
-                if config.s3_endpoint
-                else ("s3rver" if config.s3rver else "moto"),
-                "model_version": Classifier(
-                    model_path(settings), engine=settings.model_engine
-                ).version,
-                "cpus": os.cpu_count(),
-                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            },
+            "config": _config_figures(config, settings),
         }
+
+
+def _bench_services(stack: ExitStack, workdir: Path, config: BenchConfig, log: Log) -> Settings:
+    """The S3 server, a PostgreSQL with pgvector and a throw-away database, queues of
+    the run's own on Redis: all removed when ``stack`` closes; their settings."""
+    endpoint, credentials = stack.enter_context(
+        s3_server(workdir, log, endpoint=config.s3_endpoint, s3rver=config.s3rver)
+    )
+    admin_url = config.postgres_admin_url or stack.enter_context(
+        pgvector_server({"shared_buffers": config.shared_buffers})
+    )
+    database_url = stack.enter_context(throwaway_database(admin_url))
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        data_dir=workdir / "data",
+        database_url=database_url,
+        broker_url=config.redis_url,
+        storage_url=f"s3://fashion-bench-{suffix}/bench",
+        s3_endpoint_url=endpoint,
+        interactive_queue=f"bench-interactive-{suffix}",
+        bulk_queue=f"bench-bulk-{suffix}",
+        **credentials,
+    )
+    stack.callback(
+        redis.Redis.from_url(config.redis_url).delete,
+        settings.interactive_queue,
+        settings.bulk_queue,
+    )
+    upgrade(database_url)
+    get_store(settings).ensure_bucket()
+    return settings
+
+
+def _config_figures(config: BenchConfig, settings: Settings) -> dict[str, Any]:
+    """What the figures were taken with, printed beside them."""
+    return {
+        "images": config.images,
+        "naive_images": config.naive_images,
+        "interactive": config.interactive,
+        "chunk": config.chunk,
+        "concurrency": config.concurrency,
+        "fetch_threads": settings.fetch_threads,
+        "shared_buffers": None if config.postgres_admin_url else config.shared_buffers,
+        "s3_server": "given" if config.s3_endpoint else ("s3rver" if config.s3rver else "moto"),
+        "model_version": Classifier(model_path(settings), engine=settings.model_engine).version,
+        "cpus": os.cpu_count(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
