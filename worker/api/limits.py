@@ -88,12 +88,9 @@ class RateLimiter:
         self._redis = (
             None
             if settings.filesystem_broker or not settings.resolved_broker_url.startswith("redis")
-            else redis.asyncio.Redis(
-                connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
-                    settings.resolved_broker_url,
-                    max_connections=REDIS_CONNECTIONS,
-                    timeout=TURN_WAIT,
-                )
+            # At most REDIS_CONNECTIONS in use: ``_turns`` lets no more through.
+            else redis.asyncio.Redis.from_url(
+                settings.resolved_broker_url, max_connections=REDIS_CONNECTIONS
             )
         )
         # Created on first use, on the serving event loop.
