@@ -100,6 +100,18 @@ class ReclassifyMode(StrEnum):
 
 
 @unique
+class ModelState(StrEnum):
+    """A registered model version: a ``candidate`` fills its catalog predictions beside
+    the ``live`` one, which answers uploads (exactly one at a time); ``promote`` makes a
+    candidate live and the old live one a candidate again (kept filled, so a rollback
+    is instant); a ``retired`` version has no predictions or indexes left."""
+
+    CANDIDATE = "candidate"
+    LIVE = "live"
+    RETIRED = "retired"
+
+
+@unique
 class KeyScope(StrEnum):
     """What an API key may do: call the HTTP API as a ``backend``, or log in to the
     review page as a ``reviewer``. Neither can do the other's work."""

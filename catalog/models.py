@@ -23,17 +23,20 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    and_,
     func,
+    select,
     text,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, relationship
 
 from catalog.codes import (
     CATEGORIES,
     OUT_OF_CATALOG,
     JobStatus,
     KeyScope,
+    ModelState,
     ReclassifyMode,
     ReviewAnswer,
 )
@@ -43,6 +46,7 @@ JOB_STATUSES = tuple(status.value for status in JobStatus)
 RECLASSIFY_MODES = tuple(mode.value for mode in ReclassifyMode)
 KEY_SCOPES = tuple(scope.value for scope in KeyScope)
 REVIEW_ANSWERS = tuple(answer.value for answer in ReviewAnswer)
+MODEL_STATES = tuple(state.value for state in ModelState)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -65,10 +69,12 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 
 
 class Product(Base):
+    """A catalog item and what the worker keeps of its photo. What a model said of the
+    photo is a ``ProductPrediction`` per model version."""
+
     __tablename__ = "products"
     __table_args__ = (
-        Index("ix_products_similar_lookup", "category", "model_version", "stock_quantity"),
-        Index("ix_products_classified", "model_version", "classified_at"),
+        Index("ix_products_category_stock", "category", "stock_quantity"),
         Index("ix_products_category_updated", "category", "updated_at"),
         CheckConstraint(_in("category", CATEGORIES), name="ck_products_category"),
         CheckConstraint(
@@ -92,18 +98,6 @@ class Product(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
     )
-    # Computed by the worker from the product photo (see worker.service.products).
-    predicted_label: Mapped[int | None] = mapped_column(Integer)
-    predicted_confidence: Mapped[float | None]
-    #: The ten calibrated probabilities (4 decimals), for the review page's top-3.
-    predicted_probabilities: Mapped[list[float] | None] = mapped_column(JSON)
-    model_version: Mapped[str | None] = mapped_column(String(100), index=True)
-    #: The model's L2-normalised penultimate layer, float16 little-endian bytes in
-    #: Python (``catalog.embeddings``): pgvector ``halfvec`` with an HNSW index on
-    #: PostgreSQL (migration 0007), the bytes on SQLite.
-    embedding: Mapped[bytes | None] = mapped_column(Embedding)
-    classified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    classification_error: Mapped[str | None] = mapped_column(String(64))
     #: What the model needs of the photo, kept so that a new model re-classifies the
     #: catalog without fetching or decoding a photo again: the 28×28 uint8 input
     #: (784 bytes), its busy-background flag, the ``image_key`` and content sha256 it
@@ -128,10 +122,6 @@ class Product(Base):
         """What callers are shown and similar items are filtered by (SQL on the class)."""
         return self.stock_quantity > 0
 
-    @property
-    def predicted_category(self) -> str | None:
-        return CATEGORIES[self.predicted_label] if self.predicted_label is not None else None
-
 
 class ApiKey(Base):
     """A caller of the HTTP API. Only a SHA-256 of the key is kept: keys are 256
@@ -155,10 +145,9 @@ class ProductPrediction(Base):
     """What one model version said of one product's photo: a row per (product, version).
 
     Several versions' outputs live side by side, so a candidate model can fill its
-    catalog while the live one keeps answering with its own (docs/rollout.md). For
-    now every write also lands in ``products``' prediction columns, which the
-    similar-item search and the skip rule still read (the expand step of the move).
-    ``category`` is the product's, copied so that a partial index can be per category.
+    catalog while the live one keeps answering with its own (docs/rollout.md).
+    ``category`` is the product's, copied so that a partial HNSW index can be per
+    (version, category) (``catalog.vector_indexes``); ``upsert_product`` keeps it in step.
     """
 
     __tablename__ = "product_predictions"
@@ -181,6 +170,74 @@ class ProductPrediction(Base):
     classified_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     #: An error code (``catalog.codes.ErrorCode``) instead of a prediction.
     error: Mapped[str | None] = mapped_column(String(64))
+
+    @property
+    def predicted_category(self) -> str | None:
+        return CATEGORIES[self.label] if self.label is not None else None
+
+
+class ModelVersion(Base):
+    """A model version the catalog knows: which one answers uploads is this table's
+    one ``live`` row, not a setting, so a promote or a rollback is one UPDATE that
+    every worker sees within ``FASHION_MODEL_REFRESH_SECONDS`` (docs/rollout.md).
+
+    ``artifact`` says where its files are: ``bundled`` (the model shipped in the
+    wheel, which every worker has) or a folder of the object store
+    (``models/<version>/``), from which a worker loads it on first use.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(_in("state", MODEL_STATES), name="ck_model_versions_state"),
+        # One live version at a time: a second promote racing the first fails here.
+        Index(
+            "uq_model_versions_one_live",
+            "state",
+            unique=True,
+            postgresql_where=text("state = 'live'"),
+            sqlite_where=text("state = 'live'"),
+        ),
+    )
+
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    engine: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default=ModelState.CANDIDATE.value)
+    artifact: Mapped[str] = mapped_column(String(512))
+    #: The model card (``model_card.json``) as registered.
+    card: Mapped[dict] = mapped_column(JSON)
+    #: Its embeddings' size, known once it has classified something.
+    dimensions: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: When its similar-item indexes were built (PostgreSQL), after its fill.
+    indexed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When it last became live, and by whom; a rollback goes back to the version
+    #: that was promoted before the live one.
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    promoted_by: Mapped[str | None] = mapped_column(String(100))
+    retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def live_version_name():  # type: ignore[no-untyped-def]
+    """SQL: the live version's name (a scalar subquery), so a reader joins a product
+    to the live version's prediction in the same query."""
+    return (
+        select(ModelVersion.version)
+        .where(ModelVersion.state == ModelState.LIVE.value)
+        .scalar_subquery()
+    )
+
+
+#: What the live model version said of the product's photo (``None``: not yet
+#: classified by it). Read-only; ``catalog.predictions`` writes the rows.
+Product.live_prediction = relationship(
+    ProductPrediction,
+    primaryjoin=lambda: and_(
+        foreign(ProductPrediction.product_id) == Product.id,
+        ProductPrediction.model_version == live_version_name(),
+    ),
+    viewonly=True,
+    uselist=False,
+)
 
 
 class ClassificationJob(Base):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from catalog.codes import ErrorCode
@@ -22,12 +22,15 @@ from catalog.models import Product, ProductPrediction, utcnow
 
 
 def already_done(version: str, not_before: dt.datetime | None) -> ColumnElement[bool]:
-    """SQL condition: the product needs nothing more from a run with this skip rule
-    (classified by ``version``, at or after ``not_before`` when that is set)."""
-    condition = Product.model_version == version
+    """SQL condition on ``Product``: the product needs nothing more from a run with
+    this skip rule (``version`` has its row, classified at or after ``not_before``
+    when that is set)."""
+    condition = and_(
+        ProductPrediction.product_id == Product.id, ProductPrediction.model_version == version
+    )
     if not_before is not None:
-        condition = and_(condition, Product.classified_at >= not_before)
-    return condition
+        condition = and_(condition, ProductPrediction.classified_at >= not_before)
+    return exists().where(condition)
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,10 @@ class ProductOutcome:
 def record_predictions(
     *, session: Session, model_version: str, outcomes: Sequence[ProductOutcome]
 ) -> None:
-    """Write each product's prediction or error for ``model_version``: one bulk UPDATE
-    of ``products`` and one upsert of its ``product_predictions`` rows (the other
-    versions' rows are left as they are).
+    """Write each product's prediction or error for ``model_version``: one upsert of
+    its ``product_predictions`` rows (the other versions' rows are left as they
+    are), and, where the photo was read for it, one bulk UPDATE of ``products`` with
+    the model input kept and the photo's version tag.
 
     A product with an error counts as done for this model (the skip rule), so no
     run queues it again until a new model or an ``all`` run.
@@ -87,25 +91,17 @@ def record_predictions(
         }
         for outcome in outcomes
     ]
-    session.execute(
-        update(Product),
-        [
-            {
-                "id": outcome.product_id,
-                "predicted_label": output["label"],
-                "predicted_confidence": output["confidence"],
-                "predicted_probabilities": output["probabilities"],
-                "model_version": model_version,
-                "embedding": output["embedding"],
-                "classified_at": now,
-                "classification_error": output["error"],
-                "updated_at": now,
-                **_kept_columns(outcome.kept_input),
-                **({"photo_etag": outcome.photo_etag} if outcome.fetched else {}),
-            }
-            for outcome, output in zip(outcomes, outputs, strict=True)
-        ],
-    )
+    read = [
+        {
+            "id": outcome.product_id,
+            **_kept_columns(outcome.kept_input),
+            **({"photo_etag": outcome.photo_etag} if outcome.fetched else {}),
+        }
+        for outcome in outcomes
+        if outcome.fetched or outcome.kept_input is not None
+    ]
+    if read:
+        session.execute(update(Product), read)
     categories = dict(
         session.execute(
             select(Product.id, Product.category).where(
@@ -157,6 +153,14 @@ def _kept_columns(kept: KeptInput | None) -> dict[str, Any]:
         "model_input_sha256": kept.sha256,
         "preprocess_version": kept.preprocess_version,
     }
+
+
+def forget_predictions(*, session: Session, product_ids: Sequence[int]) -> None:
+    """Delete every version's prediction of these products (their photo changed):
+    no version offers them until it has classified the new photo."""
+    session.execute(
+        delete(ProductPrediction).where(ProductPrediction.product_id.in_(list(product_ids)))
+    )
 
 
 def mark_products_poison(

@@ -11,9 +11,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager, selectinload
 
-from catalog.models import CATEGORIES, ClassificationJob, Product, ProductPrediction, SimilarItem
+from catalog.models import (
+    CATEGORIES,
+    ClassificationJob,
+    Product,
+    ProductPrediction,
+    SimilarItem,
+    live_version_name,
+)
 
 
 @dataclass(frozen=True)
@@ -112,10 +119,13 @@ def upsert_product(
 
 def audit_mismatches(*, session: Session, limit: int | None = None) -> list[Product]:
     """Products whose photo shows another category than the one listed: as a reviewer
-    said (``reviewed_category``: these first), else as the model predicts (most
-    confident first). A product a reviewer confirmed as listed is not one."""
+    said (``reviewed_category``: these first), else as the live model predicts (most
+    confident first). A product a reviewer confirmed as listed is not one. Each
+    comes with its ``live_prediction`` loaded."""
     query = (
         select(Product)
+        .outerjoin(ProductPrediction, live_prediction_of_product())
+        .options(contains_eager(Product.live_prediction))
         .where(
             or_(
                 and_(
@@ -127,20 +137,29 @@ def audit_mismatches(*, session: Session, limit: int | None = None) -> list[Prod
         )
         .order_by(
             Product.reviewed_category.is_(None),
-            Product.predicted_confidence.desc(),
+            ProductPrediction.confidence.desc(),
             Product.sku,
         )
     )
     return list(session.scalars(query.limit(limit) if limit else query))
 
 
-def model_disagrees() -> ColumnElement[bool]:
-    """SQL condition: the model puts the product's photo in another category than listed."""
+def live_prediction_of_product() -> ColumnElement[bool]:
+    """The join condition of ``Product`` to its live version's ``ProductPrediction``."""
     return and_(
-        Product.predicted_label.is_not(None),
+        ProductPrediction.product_id == Product.id,
+        ProductPrediction.model_version == live_version_name(),
+    )
+
+
+def model_disagrees() -> ColumnElement[bool]:
+    """SQL condition (with ``ProductPrediction`` joined by ``live_prediction_of_product``):
+    the live model puts the product's photo in another category than listed."""
+    return and_(
+        ProductPrediction.label.is_not(None),
         or_(
             *(
-                (Product.predicted_label == label) & (Product.category != name)
+                (ProductPrediction.label == label) & (Product.category != name)
                 for label, name in enumerate(CATEGORIES)
             )
         ),
@@ -148,7 +167,12 @@ def model_disagrees() -> ColumnElement[bool]:
 
 
 def all_products(*, session: Session) -> list[Product]:
-    return list(session.scalars(select(Product).order_by(Product.sku)))
+    """Every product by SKU, each with its ``live_prediction`` loaded."""
+    return list(
+        session.scalars(
+            select(Product).options(selectinload(Product.live_prediction)).order_by(Product.sku)
+        )
+    )
 
 
 def find_idempotent_job(

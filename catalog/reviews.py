@@ -25,12 +25,26 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, exists, func, not_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from catalog.api_keys import hash_key
 from catalog.codes import CATEGORIES, OUT_OF_CATALOG, JobStatus, ReviewAnswer, ReviewQueue
-from catalog.models import ApiKey, ClassificationJob, Product, Review, ReviewSession, as_utc, utcnow
-from catalog.queries import as_uuid, model_disagrees, similar_for_job
+from catalog.models import (
+    ApiKey,
+    ClassificationJob,
+    Product,
+    ProductPrediction,
+    Review,
+    ReviewSession,
+    as_utc,
+    utcnow,
+)
+from catalog.queries import (
+    as_uuid,
+    live_prediction_of_product,
+    model_disagrees,
+    similar_for_job,
+)
 from catalog.similar import similar_to_product
 
 #: Similar items shown beside an item.
@@ -101,11 +115,16 @@ def _uploads_waiting(reviewer_id: int | None):  # type: ignore[no-untyped-def]
 
 
 def _audit_waiting(reviewer_id: int | None):  # type: ignore[no-untyped-def]
-    return select(Product).where(
-        Product.image_key.is_not(None),
-        Product.reviewed_category.is_(None),
-        model_disagrees(),
-        not_(_answered_product(reviewer_id)),
+    return (
+        select(Product)
+        .join(ProductPrediction, live_prediction_of_product())
+        .options(contains_eager(Product.live_prediction))
+        .where(
+            Product.image_key.is_not(None),
+            Product.reviewed_category.is_(None),
+            model_disagrees(),
+            not_(_answered_product(reviewer_id)),
+        )
     )
 
 
@@ -133,7 +152,7 @@ def next_item(
         return None if job is None else upload_item(session=session, job=job)
     product = session.scalar(
         _audit_waiting(reviewer_id)
-        .order_by(Product.predicted_confidence.desc(), Product.sku)
+        .order_by(ProductPrediction.confidence.desc(), Product.sku)
         .limit(1)
     )
     return (
@@ -170,20 +189,25 @@ def upload_item(*, session: Session, job: ClassificationJob) -> ReviewItem:
 
 
 def audit_item(*, session: Session, product: Product, ef_search: int = 40) -> ReviewItem:
+    """``product`` as the audit queue shows it: what the live model sees in its photo
+    (it has the live version's prediction: the queue holds no others)."""
+    prediction = product.live_prediction
     ranked = similar_to_product(
-        session=session, product=product, top_k=SIMILAR_SHOWN, ef_search=ef_search
+        session=session,
+        product=product,
+        model_version=prediction.model_version,
+        top_k=SIMILAR_SHOWN,
+        ef_search=ef_search,
     )
     return ReviewItem(
         queue=ReviewQueue.AUDIT,
         item_id=str(product.id),
         image_key=product.image_key or "",
         listed=product.category,
-        top=top_three(
-            product.predicted_probabilities, product.predicted_label, product.predicted_confidence
-        ),
-        model_label=product.predicted_label,
-        model_version=product.model_version,
-        created_at=product.classified_at,
+        top=top_three(prediction.probabilities, prediction.label, prediction.confidence),
+        model_label=prediction.label,
+        model_version=prediction.model_version,
+        created_at=prediction.classified_at,
         sku=product.sku,
         name=product.name,
         similar=[
@@ -249,7 +273,10 @@ def record_answer(
             Review.reviewer_id == reviewer.id,
         )
         fields = {"product_id": product.id, "image_key": product.image_key}
-        model_label, model_version = product.predicted_label, product.model_version
+        prediction = product.live_prediction
+        model_label, model_version = (
+            (None, None) if prediction is None else (prediction.label, prediction.model_version)
+        )
         if answer != ReviewAnswer.SKIP:
             product.reviewed_category = CATEGORIES[label] if label is not None else OUT_OF_CATALOG
     review = session.scalar(select(Review).where(where))

@@ -2,21 +2,23 @@
 
 Candidates are in-stock products (stock > 0) of the predicted category -- of the
 two most probable categories when the upload is ``uncertain``, of every category
-of its family when only the family is sure (footwear) -- whose photos
-were embedded by the *same model version* as the upload (embeddings of
-different models are not comparable). They are ranked by cosine similarity and
-the top ``k`` kept. Every filter is part of the query, so a product that sold
-out, moved category or was re-classified by another model is never offered,
+of its family when only the family is sure (footwear) -- whose photos were
+embedded by the *same model version* as the upload (embeddings of different
+models are not comparable): each version's embeddings are its own rows of
+``product_predictions``, so a candidate filling its rows changes nothing here.
+They are ranked by cosine similarity and the top ``k`` kept. Every filter is part
+of the query, so a product that sold out or moved category is never offered,
 whatever the index returns.
 
 The search runs in the database, so no process holds the catalog's embeddings
 and a worker's memory does not grow with the catalog:
 
-- PostgreSQL: one scan of the category's partial HNSW index (pgvector, cosine,
-  ``halfvec``) per searched category, merged; stock and model version are
-  applied while the index is walked, with iterative index scans (pgvector >=
-  0.8) so that ``k`` rows still come back. ``hnsw.ef_search`` is set per lookup;
-  rows come back in relaxed order and are sorted exactly.
+- PostgreSQL: one scan of the (version, category)'s partial HNSW index
+  (``catalog.vector_indexes``: pgvector, cosine, ``halfvec``) per searched
+  category, merged; stock is applied while the index is walked, with iterative
+  index scans (pgvector >= 0.8) so that ``k`` rows still come back.
+  ``hnsw.ef_search`` is set per lookup; rows come back in relaxed order and are
+  sorted exactly.
 - SQLite (the embedded default, small catalogs): an exact scan of the candidate
   rows, streamed in partitions of ``SCAN_PARTITION`` with a running top ``k``.
 
@@ -41,11 +43,11 @@ from sqlalchemy import (
     text,
     union_all,
 )
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from catalog.codes import FAMILIES
 from catalog.embeddings import decode_embeddings, halfvec_type
-from catalog.models import CATEGORIES, ClassificationJob, Product, SimilarItem
+from catalog.models import CATEGORIES, ClassificationJob, Product, ProductPrediction, SimilarItem
 
 #: HNSW candidate list per lookup by default (``FASHION_SIMILAR_EF_SEARCH``); the
 #: recall and latency it gives at 100 k and 1 M products are in docs/catalog.md.
@@ -69,11 +71,14 @@ def candidate_categories(
 
 
 def _offerable(model_version: str):  # type: ignore[no-untyped-def]
-    """In stock, embedded by ``model_version``: the filters besides the category."""
+    """In stock, embedded by ``model_version``: the filters besides the category.
+    The version is rendered as a constant, so the planner can match the version's
+    partial indexes."""
     return (
-        Product.model_version == model_version,
+        ProductPrediction.model_version == literal(model_version, literal_execute=True),
+        ProductPrediction.category == Product.category,
         Product.in_stock,
-        Product.embedding.is_not(None),
+        ProductPrediction.embedding.is_not(None),
     )
 
 
@@ -124,18 +129,30 @@ def rank_similar(
 
 
 def similar_to_product(
-    *, session: Session, product: Product, top_k: int, ef_search: int = EF_SEARCH
+    *,
+    session: Session,
+    product: Product,
+    model_version: str,
+    top_k: int,
+    ef_search: int = EF_SEARCH,
 ) -> list[tuple[Product, float]]:
-    """In-stock products of ``product``'s listed category most like its photo, best
-    first, itself left out; empty until its photo is classified."""
-    if product.embedding is None or product.model_version is None:
+    """In-stock products of ``product``'s listed category most like its photo as
+    ``model_version`` saw it, best first, itself left out; empty until that version
+    has embedded its photo."""
+    embedding = session.scalar(
+        select(ProductPrediction.embedding).where(
+            ProductPrediction.product_id == product.id,
+            ProductPrediction.model_version == model_version,
+        )
+    )
+    if embedding is None:
         return []
     one_hot = [1.0 if name == product.category else 0.0 for name in CATEGORIES]
     ranked = rank_similar(
         session=session,
         probabilities=one_hot,
-        embedding=decode_embeddings([product.embedding])[0],
-        model_version=product.model_version,
+        embedding=decode_embeddings([embedding])[0],
+        model_version=model_version,
         uncertain=False,
         top_k=top_k + 1,
         ef_search=ef_search,
@@ -148,20 +165,23 @@ def _pgvector_statement(
 ) -> Select:
     """One ``ORDER BY distance LIMIT k`` index scan per category, merged.
 
-    Category and size are rendered as constants, so the planner can match each
-    scan to the partial HNSW index of that category (migration 0007).
+    Version, category and size are rendered as constants, so the planner can match
+    each scan to the partial HNSW index of that version and category
+    (``catalog.vector_indexes``).
     """
     dimensions = len(query)
     vector_type = halfvec_type(dimensions)
-    distance = cast(Product.embedding, vector_type).op("<=>", return_type=Float)(
+    distance = cast(ProductPrediction.embedding, vector_type).op("<=>", return_type=Float)(
         literal(query.tolist(), vector_type)
     )
     scans = [
-        select(Product.id, distance.label("distance"))
+        select(ProductPrediction.product_id.label("id"), distance.label("distance"))
+        .select_from(ProductPrediction)
+        .join(Product, Product.id == ProductPrediction.product_id)
         .where(
-            Product.category == literal(category, literal_execute=True),
+            ProductPrediction.category == literal(category, literal_execute=True),
             *_offerable(model_version),
-            func.vector_dims(Product.embedding) == literal_column(str(int(dimensions))),
+            func.vector_dims(ProductPrediction.embedding) == literal_column(str(int(dimensions))),
         )
         .order_by(distance)
         .limit(top_k)
@@ -170,7 +190,6 @@ def _pgvector_statement(
     nearest = (scans[0] if len(scans) == 1 else union_all(*scans)).subquery()
     return (
         select(Product, nearest.c.distance)
-        .options(defer(Product.embedding))  # not needed here: 512 floats of text a row
         .join(nearest, Product.id == nearest.c.id)
         .order_by(nearest.c.distance)
         .limit(top_k)
@@ -227,8 +246,10 @@ def _exact_search(
     best_ids = np.zeros(0, dtype=np.int64)
     best_scores = np.zeros(0, dtype=np.float32)
     result = session.execute(
-        select(Product.id, Product.embedding)
-        .where(Product.category.in_(categories), *_offerable(model_version))
+        select(ProductPrediction.product_id.label("id"), ProductPrediction.embedding)
+        .select_from(ProductPrediction)
+        .join(Product, Product.id == ProductPrediction.product_id)
+        .where(ProductPrediction.category.in_(categories), *_offerable(model_version))
         .execution_options(yield_per=SCAN_PARTITION)
     )
     for partition in result.partitions():
@@ -242,9 +263,7 @@ def _exact_search(
     products = {
         product.id: product
         for product in session.scalars(
-            select(Product)
-            .options(defer(Product.embedding))
-            .where(Product.id.in_([int(i) for i in best_ids]))
+            select(Product).where(Product.id.in_([int(i) for i in best_ids]))
         )
     }
     return [

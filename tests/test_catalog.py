@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from catalog.db import get_engine, get_sessionmaker
 from catalog.lifecycle import create_job
-from catalog.models import CATEGORIES, SimilarItem
+from catalog.models import CATEGORIES, Product, ProductPrediction, SimilarItem
 from catalog.queries import (
     audit_mismatches,
     get_job,
@@ -204,8 +204,9 @@ def test_audit_lists_disagreeing_products_most_confident_first(session) -> None:
     make_product(session, sku="OK", embedding=unit(1, 0), model_version=VERSION)
     low = make_product(session, sku="LOW", embedding=unit(1, 0), model_version=VERSION)
     high = make_product(session, sku="HIGH", embedding=unit(1, 0), model_version=VERSION)
-    low.predicted_label, low.predicted_confidence = CATEGORIES.index("Dress"), 0.6
-    high.predicted_label, high.predicted_confidence = CATEGORIES.index("Coat"), 0.95
+    for product, category, confidence in ((low, "Dress", 0.6), (high, "Coat", 0.95)):
+        prediction = session.get(ProductPrediction, (product.id, VERSION))
+        prediction.label, prediction.confidence = CATEGORIES.index(category), confidence
     session.flush()
     assert [p.sku for p in audit_mismatches(session=session)] == ["HIGH", "LOW"]
 
@@ -226,8 +227,9 @@ def test_rewritten_moved_and_sold_out_products_are_seen_by_the_next_lookup(sessi
     assert rank(session, TROUSER_PROBABILITIES, unit(1, 0))[0][0] == "T-0"
 
     # A bulk run rewrites embeddings; the catalog moves one product and sells out another.
-    products[3].embedding = encode_embedding(unit(1, 0))
-    products[0].embedding = encode_embedding(unit(0, 1))
+    said = {p.id: session.get(ProductPrediction, (p.id, VERSION)) for p in products}
+    said[products[3].id].embedding = encode_embedding(unit(1, 0))
+    said[products[0].id].embedding = encode_embedding(unit(0, 1))
     products[1].category = "Shirt"
     products[2].stock_quantity = 0
     session.flush()
@@ -241,10 +243,11 @@ def test_rewritten_moved_and_sold_out_products_are_seen_by_the_next_lookup(sessi
 
 
 def test_postgresql_lookups_walk_the_hnsw_index_with_the_filters_applied(postgresql_url) -> None:
-    """At the bundled model's embedding size the query plan walks the category's
-    partial HNSW index (migration 0007); the filters stay in the query (checked above)."""
+    """Once a version's indexes are built, the query plan walks the partial HNSW index
+    of that version and category; the filters stay in the query (checked above)."""
     from catalog import similar
     from catalog.embeddings import INDEXED_DIMENSIONS
+    from catalog.vector_indexes import build_version_indexes, version_index_name
 
     rng = np.random.default_rng(1)
     with get_sessionmaker(postgresql_url).begin() as session:
@@ -255,6 +258,7 @@ def test_postgresql_lookups_walk_the_hnsw_index_with_the_filters_applied(postgre
                 embedding=rng.normal(size=INDEXED_DIMENSIONS),
                 model_version=VERSION,
             )
+    build_version_indexes(get_engine(postgresql_url), VERSION, INDEXED_DIMENSIONS)
     with get_sessionmaker(postgresql_url).begin() as session:
         session.execute(text("SET LOCAL enable_seqscan = off"))
         query = rng.normal(size=INDEXED_DIMENSIONS).astype(np.float32)
@@ -268,13 +272,14 @@ def test_postgresql_lookups_walk_the_hnsw_index_with_the_filters_applied(postgre
             uncertain=False,
             top_k=5,
         )
-    assert f"ix_products_embedding_hnsw_{INDEXED_DIMENSIONS}_c1 " in plan  # Trouser
+    assert f"{version_index_name(VERSION, 'Trouser')} " in plan
 
 
 def test_upgrading_postgresql_turns_stored_embeddings_into_searchable_vectors(
     empty_database,
 ) -> None:
-    """Migration 0007 converts the float16 bytes of an existing catalog to halfvec."""
+    """Migration 0007 converts the float16 bytes of an existing catalog to halfvec;
+    0013 moves them to the version's rows, which are searched."""
     from catalog.db import upgrade
     from catalog.embeddings import encode_embedding
 
@@ -285,13 +290,15 @@ def test_upgrading_postgresql_turns_stored_embeddings_into_searchable_vectors(
         connection.execute(
             text(
                 "INSERT INTO products (sku, name, category, price, stock_quantity, "
-                "embedding, model_version) VALUES ('T-1', 'x', 'Trouser', 1, 3, :e, :v)"
+                "embedding, model_version, classified_at) "
+                "VALUES ('T-1', 'x', 'Trouser', 1, 3, :e, :v, CURRENT_TIMESTAMP)"
             ),
             {"e": stored, "v": VERSION},
         )
     upgrade(url)
     with get_sessionmaker(url)() as session:
-        assert get_product(session=session, sku="T-1").embedding == stored
+        product = get_product(session=session, sku="T-1")
+        assert session.get(ProductPrediction, (product.id, VERSION)).embedding == stored
         assert rank(session, TROUSER_PROBABILITIES, unit(1, 2, 3)) == [("T-1", 1.0)]
 
 
@@ -309,28 +316,64 @@ def test_every_float16_value_survives_the_postgresql_text_form() -> None:
 def test_the_move_to_predictions_per_version_keeps_every_prediction_and_similar_item(
     engine, request, tmp_path
 ) -> None:
-    """Migration 0013 copies each classified product's outputs into product_predictions
-    (nothing is classified again); unclassified products get no row, similar items
-    and the products' own columns are untouched."""
+    """Migrations 0013-0015 move each classified product's outputs from ``products``
+    to ``product_predictions`` (nothing is classified again) and drop the columns;
+    unclassified products get no row, similar items stay, and the moved embeddings
+    are searched as before."""
+    import json
+
     from catalog.db import upgrade
-    from catalog.embeddings import encode_embedding
-    from catalog.models import Product, ProductPrediction
+    from catalog.embeddings import encode_embedding, halfvec_text
+    from catalog.models import ProductPrediction
 
     if engine == "sqlite":
         url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
     else:
         url = request.getfixturevalue("empty_database")
     upgrade(url, "0012")
+    stored = encode_embedding(unit(1, 2, 3))
+    probabilities = [0.0] * 4 + [0.93] + [0.07] + [0.0] * 4
+    with get_engine(url).begin() as connection:
+        insert = text(
+            "INSERT INTO products (sku, name, category, price, stock_quantity, predicted_label, "
+            "predicted_confidence, predicted_probabilities, embedding, model_version, "
+            "classified_at, classification_error) VALUES (:sku, 'x', :category, 1, 3, :label, "
+            ":confidence, :probabilities, :embedding, :version, :at, :error)"
+        )
+        rows = [
+            (
+                "C-1",
+                "Coat",
+                4,
+                0.93,
+                json.dumps(probabilities),
+                stored,
+                VERSION,
+                "2026-12-01",
+                None,
+            ),
+            ("B-1", "Bag", None, None, None, None, VERSION, "2026-12-02", "corrupt"),
+            ("N-1", "Bag", None, None, None, None, None, None, None),  # never classified
+        ]
+        for sku, category, label, confidence, probs, embedding, version, at, error in rows:
+            if engine == "postgresql" and embedding is not None:
+                embedding = halfvec_text(embedding)
+            connection.execute(
+                insert,
+                {
+                    "sku": sku,
+                    "category": category,
+                    "label": label,
+                    "confidence": confidence,
+                    "probabilities": probs,
+                    "embedding": embedding,
+                    "version": version,
+                    "at": None if at is None else f"{at} 00:00:00+00:00",
+                    "error": error,
+                },
+            )
     with get_sessionmaker(url).begin() as session:
-        coat = make_product(session, sku="C-1", category="Coat")
-        coat.predicted_label, coat.predicted_confidence = 4, 0.93
-        coat.predicted_probabilities = [0.0] * 4 + [0.93] + [0.07] + [0.0] * 4
-        coat.embedding, coat.model_version = encode_embedding(unit(1, 2, 3)), VERSION
-        coat.classified_at = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
-        broken = make_product(session, sku="B-1", category="Bag")
-        broken.model_version, broken.classification_error = VERSION, "corrupt"
-        broken.classified_at = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
-        make_product(session, sku="N-1", category="Bag")  # never classified
+        coat_id = get_product(session=session, sku="C-1").id
         job_id = uuid.uuid4()
         create_job(
             session=session,
@@ -340,7 +383,7 @@ def test_the_move_to_predictions_per_version_keeps_every_prediction_and_similar_
             content_sha256="0" * 64,
         )
         session.flush()
-        session.add(SimilarItem(job_id=job_id, product_id=coat.id, rank=1, score=0.9))
+        session.add(SimilarItem(job_id=job_id, product_id=coat_id, rank=1, score=0.9))
 
     upgrade(url)
 
@@ -355,13 +398,16 @@ def test_the_move_to_predictions_per_version_keeps_every_prediction_and_similar_
             4,
             0.93,
         )
-        assert moved.probabilities == products["C-1"].predicted_probabilities
-        assert moved.embedding == products["C-1"].embedding == encode_embedding(unit(1, 2, 3))
-        assert moved.classified_at == products["C-1"].classified_at
+        assert moved.probabilities == probabilities
+        assert moved.embedding == stored
+        assert moved.classified_at.date() == dt.date(2026, 12, 1)
         failed = rows[products["B-1"].id]
         assert (failed.error, failed.label, failed.embedding) == ("corrupt", None, None)
-        assert products["C-1"].model_version == VERSION  # the product's columns stay
         assert session.scalar(select(func.count()).select_from(SimilarItem)) == 1
+        coat_probabilities = [0.0] * 4 + [1.0] + [0.0] * 5
+        assert rank(session, coat_probabilities, unit(1, 2, 3)) == [("C-1", 1.0)]
+    columns = {column["name"] for column in inspect(get_engine(url)).get_columns("products")}
+    assert not columns & {"predicted_label", "model_version", "embedding", "classified_at"}
 
 
 def test_a_similarity_score_never_leaves_minus_one_to_one(session: Session) -> None:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product, SimilarItem
 from catalog.queries import upsert_product
 from tests.support.factories import png_bytes
-from tests.support.jobs import enqueue_by_hand
+from tests.support.jobs import enqueue_by_hand, unclassified
 from worker import client
 from worker.cli import main
 from worker.config import Settings, get_settings
@@ -174,12 +174,7 @@ def test_two_workers_write_results_concurrently_on_postgresql(
 def wait_until_classified(settings: Settings, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with get_sessionmaker(settings.resolved_database_url)() as session:
-            pending = session.scalar(
-                select(func.count())
-                .select_from(Product)
-                .where(Product.model_version.is_(None), Product.image_key.is_not(None))
-            )
+        pending = unclassified(settings)
         if pending == 0:
             return
         time.sleep(0.2)

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from catalog.codes import ErrorCode, ReclassifyMode
 from catalog.db import get_sessionmaker
 from catalog.models import Product
-from tests.support.factories import png_bytes
-from tests.support.jobs import add_products, classified_at, wait_for_run
+from tests.support.factories import add_prediction, png_bytes
+from tests.support.jobs import add_products, classified_at, predictions, wait_for_run
 from worker.cli import main
 from worker.config import get_settings
 from worker.pipeline.classifier import model_version
@@ -99,13 +99,13 @@ def test_nightly_run_queues_only_what_changed_and_says_why(
     assert run.total == 2 and run.reasons["photo_changed"] == 2
     assert run.reasons["unchanged"] == 38
     wait_for_run(service_settings, run.id)
-    after = products(service_settings)
-    assert after[replaced].predicted_category == "Trouser"
+    after, said = products(service_settings), predictions(service_settings)
+    assert said[replaced].predicted_category == "Trouser"
     assert after[replaced].photo_etag != recorded[replaced].photo_etag
-    assert after[deleted].classification_error == ErrorCode.OBJECT_MISSING
+    assert said[deleted].error == ErrorCode.OBJECT_MISSING
     assert after[deleted].photo_etag is None
     untouched = [i for i in ids if i not in (replaced, deleted)]
-    assert all(after[i].classified_at == before[i] for i in untouched)
+    assert all(said[i].classified_at == before[i] for i in untouched)
 
     # The deleted photo stays missing: still nothing to do. `fashion status` says why.
     assert start_run(ReclassifyMode.CHANGED, settings=service_settings).total == 0
@@ -126,7 +126,7 @@ def test_a_new_model_reclassifies_from_kept_inputs_without_reading_photos(
     ids = add_products(service_settings, fashion_mnist, 5)
     with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
         for product in session.scalars(select(Product).where(Product.id.in_(ids))):
-            product.model_version = "an-older-model"
+            add_prediction(session, product, model_version="an-older-model", label=0)
             product.photo_etag = dict(get_store(service_settings).list_etags("catalog/"))[
                 product.image_key
             ]
@@ -150,7 +150,7 @@ def test_products_classified_before_tags_were_kept_are_read_once_more(
     version = model_version(service_settings)
     with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
         for product in session.scalars(select(Product).where(Product.id.in_(ids))):
-            product.model_version = version
+            add_prediction(session, product, model_version=version, label=0)
             product.model_input_key = product.image_key
     with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
         plan = plan_changes(session=session, store=get_store(service_settings), version=version)
@@ -182,4 +182,4 @@ def test_reclassify_changed_on_embedded_defaults_reads_only_a_replaced_photo(
     assert "photo changed 1, unchanged 11" in again.stdout
     after = classified_at(cli_env)
     assert [i for i in ids if after[i] != before[i]] == [ids[3]]
-    assert products(cli_env)[ids[3]].predicted_category == "Trouser"
+    assert predictions(cli_env)[ids[3]].predicted_category == "Trouser"

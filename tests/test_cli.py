@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import create_engine, func, select, update
 
-from catalog.models import Product
+from catalog.models import Product, ProductPrediction
 from tests.support.factories import png_bytes
 from worker.cli import main
 
@@ -89,12 +89,19 @@ def test_demo_reclassifies_a_catalog_an_earlier_model_classified(
 ) -> None:
     demo_data_dir, _ = first_demo
     engine = create_engine(f"sqlite:///{demo_data_dir / 'catalog.sqlite3'}")
-    photographed = select(Product.model_version).where(Product.image_key.is_not(None))
+    photographed = (
+        select(ProductPrediction.model_version)
+        .join(Product, Product.id == ProductPrediction.product_id)
+        .where(Product.image_key.is_not(None))
+    )
     with engine.begin() as connection:
-        current = set(connection.execute(photographed).scalars())
-        assert len(current) == 1 and None not in current  # the first run classified them all
+        current = connection.execute(photographed).scalars().all()
+        with_photo = connection.scalar(
+            select(func.count()).select_from(Product).where(Product.image_key.is_not(None))
+        )
+        assert len(set(current)) == 1 and len(current) == with_photo  # all classified
         # The data dir outlives a model change: its products carry the old model's version.
-        connection.execute(update(Product).values(model_version="an-older-model"))
+        connection.execute(update(ProductPrediction).values(model_version="an-older-model"))
     result = run_demo(demo_data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "All 10 uploads classified" in result.stdout

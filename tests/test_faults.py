@@ -24,7 +24,7 @@ import redis
 from sqlalchemy import func, select
 
 from catalog.db import get_sessionmaker
-from catalog.models import ClassificationJob, Product
+from catalog.models import ClassificationJob, ProductPrediction
 from tests.support.factories import S3_CREDENTIALS, png_bytes
 from tests.support.faults import (
     RedisServer,
@@ -141,7 +141,7 @@ def start_upload_run(
 
 def count_classified(settings: Settings) -> int:
     with get_sessionmaker(settings.resolved_database_url)() as session:
-        return session.scalar(select(func.count()).where(Product.classified_at.is_not(None)))
+        return session.scalar(select(func.count()).select_from(ProductPrediction))
 
 
 def retried(settings: Settings) -> int:

@@ -25,7 +25,7 @@ from catalog.lifecycle import (
     old_jobs,
     requeue_stuck,
 )
-from catalog.models import ClassificationJob, Product, ProductPrediction, utcnow
+from catalog.models import ClassificationJob, ProductPrediction, utcnow
 from catalog.predictions import ProductOutcome, mark_products_poison, record_predictions
 from tests.support.factories import make_product
 
@@ -150,14 +150,11 @@ def test_product_predictions_and_errors_are_written_for_the_model_version(sessio
     )
     mark_products_poison(session=session, product_ids=[killer.id], model_version="m2")
     session.expire_all()
-    products = {p.id: p for p in (session.get(Product, i) for i in (good.id, bad.id, killer.id))}
-    assert (products[good.id].predicted_label, products[good.id].classification_error) == (8, None)
+    products = {i: session.get(ProductPrediction, (i, "m2")) for i in (good.id, bad.id, killer.id)}
+    assert (products[good.id].label, products[good.id].error) == (8, None)
     assert products[good.id].embedding is not None
-    assert (products[bad.id].predicted_label, products[bad.id].classification_error) == (
-        None,
-        "blank",
-    )
-    assert products[killer.id].classification_error == "poison"
+    assert (products[bad.id].label, products[bad.id].error) == (None, "blank")
+    assert products[killer.id].error == "poison"
     assert {p.model_version for p in products.values()} == {"m2"}
 
 
@@ -232,9 +229,6 @@ def test_each_model_version_keeps_its_own_prediction_row_for_a_product(session) 
     assert (live.label, live.confidence, live.error, live.category) == (4, 0.9, None, "Coat")
     assert live.embedding == encode_embedding(np.ones(4) / 2)
     assert (candidate.label, candidate.embedding, candidate.error) == (None, None, "corrupt")
-    # The product's own columns show the latest write, as the search still reads them.
-    product = session.get(Product, coat.id)
-    assert (product.model_version, product.classification_error) == ("candidate", "corrupt")
 
 
 def test_a_product_moved_to_another_category_moves_its_prediction_rows(session) -> None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from catalog.db import get_sessionmaker
-from catalog.models import CATEGORIES, Product, ReclassifyRun
+from catalog.models import CATEGORIES, Product, ProductPrediction, ReclassifyRun
 from tests.support.jobs import add_products, classified_at, wait_for_run
 from worker.cli import main
 from worker.config import Settings
@@ -56,7 +56,9 @@ def test_stale_then_all_runs_through_a_real_bulk_worker(
     assert all(after[i] > before[i] for i in ids)
     with get_sessionmaker(service_settings.resolved_database_url)() as session:
         labels = session.execute(
-            select(Product.predicted_label, Product.category).where(Product.id.in_(ids))
+            select(ProductPrediction.label, Product.category)
+            .join(Product, Product.id == ProductPrediction.product_id)
+            .where(Product.id.in_(ids))
         ).all()
     correct = sum(CATEGORIES[label] == category for label, category in labels)
     assert correct >= 85  # Fashion-MNIST training photos; the model is ~94 % accurate

@@ -28,13 +28,14 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from catalog.codes import CATEGORIES, KeyScope
 from catalog.db import get_sessionmaker
-from catalog.models import ClassificationJob, Product, Review
+from catalog.models import ClassificationJob, Review
 from catalog.queries import audit_mismatches, get_product
 from tests.support.factories import make_key
+from tests.support.jobs import unclassified
 from tests.support.servers import wait_until
 from worker.api.review import LABEL_KEYS, SKIP_KEY
 from worker.review_export import folder_name
@@ -109,13 +110,7 @@ def test_a_reviewer_answers_flagged_uploads_and_the_audit_by_key_in_chromium(
     reviewer = make_key(settings, "alice", scope=KeyScope.REVIEWER)
     sessions = get_sessionmaker(settings.resolved_database_url)
 
-    def unclassified() -> int:
-        with sessions() as session:
-            return session.scalar(
-                select(func.count()).select_from(Product).where(Product.model_version.is_(None))
-            )
-
-    wait_until(lambda: unclassified() == 0, timeout=120, what="the catalog classified")
+    wait_until(lambda: unclassified(settings) == 0, timeout=120, what="the catalog classified")
     for path in sorted((SAMPLES / "uploads").glob("*.jpg")):
         response = httpx.post(
             f"{api.url}/v1/classifications",
@@ -133,7 +128,7 @@ def test_a_reviewer_answers_flagged_uploads_and_the_audit_by_key_in_chromium(
             )
         }
         bag = get_product(session=session, sku="BAG-001")
-        bag_id, bag_predicted = str(bag.id), bag.predicted_category
+        bag_id, bag_predicted = str(bag.id), bag.live_prediction.predicted_category
     assert flagged, "the bundled model flags none of the sample uploads"
     assert bag_predicted == "Bag"
     truth = {folder_name(label) + ".jpg": label for label in range(len(CATEGORIES))}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from catalog.codes import CATEGORIES, OUT_OF_CATALOG, ReviewAnswer, ReviewQueue
 from catalog.lifecycle import delete_jobs
-from catalog.models import Product, Review
+from catalog.models import Product, ProductPrediction, Review
 from catalog.queries import audit_mismatches, upsert_product
 from catalog.reviews import (
     ReviewError,
@@ -38,9 +38,9 @@ def mislisted_product(session: Session, sku: str = "DRS-9") -> Product:
         session, sku=sku, category="Dress", embedding=np.ones(8), model_version="test-model"
     )
     product.image_key = f"products/{sku}.png"
-    product.predicted_label = BAG
-    product.predicted_confidence = 0.9
-    product.predicted_probabilities = [0.01] * 8 + [0.9, 0.01]
+    prediction = session.get(ProductPrediction, (product.id, "test-model"))
+    prediction.label, prediction.confidence = BAG, 0.9
+    prediction.probabilities = [0.01] * 8 + [0.9, 0.01]
     session.flush()
     return product
 

@@ -128,7 +128,17 @@ class Settings(BaseSettings):
         ),
     )
     model_check_seconds: float = Field(
-        300, gt=0, description="How often beat checks for a new model version to roll out."
+        300,
+        gt=0,
+        description="How often beat registers a newly configured model as a candidate, "
+        "fills it and builds the indexes of a candidate whose fill is complete.",
+    )
+    model_refresh_seconds: float = Field(
+        5,
+        gt=0,
+        le=60,
+        description="How often a worker re-reads which model version is live: a promote "
+        "or a rollback reaches every worker within this.",
     )
     batch_max_size: int = Field(
         16, ge=1, le=256, description="Most uploads one interactive micro-batch holds."

@@ -2,7 +2,7 @@
 
 The codes are ``catalog.codes.ErrorCode``, the one list of every code the system
 writes; they appear in ``fashion classify --json`` output, in the ``error_code``
-column of a failed job and in a product's ``classification_error``, and the web
+column of a failed job and in a product prediction's ``error``, and the web
 backend may branch on them. Never rename one. Raised or recorded as:
 
     FashionError

@@ -16,9 +16,10 @@ from catalog.api_keys import NewKey, create_api_key
 from catalog.codes import JobStatus, KeyScope, ReviewAnswer, ReviewQueue
 from catalog.db import get_sessionmaker
 from catalog.embeddings import encode_embedding
-from catalog.models import CATEGORIES, ApiKey, ClassificationJob, Product, Review
+from catalog.models import CATEGORIES, ApiKey, ClassificationJob, Product, ProductPrediction, Review
 from catalog.queries import upsert_product
 from catalog.reviews import record_answer
+from catalog.versions import register_version
 from worker.config import Settings
 
 S3_CREDENTIALS = {"s3_access_key_id": "testing", "s3_secret_access_key": "testing"}
@@ -55,12 +56,55 @@ def make_product(
         image_key=None,
     )
     if embedding is not None:
-        product.embedding = encode_embedding(embedding / np.linalg.norm(embedding))
-        product.model_version = model_version
-        product.predicted_label = CATEGORIES.index(category)
-        product.predicted_confidence = 0.9
-        session.flush()
+        add_prediction(
+            session,
+            product,
+            model_version=model_version,
+            label=CATEGORIES.index(category),
+            confidence=0.9,
+            embedding=embedding,
+        )
     return product
+
+
+def add_prediction(
+    session: Session,
+    product: Product,
+    *,
+    model_version: str,
+    label: int | None = None,
+    confidence: float | None = None,
+    probabilities: list[float] | None = None,
+    embedding: np.ndarray | None = None,
+    error: str | None = None,
+    classified_at: dt.datetime | None = None,
+) -> ProductPrediction:
+    """What ``model_version`` said of ``product``'s photo, as a worker records it; the
+    version is registered (live, if no version is) as a worker's first start does."""
+    register_version(
+        session=session,
+        version=model_version,
+        engine="float",
+        artifact=f"models/{model_version}/",
+        card={},
+        live_if_none=True,
+    )
+    prediction = ProductPrediction(
+        product_id=product.id,
+        model_version=model_version,
+        category=product.category,
+        label=label,
+        confidence=confidence,
+        probabilities=probabilities,
+        embedding=(
+            None if embedding is None else encode_embedding(embedding / np.linalg.norm(embedding))
+        ),
+        error=error,
+        classified_at=classified_at or dt.datetime.now(dt.UTC),
+    )
+    session.add(prediction)
+    session.flush()
+    return prediction
 
 
 def make_flagged_upload(

@@ -6,7 +6,8 @@ machine's shared servers or another test. PostgreSQL is the machine's server,
 never restarted: a test only terminates the connections to its own database.
 
 The ledger is a table filled by triggers: every time a job reaches ``done`` or
-``failed``, and every time a product gets a classification, a row is written in
+``failed``, and every time a product gets a classification (a model version's
+row in ``product_predictions`` written or rewritten), a row is written in
 the same transaction. Counting those rows tells "done exactly once" from the
 database's side, independently of the code under test.
 """
@@ -48,13 +49,13 @@ CREATE TRIGGER fault_ledger_job AFTER UPDATE ON classification_jobs
     FOR EACH ROW EXECUTE FUNCTION fault_ledger_job();
 CREATE FUNCTION fault_ledger_product() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.classified_at IS DISTINCT FROM OLD.classified_at THEN
+    IF TG_OP = 'INSERT' OR NEW.classified_at IS DISTINCT FROM OLD.classified_at THEN
         INSERT INTO fault_ledger (kind, id, outcome)
-        VALUES ('product', NEW.id::text, coalesce(NEW.classification_error, 'done'));
+        VALUES ('product', NEW.product_id::text, coalesce(NEW.error, 'done'));
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER fault_ledger_product AFTER UPDATE ON products
+CREATE TRIGGER fault_ledger_product AFTER INSERT OR UPDATE ON product_predictions
     FOR EACH ROW EXECUTE FUNCTION fault_ledger_product();
 """
 

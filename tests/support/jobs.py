@@ -8,11 +8,17 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from sqlalchemy import insert, select
+from sqlalchemy import exists, func, insert, select
 
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import create_job
-from catalog.models import CATEGORIES, ClassificationJob, Product
+from catalog.models import (
+    CATEGORIES,
+    ClassificationJob,
+    Product,
+    ProductPrediction,
+    live_version_name,
+)
 from catalog.queries import get_job, upsert_product
 from tests.support.factories import png_bytes
 from worker.config import Settings
@@ -84,9 +90,38 @@ def wait_for_run(settings: Settings, run_id: int, timeout: float = 120) -> None:
     raise AssertionError(f"run {run_id}: {progress.done}/{progress.total} after {timeout} s")
 
 
-def classified_at(settings: Settings) -> dict[int, dt.datetime]:
+def predictions(settings: Settings, version: str | None = None) -> dict[int, ProductPrediction]:
+    """Each product's prediction by ``version`` (default: the live one), by product id;
+    products it has not classified are left out."""
     with get_sessionmaker(settings.resolved_database_url)() as session:
-        return dict(session.execute(select(Product.id, Product.classified_at)).all())
+        wanted = live_version_name() if version is None else version
+        return {
+            row.product_id: row
+            for row in session.scalars(
+                select(ProductPrediction).where(ProductPrediction.model_version == wanted)
+            )
+        }
+
+
+def unclassified(settings: Settings) -> int:
+    """Products with a photo that no model version has classified yet."""
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        return session.scalar(
+            select(func.count())
+            .select_from(Product)
+            .where(
+                Product.image_key.is_not(None),
+                ~exists().where(ProductPrediction.product_id == Product.id),
+            )
+        )
+
+
+def classified_at(settings: Settings) -> dict[int, dt.datetime | None]:
+    """When the live version classified each product (``None``: not yet)."""
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        ids = session.scalars(select(Product.id)).all()
+    done = predictions(settings)
+    return {i: done[i].classified_at if i in done else None for i in ids}
 
 
 def add_catalog(settings: Settings, fashion_mnist, count: int, *, distinct: int = 250) -> list[int]:

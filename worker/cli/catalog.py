@@ -104,7 +104,10 @@ def catalog_export(fmt: str, out: str | None) -> None:
     ]
     with get_sessionmaker(get_settings().resolved_database_url)() as session:
         rows = [
-            {column: getattr(product, column) for column in columns}
+            {
+                **{column: getattr(product, column) for column in columns[:6]},
+                **_live_fields(product.live_prediction),
+            }
             for product in all_products(session=session)
         ]
     buffer = io.StringIO()
@@ -136,14 +139,15 @@ def catalog_audit(limit: int | None, as_json: bool) -> None:
     with get_sessionmaker(get_settings().resolved_database_url)() as session:
         products = audit_mismatches(session=session, limit=limit)
     for product in products:
-        confidence = product.predicted_confidence
+        live = _live_fields(product.live_prediction)
+        confidence = live["predicted_confidence"]
         line = {
             "sku": product.sku,
             "name": product.name,
             "listed": product.category,
-            "predicted": product.predicted_category,
+            "predicted": live["predicted_category"],
             "confidence": None if confidence is None else round(confidence, 4),
-            "model_version": product.model_version,
+            "model_version": live["model_version"],
             "reviewed": product.reviewed_category,
         }
         if as_json:
@@ -255,25 +259,33 @@ def catalog_show(sku: str, as_json: bool) -> None:
 
     with get_sessionmaker(get_settings().resolved_database_url)() as session:
         product = get_product(session=session, sku=sku)
-    if product is None:
-        raise click.ClickException(f"no product with sku {sku!r}")
-    fields = {
-        "sku": product.sku,
-        "name": product.name,
-        "category": product.category,
-        "price": str(product.price),
-        "stock_quantity": product.stock_quantity,
-        "image_key": product.image_key,
-        "predicted_category": product.predicted_category,
-        "predicted_confidence": product.predicted_confidence,
-        "model_version": product.model_version,
-        "classification_error": product.classification_error,
-    }
+        if product is None:
+            raise click.ClickException(f"no product with sku {sku!r}")
+        live = product.live_prediction
+        fields = {
+            "sku": product.sku,
+            "name": product.name,
+            "category": product.category,
+            "price": str(product.price),
+            "stock_quantity": product.stock_quantity,
+            "image_key": product.image_key,
+            **_live_fields(live),
+            "classification_error": None if live is None else live.error,
+        }
     if as_json:
         echo_json(fields)
     else:
         for key, value in fields.items():
             click.echo(f"{key:>21}: {value}")
+
+
+def _live_fields(prediction) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What the live model version said of a product's photo (``None``s: nothing yet)."""
+    return {
+        "predicted_category": None if prediction is None else prediction.predicted_category,
+        "predicted_confidence": None if prediction is None else prediction.confidence,
+        "model_version": None if prediction is None else prediction.model_version,
+    }
 
 
 COMMANDS = (catalog,)

@@ -18,17 +18,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import func, not_, select
 
 from catalog.codes import JobStatus, ReclassifyMode
 from catalog.db import get_sessionmaker, upgrade
 from catalog.models import Product
+from catalog.predictions import already_done
 from worker import client
 from worker.config import Settings
-from worker.pipeline.classifier import model_version
 from worker.service.catalog_import import ImportReport, import_catalog
 from worker.service.celery_app import worker_command, worker_environment
 from worker.service.reclassify import start_run
+from worker.service.registry import live_version_name
 
 SAMPLES_DIR = Path(__file__).parents[1] / "samples"
 WORKER_STOP_TIMEOUT = 15
@@ -45,10 +46,7 @@ def products_pending(settings: Settings, version: str) -> int:
         return session.scalar(
             select(func.count())
             .select_from(Product)
-            .where(
-                Product.image_key.is_not(None),
-                (Product.model_version.is_(None)) | (Product.model_version != version),
-            )
+            .where(Product.image_key.is_not(None), not_(already_done(version, None)))
         )
 
 
@@ -95,11 +93,10 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
         f"broker {settings.resolved_broker_url}"
     )
     uploads = sorted((SAMPLES_DIR / "uploads").glob("*.jpg"))
-    version = model_version(settings)  # from the card: the worker child loads the model
+    # The live version (on a new data dir: the configured model, registered here).
+    version = live_version_name(settings)
     try:
-        # New products and those classified by another model (a demo run before a
-        # model change) alike: a data dir kept from an older model must not leave
-        # the catalog without similar items.
+        # New products, and those the live version has not classified yet.
         run = start_run(ReclassifyMode.STALE, settings=settings, trigger="demo", version=version)
         with console.status(f"classifying {run.total} product photos on the bulk queue"):
             deadline = time.monotonic() + timeout

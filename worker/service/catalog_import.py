@@ -11,7 +11,9 @@ from PIL import Image
 
 from catalog.db import get_sessionmaker
 from catalog.importer import ProductRow, RejectedRow, read_products
+from catalog.predictions import forget_predictions
 from catalog.queries import get_product, upsert_product
+from catalog.versions import filled_versions
 from worker.config import Settings
 from worker.errors import ImageError
 from worker.files import read_at_most
@@ -125,9 +127,11 @@ def import_catalog(
                 report.inserted += 1
             else:
                 report.updated += 1
-            if key and (photo_changed or product.model_version is None):
+            if key and (photo_changed or product.live_prediction is None):
                 if photo_changed:
-                    product.model_version = None
+                    # What every version saw was the old photo: offered by none
+                    # until it is classified again.
+                    forget_predictions(session=session, product_ids=[product.id])
                 to_classify[product.id] = None
             if pending % COMMIT_EVERY == 0:
                 session.commit()
@@ -135,6 +139,10 @@ def import_catalog(
     finally:
         session.close()
     if queue and to_classify:
-        send_product_chunks(settings, list(to_classify))
+        with sessions() as session:
+            versions = filled_versions(session=session)
+        # The live version first: its uploads are waiting for these products.
+        for version in versions or [None]:
+            send_product_chunks(settings, list(to_classify), model_version=version)
         report.queued = len(to_classify)
     return report

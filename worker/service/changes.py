@@ -5,12 +5,13 @@ object read) and each product's photo tag compared with the one it recorded
 when a worker last read its photo (``Product.photo_etag``). A product is queued
 when it is
 
-- ``new``: never classified;
+- ``new``: never classified, by any version;
 - ``photo_changed``: its photo's tag differs from the recorded one (replaced in
   place, or gone: the worker then records ``object_missing``);
 - ``photo_unverified``: classified before tags were recorded (once per product);
 - ``preprocessing``: its kept model input was made by another ``PREPROCESS_VERSION``;
-- ``model``: classified by another model version -- from its kept input, no fetch.
+- ``model``: classified by another model version, not by this one -- from its
+  kept input, no fetch.
 
 Everything else is ``unchanged`` and costs one row of a SELECT and one entry of
 the listing. The first four have their kept input invalidated, so the worker
@@ -25,10 +26,10 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session, aliased
 
-from catalog.models import Product
+from catalog.models import Product, ProductPrediction
 from worker.pipeline.preprocess import PREPROCESS_VERSION
 from worker.storage import ObjectStore
 
@@ -53,30 +54,41 @@ def listing_prefixes(image_keys: Iterable[str]) -> list[str]:
     return [""] if "" in prefixes else sorted(prefixes)
 
 
-def reason_for(row, etag: str | None, version: str) -> str:  # type: ignore[no-untyped-def]
-    if row.model_version is None:
+def reason_for(row, etag: str | None) -> str:  # type: ignore[no-untyped-def]
+    """``row``: the product's columns with ``classified`` (by any version),
+    ``current`` (by the planned one) and ``error`` (the planned version's)."""
+    if not row.classified:
         return "new"
     if row.photo_etag is None and etag is not None:
-        return "photo_unverified" if row.classification_error is None else "photo_changed"
+        return "photo_unverified" if row.error is None else "photo_changed"
     if etag != row.photo_etag:
         return "photo_changed"
     if row.model_input_key == row.image_key and row.preprocess_version != PREPROCESS_VERSION:
         return "preprocessing"
-    if row.model_version != version:
+    if not row.current:
         return "model"
     return "unchanged"
 
 
 def plan_changes(*, session: Session, store: ObjectStore, version: str) -> Plan:
+    """What a ``changed`` run for model ``version`` must queue, and why."""
+    other = aliased(ProductPrediction)
+    any_version = exists().where(other.product_id == Product.id)
     rows = session.execute(
         select(
             Product.id,
             Product.image_key,
             Product.photo_etag,
-            Product.model_version,
-            Product.classification_error,
             Product.model_input_key,
             Product.preprocess_version,
+            any_version.label("classified"),
+            ProductPrediction.product_id.is_not(None).label("current"),
+            ProductPrediction.error,
+        )
+        .outerjoin(
+            ProductPrediction,
+            (ProductPrediction.product_id == Product.id)
+            & (ProductPrediction.model_version == version),
         )
         .where(Product.image_key.is_not(None))
         .order_by(Product.id)
@@ -87,7 +99,7 @@ def plan_changes(*, session: Session, store: ObjectStore, version: str) -> Plan:
     reasons: Counter[str] = Counter({reason: 0 for reason in REASONS})
     queued, refetch = [], []
     for row in rows:
-        reason = reason_for(row, listing.get(row.image_key), version)
+        reason = reason_for(row, listing.get(row.image_key))
         reasons[reason] += 1
         if reason != "unchanged":
             queued.append(row.id)

@@ -19,9 +19,9 @@ from catalog.lifecycle import Finished, claim_jobs, complete_job
 from catalog.similar import rank_similar, replace_similar_items
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
-from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import ModelInput, prepare
 from worker.service import metrics, webhooks
+from worker.service.registry import live_classifier
 from worker.storage import StoredObject, get_store
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ def classify_jobs(
     if not good:
         return statuses
 
-    classifier = get_classifier(settings)
+    # One classifier for the label and the similar items: the job records its version.
+    classifier = live_classifier(settings)
     predictions = classifier.classify([item for _, item in good])
     metrics.batch("interactive", len(good))
     results = []

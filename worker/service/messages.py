@@ -104,6 +104,8 @@ class ProductChunk:
     product_ids: list[int]
     not_before: dt.datetime | None
     redeliveries: int
+    #: The model version to classify with (``None``: the live one).
+    model_version: str | None = None
 
 
 #: More ids than any chunk we send (``DEFAULT_CHUNK_SIZE``, a run's ``--chunk``).
@@ -112,8 +114,9 @@ MAX_CHUNK_IDS = 10_000
 
 def product_chunk_arguments(args: Any, kwargs: Any) -> ProductChunk:
     """A ``fashion.classify_products`` message's arguments (``args: [[id, …]]``,
-    ``kwargs: {not_before?: ISO 8601, redeliveries?: n}``), or ``MalformedMessage``:
-    a malformed one raised ``TypeError``/``ProgrammingError`` tracebacks in the worker."""
+    ``kwargs: {not_before?: ISO 8601, redeliveries?: n, model_version?: tag}``), or
+    ``MalformedMessage``: a malformed one raised ``TypeError``/``ProgrammingError``
+    tracebacks in the worker."""
     if not isinstance(args, list | tuple) or len(args) != 1:
         raise MalformedMessage(f"args must be [[product_id, …]], not {args!r:.200}")
     if kwargs is not None and not isinstance(kwargs, Mapping):
@@ -126,7 +129,7 @@ def product_chunk_arguments(args: Any, kwargs: Any) -> ProductChunk:
     ):
         raise MalformedMessage(f"product ids must be 1-{MAX_CHUNK_IDS} whole numbers > 0")
     kwargs = dict(kwargs or {})
-    unknown = set(kwargs) - {"not_before", "redeliveries"}
+    unknown = set(kwargs) - {"not_before", "redeliveries", "model_version"}
     if unknown:
         raise MalformedMessage(f"unknown arguments {sorted(unknown)!r:.200}")
     not_before = kwargs.get("not_before")
@@ -138,7 +141,12 @@ def product_chunk_arguments(args: Any, kwargs: Any) -> ProductChunk:
     redeliveries = kwargs.get("redeliveries", 0)
     if isinstance(redeliveries, bool) or not isinstance(redeliveries, int) or redeliveries < 0:
         raise MalformedMessage(f"redeliveries must be a whole number ≥ 0, not {redeliveries!r}")
-    return ProductChunk(list(ids), not_before, redeliveries)
+    model_version = kwargs.get("model_version")
+    if model_version is not None and (
+        not isinstance(model_version, str) or not 0 < len(model_version) <= 100
+    ):
+        raise MalformedMessage(f"model_version must be a version tag, not {model_version!r:.120}")
+    return ProductChunk(list(ids), not_before, redeliveries, model_version)
 
 
 def send_product_chunks(
@@ -148,11 +156,13 @@ def send_product_chunks(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     not_before: dt.datetime | str | None = None,
     redeliveries: int | None = None,
+    model_version: str | None = None,
 ) -> int:
     """Queue catalog products on the bulk queue in chunks; returns how many messages.
 
     ``not_before`` is an ``all`` run's skip rule; ``redeliveries`` counts how often
-    these products came back from a worker that died holding them.
+    these products came back from a worker that died holding them; ``model_version``
+    is the version to classify with (``None``: whichever is live when a worker takes it).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -163,6 +173,8 @@ def send_product_chunks(
         )
     if redeliveries is not None:
         kwargs["redeliveries"] = redeliveries
+    if model_version is not None:
+        kwargs["model_version"] = model_version
     app = make_celery(settings)
     chunks = [
         list(product_ids[start : start + chunk_size])

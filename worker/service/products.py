@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Row, not_, or_, select
+from sqlalchemy import Row, not_, select
 
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
@@ -31,10 +31,10 @@ from catalog.predictions import (
 )
 from worker.config import Settings
 from worker.errors import FashionError
-from worker.pipeline.classifier import get_classifier
 from worker.pipeline.preprocess import IMAGE_SIZE, PREPROCESS_VERSION, ModelInput
 from worker.service import metrics
 from worker.service.jobs import fetch_all, prepare_fetched
+from worker.service.registry import classifier_for, live_version_name
 from worker.storage import StoredObject
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,14 @@ class ChunkResult:
 
 
 def classify_products(
-    product_ids: Sequence[int], *, settings: Settings, not_before: dt.datetime | None = None
+    product_ids: Sequence[int],
+    *,
+    settings: Settings,
+    not_before: dt.datetime | None = None,
+    model_version: str | None = None,
 ) -> ChunkResult:
-    """Classify the photos of ``product_ids``, skipping those this model already did.
+    """Classify the photos of ``product_ids`` with ``model_version`` (default: the live
+    one), skipping those it already did; only that version's rows are written.
 
     ``not_before`` narrows the skip to products classified at or after it (an
     ``all`` re-classification run); ``None`` skips any product this model did.
@@ -58,7 +63,7 @@ def classify_products(
     preprocessing version) is classified from it: no fetch, no decode. The others
     are fetched and prepared, and their inputs kept for the next model.
     """
-    classifier = get_classifier(settings)
+    classifier = classifier_for(settings, model_version or live_version_name(settings))
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
         rows = session.execute(
@@ -71,10 +76,7 @@ def classify_products(
                 Product.preprocess_version,
             ).where(
                 Product.id.in_(list(product_ids)),
-                or_(
-                    Product.model_version.is_(None),
-                    not_(already_done(classifier.version, not_before)),
-                ),
+                not_(already_done(classifier.version, not_before)),
             )
         ).all()
     skipped = len(product_ids) - len(rows)
@@ -158,15 +160,20 @@ def _load(
 
 
 def mark_products_poison_and_count(
-    product_ids: Sequence[int], *, settings: Settings, deliveries: int
+    product_ids: Sequence[int],
+    *,
+    settings: Settings,
+    deliveries: int,
+    model_version: str | None = None,
 ) -> None:
-    """``predictions.mark_products_poison`` for the loaded model, in a transaction of its
-    own, then counted in the metrics and logged: their photos kept killing workers.
+    """``predictions.mark_products_poison`` for ``model_version`` (default: the live
+    one), in a transaction of its own, then counted in the metrics and logged: their
+    photos kept killing workers.
 
     They count as done for this model (the skip rule), so no run queues them again
     until a new model or an ``all`` run; ``fashion reclassify`` reports them failed.
     """
-    version = get_classifier(settings).version
+    version = model_version or live_version_name(settings)
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
         mark_products_poison(session=session, product_ids=product_ids, model_version=version)
     metrics.products_classified(ErrorCode.POISON, len(product_ids))

@@ -9,8 +9,11 @@ each chunk task skips what is already done, so re-running resumes rather than
 repeats. An interrupted ``all`` run is resumed by the next ``all`` run for the
 same model version: it keeps the first run's ``not_before``.
 
-Progress is read from the products themselves (see ``ReclassifyRun``), so it
-survives worker restarts and needs no counters kept in step with the queue.
+A run is for one model version (default: the live one) and writes only that
+version's ``product_predictions`` rows: filling a candidate changes nothing the
+live version answers with. Progress is read from those rows (see
+``ReclassifyRun``), so it survives worker restarts and needs no counters kept in
+step with the queue.
 """
 
 from __future__ import annotations
@@ -20,17 +23,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, not_, or_, select
+from sqlalchemy import and_, func, not_, select
 from sqlalchemy.orm import Session
 
 from catalog.codes import ReclassifyMode
 from catalog.db import get_sessionmaker
-from catalog.models import Product, ReclassifyRun, as_utc, utcnow
+from catalog.models import Product, ProductPrediction, ReclassifyRun, as_utc, utcnow
 from catalog.predictions import already_done
+from catalog.versions import filled_versions
 from worker.config import Settings
-from worker.pipeline.classifier import model_version
 from worker.service.changes import REASONS, invalidate_kept_inputs, plan_changes
 from worker.service.messages import DEFAULT_CHUNK_SIZE, send_product_chunks
+from worker.service.registry import live_version_name, register_configured
 from worker.storage import get_store
 
 log = logging.getLogger(__name__)
@@ -110,7 +114,7 @@ def start_run(
     mode = ReclassifyMode(mode)
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
-    version = version or model_version(settings)
+    version = version or live_version_name(settings)
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
         now = utcnow()
@@ -132,10 +136,7 @@ def start_run(
                     select(Product.id)
                     .where(
                         Product.image_key.is_not(None),
-                        or_(
-                            Product.model_version.is_(None),
-                            not_(already_done(version, not_before)),
-                        ),
+                        not_(already_done(version, not_before)),
                     )
                     .order_by(Product.id)
                 )
@@ -153,7 +154,9 @@ def start_run(
         session.add(run)
         session.flush()
         session.expunge(run)
-    send_product_chunks(settings, product_ids, chunk_size=chunk_size, not_before=not_before)
+    send_product_chunks(
+        settings, product_ids, chunk_size=chunk_size, not_before=not_before, model_version=version
+    )
     log.info(
         "run %s: queued %d products (%s, model %s%s)",
         run.id,
@@ -178,13 +181,16 @@ def progress_of(
     """How far ``run`` has got, its rate over the last minute and its ETA."""
     now = now or utcnow()
     started = as_utc(run.started_at)
-    touched = and_(Product.model_version == run.model_version, Product.classified_at >= started)
+    touched = and_(
+        ProductPrediction.model_version == run.model_version,
+        ProductPrediction.classified_at >= started,
+    )
     done, failed, recent, last = session.execute(
         select(
             func.count(),
-            func.count(Product.classification_error),
-            func.count().filter(Product.classified_at >= now - RATE_WINDOW),
-            func.max(Product.classified_at),
+            func.count(ProductPrediction.error),
+            func.count().filter(ProductPrediction.classified_at >= now - RATE_WINDOW),
+            func.max(ProductPrediction.classified_at),
         ).where(touched)
     ).one()
     done = min(done, run.total)
@@ -224,22 +230,41 @@ def run_progress(settings: Settings, run_id: int | None = None) -> Progress | No
 def reclassify_if_model_changed(
     settings: Settings, *, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> int | None:
-    """Start a ``stale`` run if no run exists yet for the current model; returns its id."""
-    version = model_version(settings)
+    """Register the configured model (a candidate when another is live) and start a
+    ``stale`` run -- its fill -- for each live or candidate version that has had no
+    run yet; returns the first new run's id (``None``: nothing new)."""
+    register_configured(settings)
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions() as session:
-        seen = session.scalar(
-            select(func.count())
-            .select_from(ReclassifyRun)
-            .where(ReclassifyRun.model_version == version)
+        versions = filled_versions(session=session)
+        seen = set(
+            session.scalars(
+                select(ReclassifyRun.model_version).where(ReclassifyRun.model_version.in_(versions))
+            )
         )
-    if seen:
-        return None
-    log.info("model %s has no run yet: re-classifying stale products", version)
-    return start_run(
-        ReclassifyMode.STALE,
-        settings=settings,
-        chunk_size=chunk_size,
-        trigger="model-change",
-        version=version,
-    ).id
+    started = []
+    for version in versions:
+        if version not in seen:
+            log.info("model %s has no run yet: filling its catalog predictions", version)
+            run = start_run(
+                ReclassifyMode.STALE,
+                settings=settings,
+                chunk_size=chunk_size,
+                trigger="model-change",
+                version=version,
+            )
+            started.append(run.id)
+    return started[0] if started else None
+
+
+def start_runs_for_every_version(mode: str, *, settings: Settings, trigger: str) -> list[int]:
+    """``start_run`` for the live version, then for each candidate (the nightly run:
+    a candidate, and the previous live version kept for a rollback, stay filled)."""
+    live = live_version_name(settings)
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        versions = filled_versions(session=session)
+    ordered = [live, *(version for version in versions if version != live)]
+    return [
+        start_run(mode, settings=settings, trigger=trigger, version=version).id
+        for version in ordered
+    ]

@@ -142,7 +142,12 @@ def wait_for_rows(job_ids: list[str], retries: dict[str, int], settings: Setting
 
 
 def resend_redelivered_chunk(
-    product_ids: list[int], not_before: str | None, redeliveries: int, settings: Settings
+    product_ids: list[int],
+    not_before: str | None,
+    redeliveries: int,
+    settings: Settings,
+    *,
+    model_version: str | None = None,
 ) -> None:
     """A chunk came back unacknowledged: its worker died (or stopped) holding it.
 
@@ -154,7 +159,9 @@ def resend_redelivered_chunk(
     costs one split.
     """
     if len(product_ids) == 1 and redeliveries >= settings.max_attempts:
-        mark_products_poison_and_count(product_ids, settings=settings, deliveries=redeliveries)
+        mark_products_poison_and_count(
+            product_ids, settings=settings, deliveries=redeliveries, model_version=model_version
+        )
         return
     send_product_chunks(
         settings,
@@ -162,4 +169,5 @@ def resend_redelivered_chunk(
         chunk_size=(len(product_ids) + 1) // 2,
         not_before=not_before,
         redeliveries=redeliveries,
+        model_version=model_version,
     )

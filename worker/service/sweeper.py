@@ -22,8 +22,8 @@ import logging
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import expire_overdue, requeue_stuck
 from catalog.models import utcnow
+from catalog.versions import filled_versions
 from worker.config import Settings
-from worker.pipeline.classifier import model_version
 from worker.service.jobs import finished
 from worker.service.messages import send_classify
 from worker.service.reclassify import latest_run, progress_of, start_run
@@ -65,7 +65,7 @@ def resume_stalled_run(settings: Settings, *, now: dt.datetime | None = None) ->
     takes a message off the queue (BRPOP) before it records it as unacknowledged,
     so a worker killed between the two loses that chunk for good (the fault test
     that SIGKILLs a bulk worker saw it about once in 25 runs). Stalled means: not
-    finished, for the model that runs now, nothing classified for
+    finished, for a version that is live or a candidate, nothing classified for
     ``FASHION_STUCK_AFTER_SECONDS``, and nothing waiting on the bulk queue (a
     long queue is slow, not lost). A new run of the same mode plans again from
     the catalog, which skips what the stalled run did, so it queues exactly what
@@ -75,7 +75,7 @@ def resume_stalled_run(settings: Settings, *, now: dt.datetime | None = None) ->
     now = now or utcnow()
     with get_sessionmaker(settings.resolved_database_url)() as session:
         run = latest_run(session)
-        if run is None or run.model_version != model_version(settings):
+        if run is None or run.model_version not in filled_versions(session=session):
             return None
         progress = progress_of(session, run, now=now)
         chunk_size = run.chunk_size
@@ -86,7 +86,13 @@ def resume_stalled_run(settings: Settings, *, now: dt.datetime | None = None) ->
         return None
     if queue_depths(settings).get(settings.bulk_queue, 0):
         return None
-    resumed = start_run(progress.mode, settings=settings, chunk_size=chunk_size, trigger="sweeper")
+    resumed = start_run(
+        progress.mode,
+        settings=settings,
+        chunk_size=chunk_size,
+        trigger="sweeper",
+        version=progress.model_version,
+    )
     log.warning(
         "sweeper: run %s stalled (nothing classified since %s, nothing queued): "
         "run %s queues the %d products it left",

@@ -26,7 +26,6 @@ from celery.signals import (
 
 from catalog.codes import ErrorCode
 from worker.config import Settings
-from worker.pipeline.classifier import get_classifier
 from worker.service import health, logs, metrics
 from worker.service.batching import MicroBatches
 from worker.service.jobs import fail_job_and_notify
@@ -43,7 +42,8 @@ from worker.service.messages import (
     product_chunk_arguments,
 )
 from worker.service.products import classify_products
-from worker.service.reclassify import reclassify_if_model_changed, start_run
+from worker.service.reclassify import reclassify_if_model_changed, start_runs_for_every_version
+from worker.service.registry import live_classifier
 from worker.service.retention import purge
 from worker.service.retry import (
     TRANSIENT_ERRORS,
@@ -51,6 +51,7 @@ from worker.service.retry import (
     resend_redelivered_chunk,
     task_retry_policy,
 )
+from worker.service.rollout import index_filled_versions
 from worker.service.sweeper import sweep
 from worker.service.webhooks import WebhookFailed, deliver
 from worker.storage import get_store
@@ -143,7 +144,7 @@ def connect_signals(settings: Settings) -> None:
     @worker_process_init.connect(weak=False)
     def load_per_process(**_kwargs: object) -> None:
         """Load the model and open the store in each child, after fork, never at import."""
-        get_classifier(settings)
+        live_classifier(settings)
         get_store(settings)
 
 
@@ -209,8 +210,9 @@ NOTHING_DONE = {"classified": 0, "failed": 0, "skipped": 0}
 def _register_catalog_tasks(app: Celery, settings: Settings, policy: dict) -> None:
     @app.task(name=CLASSIFY_PRODUCTS_TASK, bind=True, **policy)
     def classify_product_chunk(self: Task, *args: Any, **kwargs: Any) -> dict[str, int]:
-        """Classify a chunk of catalog product photos (bulk queue); idempotent per model
-        version. ``not_before`` (ISO 8601) is set by ``all`` runs: products this model
+        """Classify a chunk of catalog product photos (bulk queue) with the message's
+        ``model_version`` (default: the live one); idempotent per version.
+        ``not_before`` (ISO 8601) is set by ``all`` runs: products this model
         classified before it are done again. ``redeliveries`` counts how often this
         chunk's products came back from a worker that never acknowledged them. A
         malformed message is dropped with a warning (``messages.product_chunk_arguments``)."""
@@ -224,9 +226,20 @@ def _register_catalog_tasks(app: Celery, settings: Settings, policy: dict) -> No
             if (self.request.delivery_info or {}).get("redelivered"):
                 log.warning("chunk of %d products was redelivered; splitting it", len(product_ids))
                 not_before = chunk.not_before.isoformat() if chunk.not_before else None
-                resend_redelivered_chunk(product_ids, not_before, chunk.redeliveries + 1, settings)
+                resend_redelivered_chunk(
+                    product_ids,
+                    not_before,
+                    chunk.redeliveries + 1,
+                    settings,
+                    model_version=chunk.model_version,
+                )
                 return dict(NOTHING_DONE)
-            result = classify_products(product_ids, settings=settings, not_before=chunk.not_before)
+            result = classify_products(
+                product_ids,
+                settings=settings,
+                not_before=chunk.not_before,
+                model_version=chunk.model_version,
+            )
             return {
                 "classified": result.classified,
                 "failed": result.failed,
@@ -239,13 +252,18 @@ def _register_scheduled_tasks(app: Celery, settings: Settings, policy: dict) -> 
 
     @app.task(name=RECLASSIFY_TASK, **policy)
     def reclassify(mode: str = "stale", trigger: str = "beat") -> int:
-        """Start a bulk re-classification run (beat's nightly schedule); returns the run id."""
-        return start_run(mode, settings=settings, trigger=trigger).id
+        """Start a bulk re-classification run for every live and candidate version
+        (beat's nightly schedule); returns the live version's run id."""
+        return start_runs_for_every_version(mode, settings=settings, trigger=trigger)[0]
 
     @app.task(name=MODEL_CHECK_TASK, **policy)
     def reclassify_on_model_change() -> int | None:
-        """Start a ``stale`` run the first time a worker sees a new default model version."""
-        return reclassify_if_model_changed(settings)
+        """Register a newly configured model as a candidate and start the fill of each
+        version that has had none; build the indexes of each version whose fill is
+        complete. Returns the first new run's id."""
+        run_id = reclassify_if_model_changed(settings)
+        index_filled_versions(settings)
+        return run_id
 
     @app.task(name=SWEEP_TASK, **policy)
     def sweep_stuck_jobs() -> int:

@@ -38,8 +38,10 @@ from sqlalchemy import insert, text
 from catalog.api_keys import create_api_key
 from catalog.codes import CATEGORIES, JobStatus, KeyScope
 from catalog.db import get_engine, get_sessionmaker, upgrade
-from catalog.embeddings import encode_embedding, hnsw_index_sql
-from catalog.models import ClassificationJob, Product, SimilarItem
+from catalog.embeddings import encode_embedding
+from catalog.models import ClassificationJob, Product, ProductPrediction, SimilarItem
+from catalog.vector_indexes import version_index_sql
+from catalog.versions import register_version
 from worker.config import Settings
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.tools.harness import ApiProcess, pgvector_server, throwaway_database
@@ -69,38 +71,49 @@ def build(url: str, *, products: int, uploads: int, flag_every: int, seed: int) 
     size = embedding_size()
     engine = get_engine(url)
     started = time.perf_counter()
+    with get_sessionmaker(url).begin() as session:
+        register_version(
+            session=session,
+            version=VERSION,
+            engine="float",
+            artifact=f"models/{VERSION}/",
+            card={},
+            live_if_none=True,
+        )
+    # The HNSW indexes are built once the rows are in (as a fill does): ~100× faster
+    # than row by row.
     with engine.begin() as connection:
-        # The HNSW indexes are built once the rows are in: ~100× faster than row by row.
-        for (name,) in connection.execute(
-            text(
-                "SELECT indexname FROM pg_indexes "
-                "WHERE indexname LIKE 'ix_products_embedding_hnsw%'"
-            )
-        ):
-            connection.execute(text(f"DROP INDEX {name}"))
         for first in range(0, products, CHUNK):
-            rows = []
+            rows, said = [], []
             for index in range(first, min(first + CHUNK, products)):
                 category = index % len(CATEGORIES)
                 predicted = (category + 1) % len(CATEGORIES) if index % 10 == 0 else category
                 vector = rng.standard_normal(size).astype(np.float32)
                 rows.append(
                     {
+                        "id": index + 1,
                         "sku": f"REV-{index:07d}",
                         "name": f"item {index}",
                         "category": CATEGORIES[category],
                         "price": 10,
                         "stock_quantity": int(index % 7 != 0) * 3,
                         "image_key": f"products/{index}.png",
-                        "predicted_label": predicted,
-                        "predicted_confidence": float(rng.uniform(0.5, 1.0)),
-                        "predicted_probabilities": probabilities_for(predicted, 0.8, rng),
+                    }
+                )
+                said.append(
+                    {
+                        "product_id": index + 1,
                         "model_version": VERSION,
+                        "category": CATEGORIES[category],
+                        "label": predicted,
+                        "confidence": float(rng.uniform(0.5, 1.0)),
+                        "probabilities": probabilities_for(predicted, 0.8, rng),
                         "embedding": encode_embedding(vector / np.linalg.norm(vector)),
                         "classified_at": dt.datetime.now(dt.UTC),
                     }
                 )
             connection.execute(insert(Product), rows)
+            connection.execute(insert(ProductPrediction), said)
         now = dt.datetime.now(dt.UTC)
         flagged = 0
         for first in range(0, uploads, CHUNK):
@@ -137,7 +150,7 @@ def build(url: str, *, products: int, uploads: int, flag_every: int, seed: int) 
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("SET maintenance_work_mem = '1GB'"))
         for category in CATEGORIES:
-            connection.execute(text(hnsw_index_sql(size, category)))
+            connection.execute(text(version_index_sql(VERSION, category, size)))
         connection.execute(text("VACUUM ANALYZE"))
     return {
         "products": products,

@@ -27,6 +27,7 @@ Run: ``.venv/bin/python -m worker.tools.bench_similar [--products 1000000] [--en
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import statistics
 import subprocess
@@ -48,8 +49,9 @@ from sqlalchemy.engine import make_url
 from catalog import similar
 from catalog.codes import CATEGORIES
 from catalog.db import get_engine, get_sessionmaker, upgrade
-from catalog.embeddings import DTYPE, encode_embedding, hnsw_index_sql
-from catalog.models import Product
+from catalog.embeddings import DTYPE, encode_embedding
+from catalog.models import Product, ProductPrediction
+from catalog.vector_indexes import version_index_sql
 from training.data import load_fashion_mnist
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.pipeline.preprocess import ModelInput
@@ -140,61 +142,89 @@ def make_catalog(count: int, uploads: int, rng: np.random.Generator) -> Catalog:
     )
 
 
-def _row(catalog: Catalog, index: int) -> tuple:
+def _product_row(catalog: Catalog, index: int) -> tuple:
     return (
+        index + 1,
         f"B-{index:07d}",
         f"item {index}",
         CATEGORIES[catalog.category[index]],
         Decimal(10),
         5 if catalog.in_stock[index] else 0,
-        int(catalog.category[index]),
-        0.9,
-        VERSION if catalog.current[index] else OLD_VERSION,
     )
 
 
-COLUMNS = (
-    "sku, name, category, price, stock_quantity, predicted_label, "
-    "predicted_confidence, model_version, embedding"
-)
+def _prediction_row(catalog: Catalog, index: int, at: dt.datetime) -> tuple:
+    """The product's prediction row, without its embedding."""
+    return (
+        index + 1,
+        VERSION if catalog.current[index] else OLD_VERSION,
+        CATEGORIES[catalog.category[index]],
+        int(catalog.category[index]),
+        0.9,
+        at,
+    )
+
+
+PRODUCT_COLUMNS = "id, sku, name, category, price, stock_quantity"
+PREDICTION_COLUMNS = "product_id, model_version, category, label, confidence, classified_at"
+
+
+def _index_statements(index_kind: str, dimensions: int) -> list[str]:
+    """The product's indexes (``category``: one per (version, category), as a fill
+    builds them) or one graph over every row (``global``)."""
+    if index_kind == "category":
+        return [
+            version_index_sql(VERSION, category, dimensions, concurrently=False)
+            for category in CATEGORIES
+        ]
+    return [
+        "CREATE INDEX ix_pp_hnsw_global ON product_predictions USING hnsw "
+        f"((embedding::halfvec({dimensions})) halfvec_cosine_ops)"
+    ]
 
 
 def load_postgresql(url: str, catalog: Catalog, index_kind: str) -> float:
     """COPY the catalog in (binary halfvec), then build the HNSW index; returns index seconds."""
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    now = dt.datetime.now(dt.UTC)
     with psycopg.connect(libpq, autocommit=True) as connection:
         register_vector(connection)
         dimensions = catalog.vectors.shape[1]
-        for name in connection.execute(
-            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_products_embedding_hnsw%'"
-        ).fetchall():
-            connection.execute(f"DROP INDEX {name[0]}")
-        statement = f"COPY products ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        statement = f"COPY products ({PRODUCT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(["int4", "varchar", "varchar", "varchar", "numeric", "int4"])
+            for index in range(len(catalog.vectors)):
+                copy.write_row(_product_row(catalog, index))
+        statement = (
+            f"COPY product_predictions ({PREDICTION_COLUMNS}, embedding) FROM STDIN (FORMAT BINARY)"
+        )
         with connection.cursor() as cursor, cursor.copy(statement) as copy:
             copy.set_types(
-                ["varchar", "varchar", "varchar", "numeric", "int4", "int4", "float8"]
-                + ["varchar", "halfvec"]
+                ["int4", "varchar", "varchar", "int4", "float8", "timestamptz", "halfvec"]
             )
             for index in range(len(catalog.vectors)):
-                copy.write_row((*_row(catalog, index), HalfVector(catalog.vectors[index])))
+                copy.write_row(
+                    (*_prediction_row(catalog, index, now), HalfVector(catalog.vectors[index]))
+                )
         connection.execute("SET maintenance_work_mem = '3GB'")
         started = time.perf_counter()
-        categories = CATEGORIES if index_kind == "category" else [None]
-        for category in categories:
-            connection.execute(hnsw_index_sql(dimensions, category))
+        for statement in _index_statements(index_kind, dimensions):
+            connection.execute(statement)
         index_seconds = time.perf_counter() - started
         connection.execute("VACUUM ANALYZE products")
+        connection.execute("VACUUM ANALYZE product_predictions")
     return index_seconds
 
 
 def sizes_mb(url: str) -> dict[str, float]:
-    """The products table and its HNSW indexes, on disk (PostgreSQL)."""
+    """The predictions table and its HNSW indexes, on disk (PostgreSQL)."""
     with get_engine(url).connect() as connection:
         table, indexes = connection.execute(
             text(
-                "SELECT pg_table_size('products'), coalesce(sum(pg_relation_size(indexrelid)), 0) "
+                "SELECT pg_table_size('product_predictions'), "
+                "coalesce(sum(pg_relation_size(indexrelid)), 0) "
                 "FROM pg_index JOIN pg_class ON pg_class.oid = indexrelid "
-                "WHERE relname LIKE 'ix_products_embedding_hnsw%'"
+                "WHERE relname LIKE 'ix_pp_hnsw%'"
             )
         ).one()
     return {
@@ -204,20 +234,30 @@ def sizes_mb(url: str) -> dict[str, float]:
 
 
 def load_sqlite(url: str, catalog: Catalog, index_kind: str) -> float:
-    keys = [c.strip() for c in COLUMNS.split(",")]
+    product_keys = [c.strip() for c in PRODUCT_COLUMNS.split(",")]
+    prediction_keys = [c.strip() for c in PREDICTION_COLUMNS.split(",")] + ["embedding"]
+    now = dt.datetime.now(dt.UTC)
     with get_sessionmaker(url).begin() as session:
         for start in range(0, len(catalog.vectors), 10_000):
+            indexes = range(start, min(len(catalog.vectors), start + 10_000))
             session.execute(
                 insert(Product),
+                [dict(zip(product_keys, _product_row(catalog, i), strict=True)) for i in indexes],
+            )
+            session.execute(
+                insert(ProductPrediction),
                 [
                     dict(
                         zip(
-                            keys,
-                            (*_row(catalog, i), encode_embedding(catalog.vectors[i])),
+                            prediction_keys,
+                            (
+                                *_prediction_row(catalog, i, now),
+                                encode_embedding(catalog.vectors[i]),
+                            ),
                             strict=True,
                         )
                     )
-                    for i in range(start, min(len(catalog.vectors), start + 10_000))
+                    for i in indexes
                 ],
             )
     return 0.0
@@ -257,7 +297,7 @@ def measure(url: str, catalog: Catalog, lookups: int, ef_search: int) -> dict:
             violations += sum(
                 product.stock_quantity <= 0
                 or product.category not in categories
-                or product.model_version != VERSION
+                or not catalog.current[product.id - 1]  # another version's embedding
                 for product, _ in ranked
             )
         if number < 20:

@@ -49,7 +49,7 @@ from sqlalchemy import func, select
 
 from catalog.codes import JobStatus
 from catalog.db import get_sessionmaker, upgrade
-from catalog.models import ClassificationJob, Product
+from catalog.models import ClassificationJob, ProductPrediction
 from worker import client
 from worker.config import Settings
 from worker.pipeline.classifier import Classifier, model_path
@@ -111,13 +111,15 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 def _count_classified(settings: Settings, version: str, ids: list[int]) -> int:
     with get_sessionmaker(settings.resolved_database_url)() as session:
         return session.scalar(
-            select(func.count()).where(Product.model_version == version, Product.id.in_(ids))
+            select(func.count()).where(
+                ProductPrediction.model_version == version, ProductPrediction.product_id.in_(ids)
+            )
         )
 
 
 def _last_classified(settings: Settings) -> dt.datetime:
     with get_sessionmaker(settings.resolved_database_url)() as session:
-        return session.scalar(select(func.max(Product.classified_at)))
+        return session.scalar(select(func.max(ProductPrediction.classified_at)))
 
 
 def measure_naive(

@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 
 from catalog.db import get_sessionmaker
 from catalog.embeddings import encode_embedding
-from catalog.models import Product, utcnow
+from catalog.models import Product, ProductPrediction, utcnow
 from worker.config import get_settings
 from worker.pipeline.classifier import BUNDLED_MODEL
 from worker.pipeline.preprocess import normalize, preprocess
@@ -64,9 +64,15 @@ def naive_classify(product_id: int) -> None:
         )
         outputs = _model(os.getpid()).predict(normalize(pixels[None]), verbose=0)
         probabilities = outputs["probabilities"][0]
-        product.predicted_label = int(probabilities.argmax())
-        product.predicted_confidence = float(probabilities.max())
-        product.embedding = encode_embedding(outputs["embedding"][0])
-        product.model_version = NAIVE_VERSION
-        product.classified_at = utcnow()
-        product.classification_error = None
+        session.merge(
+            ProductPrediction(
+                product_id=product.id,
+                model_version=NAIVE_VERSION,
+                category=product.category,
+                label=int(probabilities.argmax()),
+                confidence=float(probabilities.max()),
+                embedding=encode_embedding(outputs["embedding"][0]),
+                classified_at=utcnow(),
+                error=None,
+            )
+        )

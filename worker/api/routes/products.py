@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from catalog.public import ProductSimilar, SimilarItem
 from catalog.queries import get_product
 from catalog.similar import similar_to_product
+from catalog.versions import live_version
 from worker.api.deps import AppServices, CurrentCaller, not_found
 from worker.api.errors import error_responses
 
@@ -34,11 +35,17 @@ async def product_similar(
             product = get_product(session=session, sku=sku)
             if product is None:
                 raise not_found(f"no product {sku!r}")
-            ranked = similar_to_product(
-                session=session,
-                product=product,
-                top_k=limit,
-                ef_search=app.settings.similar_ef_search,
+            live = live_version(session=session)
+            ranked = (
+                []
+                if live is None
+                else similar_to_product(
+                    session=session,
+                    product=product,
+                    model_version=live.version,
+                    top_k=limit,
+                    ef_search=app.settings.similar_ef_search,
+                )
             )
             return ProductSimilar(
                 sku=product.sku,

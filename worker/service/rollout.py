@@ -1,0 +1,157 @@
+"""Rolling out a model version: stage → fill → index → promote, rollback, retire.
+
+The operator's steps (``fashion model …``, docs/rollout.md), over the registry
+(``catalog.versions``) and the bulk queue:
+
+- ``stage`` registers a candidate from a model file and its card, copies the
+  artifact to the object store (``models/<version>/``) and queues its fill: every
+  catalog photo classified from its kept model input, on the bulk queue, writing
+  only the candidate's rows. Uploads keep being answered by the live version.
+- ``index_when_filled`` builds a version's similar-item indexes once its fill is
+  complete (beat's model check calls it; ``stage --wait`` too).
+- ``promote``, ``rollback`` and ``retire`` change the registry in one transaction;
+  workers see it within ``FASHION_MODEL_REFRESH_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catalog import versions
+from catalog.codes import ModelState, ReclassifyMode
+from catalog.db import get_engine, get_sessionmaker
+from catalog.vector_indexes import (
+    build_version_indexes,
+    drop_version_indexes,
+    existing_version_indexes,
+    version_dimensions,
+)
+from worker.config import Settings
+from worker.pipeline.classifier import Classifier, ModelError
+from worker.service.reclassify import start_run
+from worker.service.registry import ModelFiles, live_version_name, upload_artifact
+
+#: What a version tag may be: it names a folder of the store and of the data dir.
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class Staged:
+    version: str
+    engine: str
+    run_id: int
+    queued: int
+
+
+def stage(settings: Settings, path: Path, *, engine: str | None = None) -> Staged:
+    """Register the model at ``path`` (a ``.tflite`` with ``model_card.json`` beside
+    it) as a candidate and queue its fill; the model is loaded once here, so a file
+    that does not match its card is refused before anything is registered."""
+    classifier = Classifier(path, engine=engine)
+    if not VERSION_PATTERN.fullmatch(classifier.version):
+        raise ModelError(
+            f"version {classifier.version!r} is not a valid tag ({VERSION_PATTERN.pattern})"
+        )
+    live_version_name(settings)  # the configured model registers first: it stays live
+    files = ModelFiles(classifier.version, classifier.engine, classifier.card, path)
+    artifact = upload_artifact(settings, files)
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        row = versions.register_version(
+            session=session,
+            version=files.version,
+            engine=files.engine,
+            artifact=artifact,
+            card=files.card,
+        )
+        if row.state == ModelState.LIVE.value:
+            raise versions.RegistryError(f"{files.version} is already live")
+    run = start_run(ReclassifyMode.STALE, settings=settings, trigger="stage", version=files.version)
+    return Staged(files.version, files.engine, run.id, run.total)
+
+
+def index_when_filled(settings: Settings, version: str) -> bool:
+    """Build ``version``'s indexes if its fill is complete (the live version's as soon
+    as it has embeddings: uploads search it); returns whether it is indexed now."""
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    with sessions() as session:
+        row = versions.get_version(session=session, version=version)
+        if row is None or row.state == ModelState.RETIRED.value:
+            return False
+        if row.indexed_at is not None:
+            return True
+        covered = versions.coverage(session=session, version=version)
+        dimensions = version_dimensions(session.connection(), version)
+        live = row.state == ModelState.LIVE.value
+    if not covered.complete and not (live and dimensions):
+        return False
+    if dimensions is not None:
+        build_version_indexes(get_engine(settings.resolved_database_url), version, dimensions)
+    with sessions.begin() as session:
+        versions.mark_indexed(session=session, version=version, dimensions=dimensions)
+    return True
+
+
+def index_filled_versions(settings: Settings) -> list[str]:
+    """``index_when_filled`` for every live and candidate version not indexed yet;
+    returns those indexed now."""
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        pending = [
+            row.version
+            for row in versions.list_versions(session=session)
+            if row.state != ModelState.RETIRED.value and row.indexed_at is None
+        ]
+    return [version for version in pending if index_when_filled(settings, version)]
+
+
+def promote(settings: Settings, version: str, *, by: str, force: bool = False) -> str:
+    """Make ``version`` live (refused while its fill or indexes are missing, unless
+    ``force``); returns the version that was live before."""
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        before = versions.live_version(session=session)
+        versions.promote(session=session, version=version, by=by, force=force)
+        return "" if before is None else before.version
+
+
+def rollback(settings: Settings, *, by: str) -> str:
+    """Make the previous live version live again; returns it."""
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        return versions.rollback(session=session, by=by).version
+
+
+def retire(settings: Settings, version: str) -> int:
+    """Retire ``version``: its predictions and indexes are dropped; returns how many rows."""
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        deleted = versions.retire(session=session, version=version)
+    drop_version_indexes(get_engine(settings.resolved_database_url), version)
+    return deleted
+
+
+def version_reports(settings: Settings) -> list[dict[str, Any]]:
+    """Every registered version as ``fashion model list`` and ``GET /v1/models`` show it."""
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        reports = []
+        for row in versions.list_versions(session=session):
+            covered = versions.coverage(session=session, version=row.version)
+            indexes = existing_version_indexes(session.connection(), row.version)
+            reports.append(
+                {
+                    "version": row.version,
+                    "state": row.state,
+                    "engine": row.engine,
+                    "artifact": row.artifact,
+                    "test_accuracy": row.card.get("test_accuracy"),
+                    "catalog_photos": covered.photos,
+                    "predicted": covered.predicted,
+                    "failed": covered.failed,
+                    "coverage": round(covered.share, 4),
+                    "indexed": row.indexed_at is not None,
+                    "indexes": len(indexes),
+                    "created_at": row.created_at.isoformat(),
+                    "promoted_at": None if row.promoted_at is None else row.promoted_at.isoformat(),
+                    "promoted_by": row.promoted_by,
+                }
+            )
+        return reports
