@@ -1,4 +1,4 @@
-"""The shapes callers see, spelled once: an upload's result and a similar item.
+"""The shapes callers see, spelled once: an upload's result, a similar item, a model version.
 
 The Python client (``worker.client``), the HTTP API (each route's ``response_model``,
 so ``/openapi.json`` types every answer), the webhook body and the CLI's ``--json``
@@ -14,15 +14,17 @@ and in webhooks (``model_dump(by_alias=True)``, what FastAPI sends).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
-from catalog.codes import TERMINAL_STATUSES, JobStatus
+from catalog.codes import TERMINAL_STATUSES, JobStatus, ModelState
 from catalog.models import ClassificationJob, as_utc
 from catalog.queries import similar_for_job
+from catalog.versions import coverage, list_versions
 
 
 class _Shape(BaseModel):
@@ -111,3 +113,44 @@ def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
         created_at=created_at,
         finished_at=finished_at,
     )
+
+
+class ModelVersionPublic(_Shape):
+    """A registered model version as ``GET /v1/models`` and ``fashion model list`` show it."""
+
+    version: str
+    state: ModelState = Field(description="candidate, live (answers uploads) or retired.")
+    engine: str = Field(description="Which artifact runs: float, dynamic or int8.")
+    test_accuracy: float | None = Field(None, description="On Fashion-MNIST's test set (card).")
+    catalog_photos: int = Field(description="Catalog products with a photo.")
+    predicted: int = Field(description="Of them, classified by this version.")
+    failed: int = Field(description="Of those, with an error code instead of a prediction.")
+    coverage: float = Field(description="predicted / catalog_photos.")
+    indexed: bool = Field(description="Its similar-item indexes are built: it may be promoted.")
+    created_at: dt.datetime
+    promoted_at: dt.datetime | None = Field(None, description="When it last became live.")
+    promoted_by: str | None = None
+
+
+def model_versions(*, session: Session) -> list[ModelVersionPublic]:
+    """Every registered version, the live one first, with its catalog coverage."""
+    shown = []
+    for row in list_versions(session=session):
+        covered = coverage(session=session, version=row.version)
+        shown.append(
+            ModelVersionPublic(
+                version=row.version,
+                state=ModelState(row.state),
+                engine=row.engine,
+                test_accuracy=row.card.get("test_accuracy"),
+                catalog_photos=covered.photos,
+                predicted=covered.predicted,
+                failed=covered.failed,
+                coverage=round(covered.share, 4),
+                indexed=row.indexed_at is not None,
+                created_at=as_utc(row.created_at),
+                promoted_at=None if row.promoted_at is None else as_utc(row.promoted_at),
+                promoted_by=row.promoted_by,
+            )
+        )
+    return shown

@@ -46,13 +46,23 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     # Nothing changed since the runs before it: the nightly run queues nothing.
     assert printed["nightly_unchanged_queued"] == 0
     assert printed["nightly_unchanged_s"] > 0
-    # The speed-up is what a new model version costs: the run from kept inputs.
+    # The speed-up is what a new model version costs: a candidate's fill from kept inputs.
     assert printed["bulk_speedup"] == pytest.approx(
         printed["bulk_new_model_images_per_s"] / printed["naive_images_per_s"], rel=0.02
     )  # both rates are printed rounded to 0.1
-    for key in ("interactive_idle_ms", "interactive_under_load_ms", "api_idle_ms", "api_direct_ms"):
+    for key in (
+        "interactive_idle_ms",
+        "interactive_under_load_ms",
+        "interactive_during_fill_ms",
+        "api_idle_ms",
+        "api_direct_ms",
+    ):
         figures = printed[key]
         assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"], key
+    # The rollout: the live version's indexes, a candidate's fill, its indexes and
+    # promote (the promote is seen by an upload answered by the new version).
+    for key in ("index_build_s", "candidate_index_build_s", "promote_visible_s"):
+        assert printed[key] > 0, key
     assert printed["interactive_idle_ms"]["n"] == 10
     assert printed["api_idle_ms"]["n"] == printed["api_direct_ms"]["n"] == 10
     assert printed["api_overhead_ms"] == pytest.approx(

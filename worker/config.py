@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         None, description="S3 secret key; unset: boto3's credential chain."
     )
     model_uri: Path | None = Field(
-        None, description="A .tflite file with model_card.json beside it; default: the bundled one."
+        None,
+        description="A .tflite file with model_card.json beside it; default: the bundled one. "
+        "It registers itself on a catalog's first start: live when no version is, else a "
+        "candidate (which version answers uploads is the registry's live row).",
     )
     model_engine: ModelEngine | None = Field(
         None,

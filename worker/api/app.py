@@ -27,7 +27,7 @@ from worker.api.deps import Services
 from worker.api.edge import RefuseControlCharacters
 from worker.api.errors import ApiError, ApiErrorCode, error_responses
 from worker.api.observability import DepthCollector, ReviewCollector
-from worker.api.routes import classifications, health, products
+from worker.api.routes import classifications, health, models, products
 from worker.config import Settings, get_settings
 
 
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RefuseControlCharacters)
     app.include_router(classifications.router)
     app.include_router(products.router)
+    app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(review.router)
     return app

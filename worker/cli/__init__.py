@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import api, bench, catalog, evaluation, ops, photos, reviews, training, uploads
+from worker.cli import (
+    api,
+    bench,
+    catalog,
+    evaluation,
+    models,
+    ops,
+    photos,
+    reviews,
+    training,
+    uploads,
+)
 from worker.cli.errors import FashionGroup
 
 
@@ -25,6 +36,6 @@ def main() -> None:
     """
 
 
-for group in (uploads, api, ops, catalog, training, evaluation, photos, reviews, bench):
+for group in (uploads, api, ops, catalog, models, training, evaluation, photos, reviews, bench):
     for command in group.COMMANDS:
         main.add_command(command)

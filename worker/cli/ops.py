@@ -171,10 +171,10 @@ def reclassify(mode: str, chunk: int, wait: bool, timeout: float | None) -> None
         f"({mode}, model {run.model_version}{why})"
     )
     if wait and run.total:
-        _wait_for_run(run.id, settings, timeout)
+        wait_for_run(run.id, settings, timeout)
 
 
-def _wait_for_run(run_id: int, settings: object, timeout: float | None) -> None:
+def wait_for_run(run_id: int, settings: object, timeout: float | None) -> None:
     import time
 
     from rich.progress import (

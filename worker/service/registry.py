@@ -66,14 +66,19 @@ def configured_model(settings: Settings) -> ModelFiles:
     return ModelFiles(version, engine, card, path)
 
 
-def register_configured(settings: Settings) -> str:
+def register_configured(settings: Settings, *, upload: bool = True) -> str:
     """Register the configured model (live if none is, else a candidate); returns
-    the live version. Its artifact is copied to the store first, so any worker can
-    load it."""
+    the live version. With ``upload``, its artifact is copied to the store if it is
+    not there yet, so any worker can load it.
+
+    A worker registers without ``upload``: a worker must start while the store is
+    slow or down (its own files serve it); beat's model check and the ``fashion
+    model`` commands copy the artifact.
+    """
     files = configured_model(settings)
-    with get_sessionmaker(settings.resolved_database_url)() as session:
-        known = get_version(session=session, version=files.version)
-        artifact = known.artifact if known else upload_artifact(settings, files)
+    artifact = artifact_prefix(files.version)
+    if upload and not get_store(settings).exists(artifact + CARD_FILENAME):
+        upload_artifact(settings, files)
     try:
         return _register(settings, files, artifact)
     except IntegrityError:
@@ -128,7 +133,7 @@ class _LiveRead:
 #: Per (process, catalog URL): a forked child reads for itself.
 _LIVE: dict[tuple[int, str], _LiveRead] = {}
 _LIVE_LOCK = threading.Lock()
-_CLASSIFIERS: dict[tuple[int, str, str, int, float | None, float | None], Classifier] = {}
+_CLASSIFIERS: dict[tuple[int, str, int, float | None, float | None], Classifier] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -144,7 +149,7 @@ def live_version_name(settings: Settings) -> str:
             with get_sessionmaker(url)() as session:
                 live = live_version(session=session)
                 version = live.version if live is not None else None
-            read.version = version or register_configured(settings)
+            read.version = version or register_configured(settings, upload=False)
             read.read_at = time.monotonic()
         return read.version
 
@@ -156,9 +161,10 @@ def live_classifier(settings: Settings) -> Classifier:
 
 def classifier_for(settings: Settings, version: str) -> Classifier:
     """The classifier of registered ``version``, loaded on first use in this process."""
+    # Not by catalog: a version names one artifact (its card's sha256), wherever it is
+    # registered; loading one costs ~0.2 s, once per process.
     key = (
         os.getpid(),
-        settings.resolved_database_url,
         version,
         settings.inference_threads,
         settings.uncertain_threshold,
@@ -179,6 +185,12 @@ def _load(settings: Settings, version: str) -> Classifier:
     local = _local_files(settings, version)
     if local is not None:
         path, engine = local
+    elif not get_store(settings).exists(artifact + CARD_FILENAME):
+        raise ModelError(
+            f"model version {version} is not among this worker's files and its artifact is "
+            f"not in the store ({artifact}): run `fashion model list` (or beat's model "
+            "check) where that model is configured, to copy it"
+        )
     else:
         path = _fetch_artifact(settings, version, artifact, engine, card)
     classifier = Classifier(

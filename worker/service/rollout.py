@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from catalog import versions
 from catalog.codes import ModelState, ReclassifyMode
@@ -26,11 +25,11 @@ from catalog.db import get_engine, get_sessionmaker
 from catalog.vector_indexes import (
     build_version_indexes,
     drop_version_indexes,
-    existing_version_indexes,
     version_dimensions,
 )
 from worker.config import Settings
 from worker.pipeline.classifier import Classifier, ModelError
+from worker.service.messages import DEFAULT_CHUNK_SIZE
 from worker.service.reclassify import start_run
 from worker.service.registry import ModelFiles, live_version_name, upload_artifact
 
@@ -46,7 +45,13 @@ class Staged:
     queued: int
 
 
-def stage(settings: Settings, path: Path, *, engine: str | None = None) -> Staged:
+def stage(
+    settings: Settings,
+    path: Path,
+    *,
+    engine: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Staged:
     """Register the model at ``path`` (a ``.tflite`` with ``model_card.json`` beside
     it) as a candidate and queue its fill; the model is loaded once here, so a file
     that does not match its card is refused before anything is registered."""
@@ -68,7 +73,13 @@ def stage(settings: Settings, path: Path, *, engine: str | None = None) -> Stage
         )
         if row.state == ModelState.LIVE.value:
             raise versions.RegistryError(f"{files.version} is already live")
-    run = start_run(ReclassifyMode.STALE, settings=settings, trigger="stage", version=files.version)
+    run = start_run(
+        ReclassifyMode.STALE,
+        settings=settings,
+        chunk_size=chunk_size,
+        trigger="stage",
+        version=files.version,
+    )
     return Staged(files.version, files.engine, run.id, run.total)
 
 
@@ -127,31 +138,3 @@ def retire(settings: Settings, version: str) -> int:
         deleted = versions.retire(session=session, version=version)
     drop_version_indexes(get_engine(settings.resolved_database_url), version)
     return deleted
-
-
-def version_reports(settings: Settings) -> list[dict[str, Any]]:
-    """Every registered version as ``fashion model list`` and ``GET /v1/models`` show it."""
-    with get_sessionmaker(settings.resolved_database_url)() as session:
-        reports = []
-        for row in versions.list_versions(session=session):
-            covered = versions.coverage(session=session, version=row.version)
-            indexes = existing_version_indexes(session.connection(), row.version)
-            reports.append(
-                {
-                    "version": row.version,
-                    "state": row.state,
-                    "engine": row.engine,
-                    "artifact": row.artifact,
-                    "test_accuracy": row.card.get("test_accuracy"),
-                    "catalog_photos": covered.photos,
-                    "predicted": covered.predicted,
-                    "failed": covered.failed,
-                    "coverage": round(covered.share, 4),
-                    "indexed": row.indexed_at is not None,
-                    "indexes": len(indexes),
-                    "created_at": row.created_at.isoformat(),
-                    "promoted_at": None if row.promoted_at is None else row.promoted_at.isoformat(),
-                    "promoted_by": row.promoted_by,
-                }
-            )
-        return reports

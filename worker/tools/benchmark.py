@@ -5,13 +5,13 @@ Redis queue names, all removed afterwards), starts real ``celery worker``
 processes and measures, in order:
 
 1. the naive baseline (``worker.tools.naive``): one task per image, Keras ``predict``;
-2. ours, bulk: ``reclassify`` of the whole catalog through the bulk queue, first
-   from the photos (``bulk_first_time_images_per_s``, also ``bulk_images_per_s``),
-   then again from the kept model inputs (an ``all`` run: the path a new model
-   version takes, no fetch, no decode — ``bulk_new_model_images_per_s``, which
-   ``bulk_speedup`` divides by the naive rate); then a nightly ``changed`` run
-   over the unchanged catalog (``nightly_unchanged_s``: listing + catalog scan,
-   nothing queued);
+2. ours, bulk: ``reclassify`` of the catalog from the photos
+   (``bulk_first_time_images_per_s``, also ``bulk_images_per_s``), then its
+   indexes (``index_build_s``); a new version's fill (``fashion model stage`` of the
+   bundled model's ``float`` engine: kept inputs, no fetch, no decode, no graph):
+   ``bulk_new_model_images_per_s``, which ``bulk_speedup`` divides by the naive
+   rate; a nightly ``changed`` run over the unchanged catalog
+   (``nightly_unchanged_s``: listing + catalog scan, nothing queued);
 3. interactive latency, upload stored → result row committed (the job row's
    ``created_at`` → ``finished_at``), one upload at a time on an idle worker;
    then the same uploads through the HTTP API (``fashion api``, ``POST
@@ -19,14 +19,15 @@ processes and measures, in order:
    ``api_idle_ms``), alternating with the direct path (``client.submit`` then
    polling ``client.result`` on the API's own schedule), so ``api_overhead_ms``
    (p50 API − p50 direct) is what HTTP, auth and the long-poll add;
-4. the same while a bulk run keeps the bulk worker busy;
+4. the same while a second candidate (the ``int8`` engine) fills
+   (``interactive_during_fill_ms``, also ``interactive_under_load_ms``); then the
+   first candidate's indexes are built and it is promoted: ``promote_visible_s``
+   is the time from the promote's commit to the first upload answered by it;
 5. inference alone (``Classifier.predict`` on a chunk, as the bulk task calls
    it) against the bare LiteRT signature runner at the same batch size;
 6. peak RSS (``VmHWM``) of every worker process, and the bulk workers' RSS
-   before and after the run (flat = no leak over the images it processed).
-
-Images/s figures are wall-clock end to end, enqueue included. Linux only (RSS
-is read from ``/proc``).
+   before and after the run (flat = no leak). Images/s are wall-clock end to
+   end, enqueue included. Linux only (RSS is read from ``/proc``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from worker.pipeline.preprocess import normalize
 from worker.service.celery_app import WORKER_APP, make_celery
 from worker.service.reclassify import run_progress, start_run
 from worker.storage import get_store
+from worker.tools import bench_rollout as rollout
 from worker.tools.bench_inference import measure_engines, sample_batch
 from worker.tools.harness import (
     SAMPLES,
@@ -117,11 +119,6 @@ def _count_classified(settings: Settings, version: str, ids: list[int]) -> int:
         )
 
 
-def _last_classified(settings: Settings) -> dt.datetime:
-    with get_sessionmaker(settings.resolved_database_url)() as session:
-        return session.scalar(select(func.max(ProductPrediction.classified_at)))
-
-
 def measure_naive(
     settings: Settings, ids: list[int], config: BenchConfig, workdir: Path, log: Log
 ) -> tuple[float, list[float]]:
@@ -152,7 +149,7 @@ def measure_naive(
             600,
             "the naive baseline",
         )
-        seconds = (_last_classified(settings) - started).total_seconds()
+        seconds = (rollout.last_classified(settings) - started).total_seconds()
         rss = worker.memory_mb("VmHWM")
     finally:
         worker.stop()
@@ -177,7 +174,7 @@ def _run_bulk(
             samples.append({"done": progress.done, "rss_mb": worker.memory_mb("VmRSS")})
         time.sleep(0.05)
     samples.append({"done": run.total, "rss_mb": worker.memory_mb("VmRSS")})
-    return run.total, (_last_classified(settings) - started).total_seconds(), samples
+    return run.total, (rollout.last_classified(settings) - started).total_seconds(), samples
 
 
 def _run_nightly_unchanged(settings: Settings, config: BenchConfig) -> tuple[float, int]:
@@ -316,33 +313,18 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
 
         naive_rate, naive_rss = measure_naive(settings, ids, config, workdir, log)
 
-        bulk = WorkerProcess(
-            settings,
-            app=WORKER_APP,
-            queue=settings.bulk_queue,
-            concurrency=config.concurrency,
-            log_path=workdir / "bulk-worker.log",
-        )
-        stack.callback(bulk.stop)
+        bulk = _worker(stack, settings, settings.bulk_queue, config.concurrency, workdir)
         wait_until(lambda: len(bulk.children()) == config.concurrency, 60, "the bulk worker")
         time.sleep(1.0)  # model loaded in worker_process_init
         total, seconds, rss_samples = _run_bulk(settings, config, "stale", bulk)
         bulk_rate = total / seconds
         log(f"bulk, first time: {total} images in {seconds:.1f} s = {bulk_rate:.0f} images/s")
-        total, seconds, _ = _run_bulk(settings, config, "all", bulk)
-        new_model_rate = total / seconds
-        log(f"bulk, kept inputs: {total} images in {seconds:.1f} s = {new_model_rate:.0f}/s")
+        index_build_s, candidate, new_model_rate = rollout.first_candidate(settings, config.chunk)
+        log(f"live indexes {index_build_s:.2f} s; candidate fill {new_model_rate:.0f} images/s")
         nightly_seconds, nightly_queued = _run_nightly_unchanged(settings, config)
         log(f"nightly over the unchanged catalog: {nightly_seconds:.2f} s, {nightly_queued} queued")
 
-        interactive = WorkerProcess(
-            settings,
-            app=WORKER_APP,
-            queue=settings.interactive_queue,
-            concurrency=1,
-            log_path=workdir / "interactive-worker.log",
-        )
-        stack.callback(interactive.stop)
+        interactive = _worker(stack, settings, settings.interactive_queue, 1, workdir)
         measure_interactive(settings, uploads, 10, gap=0.0)  # warm-up: connections, caches
         idle = measure_interactive(settings, uploads, config.interactive, gap=0.02)
         log(f"interactive, idle: {percentiles(idle)}")
@@ -353,18 +335,17 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             f"{percentiles(direct_ms)}; overhead p50 {api_overhead:.1f} ms"
         )
 
-        started = dt.datetime.now(dt.UTC)
-        run = start_run("all", settings=settings, chunk_size=config.chunk, trigger="bench")
-        busy = measure_interactive(
+        busy, loaded_rate = rollout.fill_under_load(
             settings,
-            uploads,
-            config.interactive,
-            gap=0.05,
-            while_running=lambda: run_progress(settings, run.id).done < 0.9 * run.total,
+            "int8",
+            config.chunk,
+            lambda running: measure_interactive(
+                settings, uploads, config.interactive, gap=0.05, while_running=running
+            ),
         )
-        wait_until(lambda: run_progress(settings, run.id).finished, 1800, "the loaded bulk run")
-        loaded_rate = run.total / (_last_classified(settings) - started).total_seconds()
-        log(f"interactive, during bulk: {percentiles(busy)}; bulk meanwhile {loaded_rate:.0f}/s")
+        log(f"interactive, during a fill: {percentiles(busy)}; fill meanwhile {loaded_rate:.0f}/s")
+        candidate_index_s, visible = rollout.promote_candidate(settings, candidate, uploads[0])
+        log(f"candidate indexed in {candidate_index_s:.2f} s; promote visible in {visible:.2f} s")
 
         engine = measure_inference(settings, config.chunk)
         engines = measure_engines({"model": model_path(settings)}, batch=config.chunk)
@@ -385,6 +366,10 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "nightly_unchanged_queued": nightly_queued,
             "interactive_idle_ms": percentiles(idle),
             "interactive_under_load_ms": percentiles(busy),
+            "interactive_during_fill_ms": percentiles(busy),
+            "index_build_s": round(index_build_s, 2),
+            "candidate_index_build_s": round(candidate_index_s, 2),
+            "promote_visible_s": round(visible, 2),
             "api_idle_ms": percentiles(api_ms),
             "api_direct_ms": percentiles(direct_ms),
             "api_overhead_ms": round(api_overhead, 2),
@@ -399,6 +384,21 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             },
             "config": _config_figures(config, settings),
         }
+
+
+def _worker(
+    stack: ExitStack, settings: Settings, queue: str, concurrency: int, workdir: Path
+) -> WorkerProcess:
+    """A worker process on ``queue``, stopped when ``stack`` closes."""
+    process = WorkerProcess(
+        settings,
+        app=WORKER_APP,
+        queue=queue,
+        concurrency=concurrency,
+        log_path=workdir / f"{queue}-worker.log",
+    )
+    stack.callback(process.stop)
+    return process
 
 
 def _bench_services(stack: ExitStack, workdir: Path, config: BenchConfig, log: Log) -> Settings:

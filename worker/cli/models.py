@@ -1,0 +1,240 @@
+"""``fashion model …``: roll a new model version out, compare it, promote it, roll it back.
+
+The steps of docs/rollout.md: ``stage`` a candidate (its catalog predictions fill
+on the bulk queue while the live version keeps answering), ``list`` to compare,
+``promote`` once its fill and indexes are complete, ``rollback`` at once if it
+disappoints, ``retire`` what is no longer wanted.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from worker.cli.common import echo_json
+from worker.config import ENGINES, Settings, get_settings
+
+
+def _settings() -> Settings:
+    from catalog.db import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    return settings
+
+
+def _operator() -> str:
+    try:
+        return f"{getpass.getuser()} (cli)"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _refused(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@click.group()
+def model() -> None:
+    """Model versions: stage a candidate, compare, promote, roll back, retire.
+
+    One version is live: it answers every upload, and its similar items are
+    searched. A candidate fills its own predictions for the whole catalog (from
+    the kept model inputs, on the bulk queue) beside the live one, which keeps
+    answering; `promote` switches every worker over within
+    FASHION_MODEL_REFRESH_SECONDS, and `rollback` switches back as fast.
+    """
+
+
+@model.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per version.")
+def model_list(as_json: bool) -> None:
+    """Every registered version: state, engine, catalog coverage, indexes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from catalog.db import get_sessionmaker
+    from catalog.public import model_versions
+    from worker.service.registry import register_configured
+
+    settings = _settings()
+    register_configured(settings)  # on a new catalog, the configured model registers
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        reports = [shown.model_dump(mode="json") for shown in model_versions(session=session)]
+    if as_json:
+        for report in reports:
+            echo_json(report)
+        return
+    table = Table(title="Model versions")
+    for column in ("version", "state", "engine", "catalog", "indexes", "test acc.", "promoted"):
+        table.add_column(column)
+    for report in reports:
+        table.add_row(*_row(report))
+    Console().print(table)
+
+
+def _row(report: dict[str, Any]) -> list[str]:
+    accuracy = report["test_accuracy"]
+    promoted = report["promoted_at"]
+    return [
+        report["version"],
+        report["state"],
+        report["engine"],
+        f"{report['predicted']}/{report['catalog_photos']} ({report['coverage']:.1%})"
+        + (f", {report['failed']} failed" if report["failed"] else ""),
+        "built" if report["indexed"] else "not yet",
+        "" if accuracy is None else f"{accuracy:.2%}",
+        "" if promoted is None else f"{promoted[:19]} by {report['promoted_by']}",
+    ]
+
+
+@model.command(name="stage")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default=None,
+    help="Which artifact of the model runs [default: the card's default_engine].",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Show the fill's progress until it is done, then build its indexes.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="With --wait: give up after this many seconds (the fill carries on).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def model_stage(
+    path: Path, engine: str | None, wait: bool, timeout: float | None, as_json: bool
+) -> None:
+    """Register the model at PATH (a .tflite with model_card.json beside it) as a
+    candidate and fill its catalog predictions on the bulk queue.
+
+    Uploads keep being answered by the live version meanwhile; the candidate's
+    rows go into no search index until its fill is complete (beat's model check,
+    or --wait, then builds them). `fashion model promote VERSION` once it is.
+    """
+    from catalog.versions import RegistryError
+    from worker.cli.ops import wait_for_run
+    from worker.pipeline.classifier import ModelError
+    from worker.service.rollout import index_when_filled, stage
+
+    settings = _settings()
+    try:
+        staged = stage(settings, path, engine=engine)
+    except (ModelError, RegistryError) as exc:
+        raise _refused(exc) from exc
+    indexed = False
+    if not as_json:
+        click.echo(
+            f"staged {staged.version} ({staged.engine}) as a candidate: run {staged.run_id} "
+            f"queued {staged.queued} products on the bulk queue"
+        )
+    if wait:
+        if staged.queued:
+            wait_for_run(staged.run_id, settings, timeout)
+        indexed = index_when_filled(settings, staged.version)
+        if not as_json:
+            click.echo(
+                f"{staged.version}: indexes built; `fashion model promote {staged.version}`"
+                if indexed
+                else f"{staged.version}: fill incomplete, indexes not built"
+            )
+    if as_json:
+        echo_json(
+            {
+                "version": staged.version,
+                "engine": staged.engine,
+                "run_id": staged.run_id,
+                "queued": staged.queued,
+                "indexed": indexed,
+            }
+        )
+
+
+@model.command(name="index")
+@click.argument("version")
+def model_index(version: str) -> None:
+    """Build VERSION's similar-item indexes now, if its fill is complete (beat's
+    model check does this every FASHION_MODEL_CHECK_SECONDS)."""
+    from worker.service.rollout import index_when_filled
+
+    if not index_when_filled(_settings(), version):
+        raise click.ClickException(
+            f"{version}: not registered, retired, or its fill is not complete (fashion model list)"
+        )
+    click.echo(f"{version}: indexes built")
+
+
+@model.command(name="promote")
+@click.argument("version")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Promote although its fill or indexes are incomplete (uploads then get "
+    "fewer similar items, or slower ones, until they are).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def model_promote(version: str, force: bool, as_json: bool) -> None:
+    """Make VERSION live: every worker answers with it within
+    FASHION_MODEL_REFRESH_SECONDS. Refused while its catalog fill or its indexes
+    are incomplete (the reasons are printed)."""
+    from catalog.versions import RegistryError
+    from worker.service.rollout import promote
+
+    settings = _settings()
+    try:
+        before = promote(settings, version, by=_operator(), force=force)
+    except RegistryError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        echo_json({"live": version, "previous": before or None})
+    else:
+        click.echo(f"{version} is live" + (f" (was {before})" if before else ""))
+
+
+@model.command(name="rollback")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def model_rollback(as_json: bool) -> None:
+    """Make the previously live version live again, at once: its predictions and
+    indexes were kept."""
+    from catalog.versions import RegistryError
+    from worker.service.rollout import rollback
+
+    try:
+        version = rollback(_settings(), by=_operator())
+    except RegistryError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        echo_json({"live": version})
+    else:
+        click.echo(f"{version} is live again")
+
+
+@model.command(name="retire")
+@click.argument("version")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def model_retire(version: str, as_json: bool) -> None:
+    """Retire VERSION: its catalog predictions and indexes are deleted (stage it
+    again to bring it back). The live version cannot be retired."""
+    from catalog.versions import RegistryError
+    from worker.service.rollout import retire
+
+    try:
+        deleted = retire(_settings(), version)
+    except RegistryError as exc:
+        raise _refused(exc) from exc
+    if as_json:
+        echo_json({"retired": version, "predictions_deleted": deleted})
+    else:
+        click.echo(f"{version} retired: {deleted} predictions and its indexes deleted")
+
+
+COMMANDS = (model,)
