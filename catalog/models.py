@@ -215,6 +215,27 @@ class ModelVersion(Base):
     promoted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     promoted_by: Mapped[str | None] = mapped_column(String(100))
     retired_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: What ``fashion model stage`` measured on the serving host: each engine's
+    #: images/s and whether it kept the card's parity bounds (``None``: not timed).
+    engine_timings: Mapped[dict | None] = mapped_column(JSON)
+
+
+class ShadowPrediction(Base):
+    """What the staged candidate said of an upload the live version answered: its
+    label, confidence, flag and top similar SKUs (``FASHION_SHADOW_SHARE`` of uploads)."""
+
+    __tablename__ = "shadow_predictions"
+    __table_args__ = (Index("ix_shadow_predictions_version", "model_version", "created_at"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("classification_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    label: Mapped[int] = mapped_column(Integer)
+    confidence: Mapped[float]
+    uncertain: Mapped[bool]
+    similar_skus: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def live_version_name():  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 from catalog.codes import TERMINAL_STATUSES, JobStatus, ModelState
 from catalog.models import ClassificationJob, as_utc
 from catalog.queries import similar_for_job
-from catalog.versions import coverage, list_versions
+from catalog.versions import coverage, list_versions, shadow_summary
 
 
 class _Shape(BaseModel):
@@ -115,6 +115,36 @@ def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
     )
 
 
+class ShadowComparison(_Shape):
+    """A candidate against the live answers of the same uploads (``FASHION_SHADOW_SHARE``
+    of them): the evidence for a promote."""
+
+    compared: int = Field(description="Uploads the candidate classified too.")
+    disagreement: float | None = Field(None, description="Share whose labels differ.")
+    live_flag_rate: float | None = Field(None, description="Share the live model flagged.")
+    candidate_flag_rate: float | None = Field(None, description="Share the candidate flagged.")
+    reviewed: int = Field(description="Of them, answered with a category by reviewers.")
+    live_accuracy: float | None = Field(None, description="Live label = reviewers' answer.")
+    candidate_accuracy: float | None = Field(None, description="Candidate's = reviewers'.")
+
+
+def _share(part: int, whole: int) -> float | None:
+    return None if whole == 0 else round(part / whole, 4)
+
+
+def shadow_comparison(*, session: Session, version: str) -> ShadowComparison:
+    seen = shadow_summary(session=session, version=version)
+    return ShadowComparison(
+        compared=seen.compared,
+        disagreement=_share(seen.disagreements, seen.compared),
+        live_flag_rate=_share(seen.live_flagged, seen.compared),
+        candidate_flag_rate=_share(seen.shadow_flagged, seen.compared),
+        reviewed=seen.reviewed,
+        live_accuracy=_share(seen.live_correct, seen.reviewed),
+        candidate_accuracy=_share(seen.shadow_correct, seen.reviewed),
+    )
+
+
 class ModelVersionPublic(_Shape):
     """A registered model version as ``GET /v1/models`` and ``fashion model list`` show it."""
 
@@ -130,6 +160,12 @@ class ModelVersionPublic(_Shape):
     created_at: dt.datetime
     promoted_at: dt.datetime | None = Field(None, description="When it last became live.")
     promoted_by: str | None = None
+    shadow: ShadowComparison | None = Field(
+        None, description="A candidate never live: how it compares on uploads (shadowed)."
+    )
+    engine_timings: dict[str, dict[str, float | bool]] | None = Field(
+        None, description="Images/s of each engine on the host that staged it, and its parity."
+    )
 
 
 def model_versions(*, session: Session) -> list[ModelVersionPublic]:
@@ -151,6 +187,12 @@ def model_versions(*, session: Session) -> list[ModelVersionPublic]:
                 created_at=as_utc(row.created_at),
                 promoted_at=None if row.promoted_at is None else as_utc(row.promoted_at),
                 promoted_by=row.promoted_by,
+                shadow=(
+                    shadow_comparison(session=session, version=row.version)
+                    if row.state == ModelState.CANDIDATE and row.promoted_at is None
+                    else None
+                ),
+                engine_timings=row.engine_timings,
             )
         )
     return shown

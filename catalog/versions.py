@@ -10,6 +10,7 @@ makes two racing promotes fail rather than leave two live versions.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,15 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from catalog.codes import ModelState
-from catalog.models import ModelVersion, Product, ProductPrediction, utcnow
+from catalog.models import (
+    ClassificationJob,
+    ModelVersion,
+    Product,
+    ProductPrediction,
+    Review,
+    ShadowPrediction,
+    utcnow,
+)
 
 
 class RegistryError(ValueError):
@@ -217,3 +226,89 @@ def mark_indexed(*, session: Session, version: str, dimensions: int | None) -> N
         raise RegistryError(f"no model version {version!r} is registered")
     row.indexed_at, row.dimensions = utcnow(), dimensions
     session.flush()
+
+
+def shadow_candidate(*, session: Session) -> ModelVersion | None:
+    """The candidate uploads are compared with: the newest one never live (a version
+    kept for a rollback is not under evaluation)."""
+    return session.scalars(
+        select(ModelVersion)
+        .where(
+            ModelVersion.state == ModelState.CANDIDATE.value,
+            ModelVersion.promoted_at.is_(None),
+        )
+        .order_by(ModelVersion.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def record_shadow(
+    *,
+    session: Session,
+    job_id: uuid.UUID,
+    model_version: str,
+    label: int,
+    confidence: float,
+    uncertain: bool,
+    similar_skus: list[str],
+) -> None:
+    session.merge(
+        ShadowPrediction(
+            job_id=job_id,
+            model_version=model_version,
+            label=label,
+            confidence=confidence,
+            uncertain=uncertain,
+            similar_skus=similar_skus,
+            created_at=utcnow(),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ShadowSummary:
+    """A candidate against the live answers of the same uploads: how often their labels
+    differ, how often each flagged ``uncertain``, and how often each agreed with the
+    reviewers' answers (a category) on the uploads reviewers answered."""
+
+    compared: int
+    disagreements: int
+    live_flagged: int
+    shadow_flagged: int
+    reviewed: int
+    live_correct: int
+    shadow_correct: int
+
+
+def shadow_summary(*, session: Session, version: str) -> ShadowSummary:
+    compared, disagreements, live_flagged, shadow_flagged = session.execute(
+        select(
+            func.count(),
+            func.count().filter(ClassificationJob.label != ShadowPrediction.label),
+            func.count().filter(ClassificationJob.uncertain.is_(True)),
+            func.count().filter(ShadowPrediction.uncertain.is_(True)),
+        )
+        .select_from(ShadowPrediction)
+        .join(ClassificationJob, ClassificationJob.id == ShadowPrediction.job_id)
+        .where(ShadowPrediction.model_version == version)
+    ).one()
+    reviewed, live_correct, shadow_correct = session.execute(
+        select(
+            func.count(),
+            func.count().filter(ClassificationJob.label == Review.label),
+            func.count().filter(ShadowPrediction.label == Review.label),
+        )
+        .select_from(ShadowPrediction)
+        .join(ClassificationJob, ClassificationJob.id == ShadowPrediction.job_id)
+        .join(Review, Review.job_id == ShadowPrediction.job_id)
+        .where(ShadowPrediction.model_version == version, Review.label.is_not(None))
+    ).one()
+    return ShadowSummary(
+        compared,
+        disagreements,
+        live_flagged,
+        shadow_flagged,
+        reviewed,
+        live_correct,
+        shadow_correct,
+    )

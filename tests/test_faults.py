@@ -40,7 +40,9 @@ from tests.support.jobs import add_catalog
 from tests.support.servers import wait_until
 from worker import client
 from worker.config import Settings
+from worker.pipeline.classifier import BUNDLED_MODEL
 from worker.service.reclassify import run_progress, start_run
+from worker.service.rollout import stage
 from worker.service.sweeper import resume_stalled_run
 from worker.storage import make_store
 
@@ -226,11 +228,12 @@ def test_worker_killed_mid_bulk_run_loses_and_repeats_nothing(
     )
 
 
-def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(
+def test_worker_killed_mid_candidate_fill_loses_and_repeats_nothing(
     faults, start_worker, fashion_mnist
 ) -> None:
-    """A new model's run reads only kept model inputs: the photos are deleted first, so
-    a product that fell back to fetching would end ``object_missing``."""
+    """A new model version's fill (``fashion model stage``) reads only kept model
+    inputs: the photos are deleted first, so a product that fell back to fetching
+    would end ``object_missing``. The ledger counts the candidate's rows."""
     settings = faults.settings
     ids = add_catalog(settings, fashion_mnist, 3000)
     first = start_worker(settings, queues="bulk")
@@ -243,17 +246,20 @@ def test_worker_killed_mid_kept_input_run_loses_and_repeats_nothing(
         db.execute("DELETE FROM fault_ledger")
 
     victim = start_worker(settings, queues="bulk")
-    run = start_run("all", settings=settings, chunk_size=50)
+    staged = stage(settings, BUNDLED_MODEL, engine="float", chunk_size=50)
     in_flight = wait_mid_run(
-        settings, lambda: run_progress(settings, run.id).done >= 100, "the run to get going"
+        settings, lambda: run_progress(settings, staged.run_id).done >= 100, "the run to get going"
     )
     kill_hard(victim)
-    done_at_kill = run_progress(settings, run.id).done
-    swept = SweptRun(settings, run.id)
+    done_at_kill = run_progress(settings, staged.run_id).done
+    swept = SweptRun(settings, staged.run_id)
     finished = settle(swept)
 
     result = tally(settings.resolved_database_url, "product", [str(i) for i in ids])
-    report("SIGKILL a bulk worker mid-run from kept inputs (3000 products, photos gone)", result)
+    report(
+        "SIGKILL a bulk worker mid-fill of a new model version (3000 products, photos gone)",
+        result,
+    )
     assert first.poll() is None
     assert in_flight >= 1 and done_at_kill < len(ids), "the kill must land mid-run"
     assert (result.done, result.failed, result.lost, result.duplicated) == (len(ids), 0, 0, 0), (

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         description="How often beat registers a newly configured model as a candidate, "
         "fills it and builds the indexes of a candidate whose fill is complete.",
     )
+    shadow_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of uploads the staged candidate model classifies too, after the "
+        "live answer is committed (fashion model list compares them); 0 turns it off.",
+    )
     model_refresh_seconds: float = Field(
         5,
         gt=0,

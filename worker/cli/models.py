@@ -69,11 +69,30 @@ def model_list(as_json: bool) -> None:
             echo_json(report)
         return
     table = Table(title="Model versions")
-    for column in ("version", "state", "engine", "catalog", "indexes", "test acc.", "promoted"):
+    columns = ("version", "state", "engine", "catalog", "indexes", "test acc.", "promoted")
+    for column in (*columns, "shadowed uploads"):
         table.add_column(column)
     for report in reports:
-        table.add_row(*_row(report))
+        table.add_row(*_row(report), _shadow(report["shadow"]))
     Console().print(table)
+
+
+def _shadow(shadow: dict[str, Any] | None) -> str:
+    """A candidate's comparison with the live answers, in one cell."""
+    if shadow is None:
+        return ""
+    if not shadow["compared"]:
+        return "none yet"
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    return (
+        f"{shadow['compared']}: labels differ {share(shadow['disagreement'])}; flagged "
+        f"live {share(shadow['live_flag_rate'])} / here {share(shadow['candidate_flag_rate'])}; "
+        f"reviewed {shadow['reviewed']}: live right {share(shadow['live_accuracy'])} / "
+        f"here {share(shadow['candidate_accuracy'])}"
+    )
 
 
 def _row(report: dict[str, Any]) -> list[str]:
@@ -97,7 +116,8 @@ def _row(report: dict[str, Any]) -> list[str]:
     "--engine",
     type=click.Choice(ENGINES),
     default=None,
-    help="Which artifact of the model runs [default: the card's default_engine].",
+    help="Which artifact of the model runs [default: each is timed here, and the fastest "
+    "within the card's parity bounds is staged].",
 )
 @click.option(
     "--wait",
@@ -133,6 +153,13 @@ def model_stage(
         raise _refused(exc) from exc
     indexed = False
     if not as_json:
+        if staged.engine_timings:
+            figures = ", ".join(
+                f"{name} {timed['images_per_s']:.0f}/s"
+                + ("" if timed["parity"] else " (outside parity)")
+                for name, timed in staged.engine_timings.items()
+            )
+            click.echo(f"engines on this host: {figures}; fastest within parity: {staged.engine}")
         click.echo(
             f"staged {staged.version} ({staged.engine}) as a candidate: run {staged.run_id} "
             f"queued {staged.queued} products on the bulk queue"
@@ -155,6 +182,7 @@ def model_stage(
                 "run_id": staged.run_id,
                 "queued": staged.queued,
                 "indexed": indexed,
+                "engine_timings": staged.engine_timings,
             }
         )
 

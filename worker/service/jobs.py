@@ -1,8 +1,9 @@
 """The classification pipeline for one job, as a plain function.
 
-fetch → validate → preprocess → predict → result and similar items in one
-transaction. Celery tasks call it; so can a test or a script. A bad upload ends
-the job ``failed`` with its error code; transient failures (storage or database
+fetch → validate → preprocess → predict (the live model version) → result and
+similar items in one transaction → (a share) the candidate's shadow answer.
+Celery tasks call it; so can a test or a script. A bad upload ends the job
+``failed`` with its error code; transient failures (storage or database
 unreachable) propagate so the caller can retry.
 """
 
@@ -20,7 +21,7 @@ from catalog.similar import rank_similar, replace_similar_items
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
 from worker.pipeline.preprocess import ModelInput, prepare
-from worker.service import metrics, webhooks
+from worker.service import metrics, shadow, webhooks
 from worker.service.registry import live_classifier
 from worker.storage import StoredObject, get_store
 
@@ -98,6 +99,12 @@ def classify_jobs(
     unreachable) propagate, leaving the claimed jobs ``running`` for the caller
     to retry. Micro-batches of interactive uploads and single jobs share this path.
     ``retries`` (job id → retry number) marks deliveries sent by that retry path.
+
+    The live model version labels and searches (one classifier: the job records
+    its version). Once the answers are committed and notified, ``shadow.compare``
+    classifies ``FASHION_SHADOW_SHARE`` of them with the staged candidate too, from
+    the inputs in memory (one more batched inference, ~1-3 ms here; it holds this
+    process, not the answers).
     """
     sessions = get_sessionmaker(settings.resolved_database_url)
     with sessions.begin() as session:
@@ -154,6 +161,7 @@ def classify_jobs(
             statuses[job_id] = JobStatus.DONE
             results.append(done)
     finished(settings, results)
+    shadow.compare(settings, good, classifier.version)
     return statuses
 
 
