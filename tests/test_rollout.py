@@ -350,7 +350,7 @@ def test_model_commands_walk_stage_promote_rollback_and_retire_on_embedded_defau
         "model", "stage", str(BUNDLED_MODEL), "--engine", "float", "--wait", "--timeout", "120"
     )
     assert again.exit_code == 0, again.output
-    assert f"{candidate}: indexes built" in again.output
+    assert f"{candidate}: filled and indexed" in again.output
 
     promoted = invoke("model", "promote", candidate)
     assert promoted.exit_code == 0, promoted.output

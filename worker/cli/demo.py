@@ -30,6 +30,7 @@ from worker.service.catalog_import import ImportReport, import_catalog
 from worker.service.celery_app import worker_command, worker_environment
 from worker.service.reclassify import start_run
 from worker.service.registry import live_version_name
+from worker.service.rollout import index_when_filled
 
 SAMPLES_DIR = Path(__file__).parents[1] / "samples"
 WORKER_STOP_TIMEOUT = 15
@@ -105,6 +106,8 @@ def run_demo(settings: Settings, *, timeout: float) -> int:
                     break
                 time.sleep(0.2)
         pending = products_pending(settings, version)
+        if not pending:
+            index_when_filled(settings, version)
         if pending:
             console.print(
                 f"[yellow]{pending} product photo(s) not classified by {version} after "

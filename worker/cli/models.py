@@ -52,10 +52,8 @@ def model() -> None:
 @model.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per version.")
 def model_list(as_json: bool) -> None:
-    """Every registered version: state, engine, catalog coverage, indexes."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Every registered version: state, engine, catalog coverage, indexes, and for a
+    candidate under evaluation how it compares on shadowed uploads."""
     from catalog.db import get_sessionmaker
     from catalog.public import model_versions
     from worker.service.registry import register_configured
@@ -64,23 +62,53 @@ def model_list(as_json: bool) -> None:
     register_configured(settings)  # on a new catalog, the configured model registers
     with get_sessionmaker(settings.resolved_database_url)() as session:
         reports = [shown.model_dump(mode="json") for shown in model_versions(session=session)]
-    if as_json:
-        for report in reports:
-            echo_json(report)
-        return
-    table = Table(title="Model versions")
-    columns = ("version", "state", "engine", "catalog", "indexes", "test acc.", "promoted")
-    for column in (*columns, "shadowed uploads"):
-        table.add_column(column)
+    exact = settings.resolved_database_url.startswith("sqlite")
     for report in reports:
-        table.add_row(*_row(report), _shadow(report["shadow"]))
-    Console().print(table)
+        if as_json:
+            echo_json(report)
+            continue
+        for line in _describe(report, exact_search=exact):
+            click.echo(line)
 
 
-def _shadow(shadow: dict[str, Any] | None) -> str:
-    """A candidate's comparison with the live answers, in one cell."""
-    if shadow is None:
-        return ""
+def _describe(report: dict[str, Any], *, exact_search: bool) -> list[str]:
+    """A version in a few lines: what it is, then its shadow comparison and timings."""
+    accuracy, promoted = report["test_accuracy"], report["promoted_at"]
+    indexes = (
+        "exact search" if exact_search else ("indexed" if report["indexed"] else "not indexed")
+    )
+    lines = [
+        f"{report['version']}  {report['state']}  {report['engine']}",
+        f"    catalog {report['predicted']}/{report['catalog_photos']} "
+        f"({report['coverage']:.1%})"
+        + (f", {report['failed']} failed" if report["failed"] else "")
+        + f", {indexes}"
+        + ("" if accuracy is None else f"; card: test accuracy {accuracy:.2%} (float)")
+        + (
+            ""
+            if promoted is None
+            else f"; {'live since' if report['state'] == 'live' else 'last promoted'} "
+            f"{promoted[:16]} by {report['promoted_by']}"
+        ),
+    ]
+    shadow = report["shadow"]
+    if shadow is not None:
+        lines.append(f"    shadowed uploads {_shadow(shadow)}")
+    if report["engine_timings"]:
+        lines.append(f"    engines where it was staged: {_engines(report['engine_timings'])}")
+    return lines
+
+
+def _engines(timings: dict[str, dict[str, Any]]) -> str:
+    """``float 707/s, dynamic 646/s, int8 574/s (outside parity)``."""
+    return ", ".join(
+        f"{name} {timed['images_per_s']:.0f}/s" + ("" if timed["parity"] else " (outside parity)")
+        for name, timed in timings.items()
+    )
+
+
+def _shadow(shadow: dict[str, Any]) -> str:
+    """A candidate's comparison with the live answers, in one line."""
     if not shadow["compared"]:
         return "none yet"
 
@@ -89,25 +117,10 @@ def _shadow(shadow: dict[str, Any] | None) -> str:
 
     return (
         f"{shadow['compared']}: labels differ {share(shadow['disagreement'])}; flagged "
-        f"live {share(shadow['live_flag_rate'])} / here {share(shadow['candidate_flag_rate'])}; "
+        f"live {share(shadow['live_flag_rate'])} / this {share(shadow['candidate_flag_rate'])}; "
         f"reviewed {shadow['reviewed']}: live right {share(shadow['live_accuracy'])} / "
-        f"here {share(shadow['candidate_accuracy'])}"
+        f"this {share(shadow['candidate_accuracy'])}"
     )
-
-
-def _row(report: dict[str, Any]) -> list[str]:
-    accuracy = report["test_accuracy"]
-    promoted = report["promoted_at"]
-    return [
-        report["version"],
-        report["state"],
-        report["engine"],
-        f"{report['predicted']}/{report['catalog_photos']} ({report['coverage']:.1%})"
-        + (f", {report['failed']} failed" if report["failed"] else ""),
-        "built" if report["indexed"] else "not yet",
-        "" if accuracy is None else f"{accuracy:.2%}",
-        "" if promoted is None else f"{promoted[:19]} by {report['promoted_by']}",
-    ]
 
 
 @model.command(name="stage")
@@ -154,12 +167,10 @@ def model_stage(
     indexed = False
     if not as_json:
         if staged.engine_timings:
-            figures = ", ".join(
-                f"{name} {timed['images_per_s']:.0f}/s"
-                + ("" if timed["parity"] else " (outside parity)")
-                for name, timed in staged.engine_timings.items()
+            click.echo(
+                f"engines on this host: {_engines(staged.engine_timings)}; "
+                f"fastest within parity: {staged.engine}"
             )
-            click.echo(f"engines on this host: {figures}; fastest within parity: {staged.engine}")
         click.echo(
             f"staged {staged.version} ({staged.engine}) as a candidate: run {staged.run_id} "
             f"queued {staged.queued} products on the bulk queue"
@@ -170,7 +181,8 @@ def model_stage(
         indexed = index_when_filled(settings, staged.version)
         if not as_json:
             click.echo(
-                f"{staged.version}: indexes built; `fashion model promote {staged.version}`"
+                f"{staged.version}: filled and indexed, ready for "
+                f"`fashion model promote {staged.version}`"
                 if indexed
                 else f"{staged.version}: fill incomplete, indexes not built"
             )

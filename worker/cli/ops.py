@@ -172,6 +172,11 @@ def reclassify(mode: str, chunk: int, wait: bool, timeout: float | None) -> None
     )
     if wait and run.total:
         wait_for_run(run.id, settings, timeout)
+    if wait:
+        from worker.service.rollout import index_when_filled
+
+        if index_when_filled(settings, run.model_version):
+            click.echo(f"{run.model_version}: its catalog is filled and its indexes are built")
 
 
 def wait_for_run(run_id: int, settings: object, timeout: float | None) -> None:
