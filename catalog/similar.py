@@ -38,7 +38,6 @@ from sqlalchemy import (
     delete,
     func,
     literal,
-    literal_column,
     select,
     text,
     union_all,
@@ -76,7 +75,6 @@ def _offerable(model_version: str):  # type: ignore[no-untyped-def]
     partial indexes."""
     return (
         ProductPrediction.model_version == literal(model_version, literal_execute=True),
-        ProductPrediction.category == Product.category,
         Product.in_stock,
         ProductPrediction.embedding.is_not(None),
     )
@@ -181,16 +179,20 @@ def _pgvector_statement(
         .where(
             ProductPrediction.category == literal(category, literal_execute=True),
             *_offerable(model_version),
-            func.vector_dims(ProductPrediction.embedding) == literal_column(str(int(dimensions))),
         )
         .order_by(distance)
         .limit(top_k)
         for category in categories
     ]
     nearest = (scans[0] if len(scans) == 1 else union_all(*scans)).subquery()
+    # The prediction's category is the product's (``upsert_product`` moves both in one
+    # transaction); the product's own is checked here, on the k rows, not in each
+    # scan: there, with stale statistics, PostgreSQL joined each scan to ``products``
+    # through the category index, reading the whole category per graph candidate.
     return (
         select(Product, nearest.c.distance)
         .join(nearest, Product.id == nearest.c.id)
+        .where(Product.category.in_(categories))
         .order_by(nearest.c.distance)
         .limit(top_k)
     )
@@ -249,7 +251,11 @@ def _exact_search(
         select(ProductPrediction.product_id.label("id"), ProductPrediction.embedding)
         .select_from(ProductPrediction)
         .join(Product, Product.id == ProductPrediction.product_id)
-        .where(ProductPrediction.category.in_(categories), *_offerable(model_version))
+        .where(
+            ProductPrediction.category.in_(categories),
+            ProductPrediction.category == Product.category,
+            *_offerable(model_version),
+        )
         .execution_options(yield_per=SCAN_PARTITION)
     )
     for partition in result.partitions():

@@ -86,7 +86,9 @@ def existing_version_indexes(connection: Connection, version: str) -> list[str]:
 
 def build_version_indexes(engine: Engine, version: str, dimensions: int) -> list[str]:
     """Build ``version``'s ten partial indexes (``CONCURRENTLY``; an invalid one left
-    by an interrupted build is dropped first); returns their names. Nothing on SQLite."""
+    by an interrupted build is dropped first), then ``ANALYZE`` the tables its fill
+    grew, so the planner costs the lookups with today's row counts; returns their
+    names. Nothing on SQLite."""
     if engine.dialect.name != "postgresql":
         return []
     names = []
@@ -98,6 +100,7 @@ def build_version_indexes(engine: Engine, version: str, dimensions: int) -> list
                 connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                 connection.execute(text(version_index_sql(version, category, dimensions)))
             names.append(name)
+        connection.execute(text("ANALYZE products, product_predictions"))
     return names
 
 

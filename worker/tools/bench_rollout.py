@@ -1,8 +1,11 @@
 """``fashion bench``'s rollout figures: a candidate's fill, its indexes, a promote.
 
-A candidate is the bundled model under another engine (``float``, ``int8``): a
+A candidate is the bundled model under another engine than the live one: a
 version of its own, whose fill takes the path any new model takes (the catalog's
-kept inputs, the bulk queue, only its own rows, no search graph written).
+kept inputs, the bulk queue, only its own rows, no search graph written). The
+first is the fastest other engine on this host, as ``fashion model stage`` would
+choose (float on an AVX2-only CPU, int8 on one with AVX-512 VNNI); the second,
+filled while uploads are measured, is the remaining one.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from catalog.models import ProductPrediction
 from catalog.versions import promote
 from worker import client
 from worker.config import Settings
-from worker.pipeline.classifier import model_path
+from worker.pipeline.classifier import engine_version, model_path, read_card
 from worker.service.reclassify import run_progress
 from worker.service.registry import live_version_name
-from worker.service.rollout import index_when_filled, stage
+from worker.service.rollout import index_when_filled, stage, time_engines
 from worker.tools.harness import wait_until
 
 
@@ -82,11 +85,27 @@ def index_seconds(settings: Settings, version: str) -> float:
     return time.perf_counter() - started
 
 
-def first_candidate(settings: Settings, chunk: int) -> tuple[float, Fill, float]:
+def candidate_engines(settings: Settings) -> list[str]:
+    """The bundled model's engines other than the live one, within parity, fastest
+    first on this host."""
+    live = live_version_name(settings)
+    card = read_card(model_path(settings))
+    timings = time_engines(model_path(settings))
+    others = [
+        engine
+        for engine, timed in timings.items()
+        if timed["parity"] and engine_version(card, engine)[1] != live
+    ]
+    if len(others) < 2:
+        raise RuntimeError(f"the bundled model needs two engines besides the live {live}")
+    return sorted(others, key=lambda engine: -timings[engine]["images_per_s"])
+
+
+def first_candidate(settings: Settings, engine: str, chunk: int) -> tuple[float, Fill, float]:
     """After the live version's first fill: its indexes' build seconds; then a
-    candidate (the ``float`` engine) staged and filled, and its images per second."""
+    candidate (``engine``) staged and filled, and its images per second."""
     live_index_s = index_seconds(settings, live_version_name(settings))
-    fill = start_fill(settings, "float", chunk)
+    fill = start_fill(settings, engine, chunk)
     wait_for_fill(settings, fill)
     return live_index_s, fill, fill_rate(settings, fill)
 

@@ -15,11 +15,9 @@ are held-out training photos, with the model's own probabilities, embedding and
 every filter removes rows.
 
 Prints one JSON object: build and index time, lookup p50/p95/p99 (ms) per
-``--ef-search`` value (the same uploads for each), recall@5
-against exact search over the same filtered rows, filter violations (a sold-out,
-wrong-category or other-model product returned: must be 0), the query plan, and
-the peak RSS of a separate worker-like process (the model loaded, lookups run)
-against the same catalog.
+``--ef-search`` value, recall@5 against exact search over the same filtered rows,
+filter violations (sold-out, wrong-category or other-model: must be 0), the query
+plan, and the peak RSS of a worker-like process running lookups on the catalog.
 
 Run: ``.venv/bin/python -m worker.tools.bench_similar [--products 1000000] [--engine sqlite]``
 """
@@ -244,21 +242,13 @@ def load_sqlite(url: str, catalog: Catalog, index_kind: str) -> float:
                 insert(Product),
                 [dict(zip(product_keys, _product_row(catalog, i), strict=True)) for i in indexes],
             )
+            said = [
+                (*_prediction_row(catalog, i, now), encode_embedding(catalog.vectors[i]))
+                for i in indexes
+            ]
             session.execute(
                 insert(ProductPrediction),
-                [
-                    dict(
-                        zip(
-                            prediction_keys,
-                            (
-                                *_prediction_row(catalog, i, now),
-                                encode_embedding(catalog.vectors[i]),
-                            ),
-                            strict=True,
-                        )
-                    )
-                    for i in indexes
-                ],
+                [dict(zip(prediction_keys, row, strict=True)) for row in said],
             )
     return 0.0
 

@@ -1,33 +1,30 @@
 """``fashion bench``: end-to-end throughput and latency against the real services.
 
-One run builds a throw-away catalog (its own PostgreSQL database, S3 bucket and
-Redis queue names, all removed afterwards), starts real ``celery worker``
-processes and measures, in order:
+A throw-away catalog (its own database, bucket and queues, removed afterwards),
+real ``celery worker`` processes, and, in order:
 
 1. the naive baseline (``worker.tools.naive``): one task per image, Keras ``predict``;
 2. ours, bulk: ``reclassify`` of the catalog from the photos
    (``bulk_first_time_images_per_s``, also ``bulk_images_per_s``), then its
    indexes (``index_build_s``); a new version's fill (``fashion model stage`` of the
-   bundled model's ``float`` engine: kept inputs, no fetch, no decode, no graph):
+   bundled model's fastest other engine here: kept inputs, no fetch, no decode):
    ``bulk_new_model_images_per_s``, which ``bulk_speedup`` divides by the naive
    rate; a nightly ``changed`` run over the unchanged catalog
    (``nightly_unchanged_s``: listing + catalog scan, nothing queued);
-3. interactive latency, upload stored → result row committed (the job row's
-   ``created_at`` → ``finished_at``), one upload at a time on an idle worker;
-   then the same uploads through the HTTP API (``fashion api``, ``POST
-   /v1/classifications?wait=10`` → 200 with the result, seen by the caller:
-   ``api_idle_ms``), alternating with the direct path (``client.submit`` then
-   polling ``client.result`` on the API's own schedule), so ``api_overhead_ms``
-   (p50 API − p50 direct) is what HTTP, auth and the long-poll add;
-4. the same while a second candidate (the ``int8`` engine) fills
+3. interactive latency, upload stored → result row committed (``created_at`` →
+   ``finished_at``), one upload at a time on an idle worker; then through the
+   HTTP API (``POST /v1/classifications?wait=10``, as the caller sees it:
+   ``api_idle_ms``) alternating with ``client.submit`` + polling on the API's
+   schedule, so ``api_overhead_ms`` (p50 API − p50 direct) is what HTTP adds;
+4. the same while a second candidate (the remaining engine) fills
    (``interactive_during_fill_ms``, also ``interactive_under_load_ms``); then the
    first candidate's indexes are built and it is promoted: ``promote_visible_s``
    is the time from the promote's commit to the first upload answered by it;
 5. inference alone (``Classifier.predict`` on a chunk, as the bulk task calls
    it) against the bare LiteRT signature runner at the same batch size;
 6. peak RSS (``VmHWM``) of every worker process, and the bulk workers' RSS
-   before and after the run (flat = no leak). Images/s are wall-clock end to
-   end, enqueue included. Linux only (RSS is read from ``/proc``).
+   before and after the run (flat = no leak). Images/s: wall clock, enqueue
+   included. Linux only (``/proc``).
 """
 
 from __future__ import annotations
@@ -319,7 +316,10 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         total, seconds, rss_samples = _run_bulk(settings, config, "stale", bulk)
         bulk_rate = total / seconds
         log(f"bulk, first time: {total} images in {seconds:.1f} s = {bulk_rate:.0f} images/s")
-        index_build_s, candidate, new_model_rate = rollout.first_candidate(settings, config.chunk)
+        engines_here = rollout.candidate_engines(settings)
+        index_build_s, candidate, new_model_rate = rollout.first_candidate(
+            settings, engines_here[0], config.chunk
+        )
         log(f"live indexes {index_build_s:.2f} s; candidate fill {new_model_rate:.0f} images/s")
         nightly_seconds, nightly_queued = _run_nightly_unchanged(settings, config)
         log(f"nightly over the unchanged catalog: {nightly_seconds:.2f} s, {nightly_queued} queued")
@@ -337,7 +337,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
 
         busy, loaded_rate = rollout.fill_under_load(
             settings,
-            "int8",
+            engines_here[1],
             config.chunk,
             lambda running: measure_interactive(
                 settings, uploads, config.interactive, gap=0.05, while_running=running
@@ -370,6 +370,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "index_build_s": round(index_build_s, 2),
             "candidate_index_build_s": round(candidate_index_s, 2),
             "promote_visible_s": round(visible, 2),
+            "candidate_engines": engines_here,
             "api_idle_ms": percentiles(api_ms),
             "api_direct_ms": percentiles(direct_ms),
             "api_overhead_ms": round(api_overhead, 2),
