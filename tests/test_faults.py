@@ -400,7 +400,9 @@ def test_a_worker_whose_pool_processes_keep_dying_still_takes_fresh_uploads(
             "max_attempts": 3,
         }
     )
-    victims = submit_uploads(settings, fashion_mnist.test_images[:20], 20)
+    # Ten: a batch (prefetch 16) holds them all, so two leaked batches would stall the
+    # worker. Twenty needed 52 kills (212 s in a full run); ten, 16 (42 s alone).
+    victims = submit_uploads(settings, fashion_mnist.test_images[:10], 10)
     faults.s3.hang()
     worker = start_worker(settings, queues="interactive", prefetch=16)
     kills, seen = 0, 0
@@ -430,7 +432,7 @@ def test_a_worker_whose_pool_processes_keep_dying_still_takes_fresh_uploads(
     fresh = client.submit(png_bytes(fashion_mnist.test_images[0]), "new.png", settings=settings)
     assert client.wait([fresh], timeout=30, settings=settings)[fresh].status == "done"
     result = tally(settings.resolved_database_url, "job", victims)
-    report(f"SIGKILL the pool process mid-batch {kills} times (20 uploads)", result)
+    report(f"SIGKILL the pool process mid-batch {kills} times ({len(victims)} uploads)", result)
     assert worker.poll() is None
     assert kills >= 3
     assert (result.failed, result.lost, result.duplicated) == (len(victims), 0, 0)
