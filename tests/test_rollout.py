@@ -364,3 +364,18 @@ def test_model_commands_walk_stage_promote_rollback_and_retire_on_embedded_defau
         versions = set(session.scalars(select(ProductPrediction.model_version)))
     assert versions == {live}
     assert predictions(cli_env, candidate) == {}
+
+
+def test_chunks_of_a_version_retired_while_they_waited_write_nothing(
+    local_settings, fashion_mnist
+) -> None:
+    ids = add_products(local_settings, fashion_mnist, 6)
+    staged = stage(local_settings, BUNDLED_MODEL, engine="float")  # its chunks are queued
+    from worker.service.rollout import retire as retire_version
+
+    assert retire_version(local_settings, staged.version) == 0
+    result = classify_products(ids, settings=local_settings, model_version=staged.version)
+    assert (result.classified, result.failed, result.skipped) == (0, 0, len(ids))
+    assert predictions(local_settings, staged.version) == {}
+    unknown = classify_products(ids, settings=local_settings, model_version="never-registered")
+    assert unknown.skipped == len(ids)

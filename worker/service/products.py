@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import Row, not_, select
 
-from catalog.codes import ErrorCode, JobStatus
+from catalog.codes import ErrorCode, JobStatus, ModelState
 from catalog.db import get_sessionmaker
 from catalog.models import Product
 from catalog.predictions import (
@@ -29,6 +29,7 @@ from catalog.predictions import (
     mark_products_poison,
     record_predictions,
 )
+from catalog.versions import get_version
 from worker.config import Settings
 from worker.errors import FashionError
 from worker.pipeline.preprocess import IMAGE_SIZE, PREPROCESS_VERSION, ModelInput
@@ -63,8 +64,12 @@ def classify_products(
     preprocessing version) is classified from it: no fetch, no decode. The others
     are fetched and prepared, and their inputs kept for the next model.
     """
-    classifier = classifier_for(settings, model_version or live_version_name(settings))
     sessions = get_sessionmaker(settings.resolved_database_url)
+    if model_version is not None and not _still_filled(sessions, model_version):
+        # Retired (or never registered here) while its chunks waited on the queue.
+        log.warning("dropping a chunk for model %s: it is not live or a candidate", model_version)
+        return ChunkResult(0, 0, len(product_ids))
+    classifier = classifier_for(settings, model_version or live_version_name(settings))
     with sessions() as session:
         rows = session.execute(
             select(
@@ -112,6 +117,12 @@ def classify_products(
         if isinstance(item, FashionError):
             metrics.products_classified(item.code)
     return ChunkResult(len(good), len(rows) - len(good), skipped)
+
+
+def _still_filled(sessions, version: str) -> bool:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        row = get_version(session=session, version=version)
+        return row is not None and row.state != ModelState.RETIRED
 
 
 def _has_valid_input(row: Row) -> bool:
