@@ -43,6 +43,7 @@ def test_stale_then_all_runs_through_a_real_bulk_worker(
     snapshot = collect(service_settings, ping_timeout=2.0)
     assert len(snapshot["workers"]) == 1 and snapshot["workers"][0].startswith("test-")
     assert snapshot["reclassify"]["finished"] and snapshot["reclassify"]["eta_s"] == 0
+    assert snapshot["models"] == {"live": first.model_version, "candidates": []}
     before = classified_at(service_settings)
 
     # Nothing is stale any more: a second stale run queues nothing.

@@ -225,8 +225,9 @@ def wait_for_run(run_id: int, settings: object, timeout: float | None) -> None:
     "--ping-timeout", default=1.0, show_default=True, help="Seconds to wait for worker replies."
 )
 def status(as_json: bool, ping_timeout: float) -> None:
-    """Queue depths, live workers, jobs by state, throughput and the latest bulk run
-    (with why its products were queued, for a nightly ``changed`` run)."""
+    """Queue depths, live workers, jobs by state, throughput, the latest bulk run
+    (with why its products were queued, for a nightly ``changed`` run) and the live
+    and candidate model versions."""
     import kombu.exceptions
 
     from worker.service.reclassify import describe_reasons
@@ -245,6 +246,11 @@ def status(as_json: bool, ping_timeout: float) -> None:
     click.echo(f"workers:  {len(workers)}" + (f" ({', '.join(workers)})" if workers else ""))
     click.echo("jobs:     " + ", ".join(f"{k} {v}" for k, v in snapshot["jobs"].items()))
     click.echo(f"finished: {snapshot['throughput']['jobs_per_s']:.2f} jobs/s over the last minute")
+    models = snapshot["models"]
+    click.echo(
+        f"models:   live {models['live'] or 'none yet'}"
+        + (f"; candidates {', '.join(models['candidates'])}" if models["candidates"] else "")
+    )
     run = snapshot["reclassify"]
     if run:
         eta = (

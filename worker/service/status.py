@@ -1,4 +1,5 @@
-"""What ops look at: queue depths, live workers, jobs by state, throughput, the bulk run.
+"""What ops look at: queue depths, live workers, jobs by state, throughput, the bulk run,
+which model version is live and which are candidates.
 
 Works on any configured broker (Redis in production, the filesystem transport
 on the embedded defaults): queue depth is the broker's own message count from a
@@ -13,9 +14,10 @@ from typing import Any
 from kombu.exceptions import ChannelError
 from sqlalchemy import func, select
 
-from catalog.codes import JobStatus
+from catalog.codes import JobStatus, ModelState
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob, utcnow
+from catalog.versions import list_versions
 from worker.config import Settings
 from worker.service.celery_app import make_celery
 from worker.service.reclassify import run_progress
@@ -62,6 +64,16 @@ def job_counts(settings: Settings) -> tuple[dict[str, int], float]:
     return counts, finished / THROUGHPUT_WINDOW.total_seconds()
 
 
+def model_states(settings: Settings) -> dict[str, Any]:
+    """The live version and the candidates (newest first), as the registry says."""
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        rows = list_versions(session=session)
+    return {
+        "live": next((row.version for row in rows if row.state == ModelState.LIVE), None),
+        "candidates": [row.version for row in rows if row.state == ModelState.CANDIDATE],
+    }
+
+
 def collect(settings: Settings, *, ping_timeout: float = 1.0) -> dict[str, Any]:
     """One snapshot; the keys are what ``fashion status --json`` prints."""
     jobs, jobs_per_s = job_counts(settings)
@@ -72,4 +84,5 @@ def collect(settings: Settings, *, ping_timeout: float = 1.0) -> dict[str, Any]:
         "jobs": jobs,
         "throughput": {"jobs_per_s": round(jobs_per_s, 2)},
         "reclassify": run.as_dict() if run else None,
+        "models": model_states(settings),
     }
