@@ -22,7 +22,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from catalog.codes import CATEGORIES, FAMILIES, family_of
-from worker.config import ENGINES, Settings
+from worker.config import ENGINES, QUANTIZED_ENGINES, Settings
 from worker.pipeline.preprocess import ModelInput, normalize
 
 BUNDLED_MODEL = Path(__file__).parents[1] / "model" / "model.tflite"
@@ -52,6 +52,17 @@ def read_card(model_path: Path) -> dict[str, Any]:
     if not card_path.is_file():
         raise ModelError(f"model card {card_path} does not exist")
     return json.loads(card_path.read_text())
+
+
+def engines_of(path: Path) -> list[str]:
+    """``float``, and each quantized engine the card beside ``path`` lists whose file is
+    beside the model (what ``fashion bench-inference`` and ``fashion model stage`` time)."""
+    card = read_card(path)
+    return ["float"] + [
+        engine
+        for engine in QUANTIZED_ENGINES
+        if engine in card and path.with_name(card[engine]["file"]).is_file()
+    ]
 
 
 def judged_confidence(probabilities: np.ndarray) -> np.ndarray:

@@ -30,13 +30,14 @@ from sqlalchemy.exc import IntegrityError
 
 from catalog.db import get_sessionmaker
 from catalog.versions import get_version, live_version, register_version
-from worker.config import ENGINES, Settings
+from worker.config import Settings
 from worker.pipeline.classifier import (
     BUNDLED_MODEL,
     CARD_FILENAME,
     Classifier,
     ModelError,
     engine_version,
+    engines_of,
     model_path,
     read_card,
 )
@@ -210,17 +211,12 @@ def _local_files(settings: Settings, version: str) -> tuple[Path, str] | None:
     for path in (model_path(settings), BUNDLED_MODEL):
         try:
             card = read_card(path)
-            for engine in card_engines(card):
+            for engine in engines_of(path):
                 if engine_version(card, engine)[1] == version:
                     return path, engine
         except (ModelError, OSError, ValueError, KeyError):
             continue
     return None
-
-
-def card_engines(card: dict[str, Any]) -> list[str]:
-    """The engines a card has artifacts for: float, and each quantized one it lists."""
-    return ["float", *(engine for engine in ENGINES if engine != "float" and engine in card)]
 
 
 def _fetch_artifact(

@@ -33,12 +33,11 @@ from catalog.vector_indexes import (
     version_dimensions,
 )
 from worker.config import Settings
-from worker.pipeline.classifier import Classifier, ModelError, read_card
+from worker.pipeline.classifier import Classifier, ModelError, engines_of, read_card
 from worker.service.messages import DEFAULT_CHUNK_SIZE
 from worker.service.reclassify import start_run
 from worker.service.registry import (
     ModelFiles,
-    card_engines,
     live_version_name,
     upload_artifact,
 )
@@ -85,11 +84,7 @@ def time_engines(path: Path) -> dict[str, dict[str, Any]]:
     The fastest engine differs by CPU: on an AVX2-only host float was the fastest of
     the shipped model's three, on an AVX-512 VNNI host dynamic was 3.1× float."""
     card = read_card(path)
-    classifiers = {
-        engine: Classifier(path, engine=engine)
-        for engine in card_engines(card)
-        if engine == "float" or path.with_name(card[engine]["file"]).is_file()
-    }
+    classifiers = {engine: Classifier(path, engine=engine) for engine in engines_of(path)}
     images = np.random.default_rng(0).random((TIMING_BATCH, 28, 28, 1), dtype=np.float32)
     seconds: dict[str, list[float]] = {engine: [] for engine in classifiers}
     for classifier in classifiers.values():

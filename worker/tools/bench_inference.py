@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.config import QUANTIZED_ENGINES
-from worker.pipeline.classifier import Classifier, read_card
+from worker.pipeline.classifier import Classifier, engines_of
 from worker.pipeline.preprocess import normalize, preprocess
 from worker.tools.harness import product_photos
 
@@ -29,16 +28,6 @@ def sample_batch(batch: int) -> np.ndarray:
         [preprocess(photo, max_bytes=1 << 24, max_pixels=1 << 24) for photo in photos]
     )
     return np.resize(pixels, (batch, 28, 28))
-
-
-def engines_of(path: Path) -> list[str]:
-    """``float``, and each quantized engine the card lists whose file is beside the model."""
-    card = read_card(path)
-    return ["float"] + [
-        engine
-        for engine in QUANTIZED_ENGINES
-        if engine in card and path.with_name(card[engine]["file"]).is_file()
-    ]
 
 
 def measure_engines(
