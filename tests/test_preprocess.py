@@ -8,6 +8,7 @@ from PIL import Image
 
 from tests.support.factories import png_bytes
 from worker.errors import ImageError
+from worker.pipeline import preprocess as preprocess_module
 from worker.pipeline.preprocess import decode, normalize, preprocess
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000}
@@ -76,6 +77,30 @@ def test_large_jpeg_is_decoded_reduced() -> None:
     image = decode(data, **{**LIMITS, "max_pixels": 50_000_000})
     assert max(image.size) <= 6000 // 8 * 2
     assert preprocess(data, max_bytes=10_000_000, max_pixels=50_000_000)[14, 14] > 200
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "RGB", "L", "I;16", "P", "1", "F"])
+def test_a_large_image_is_reduced_band_by_band_as_pillow_reduces_it_whole(
+    mode: str, monkeypatch
+) -> None:
+    """Reduced a band of rows at a time (so an RGBA or 16-bit 40 Mpx PNG costs one
+    decoded image, not two), pixel for pixel what one whole ``reduce`` gives: the
+    model's inputs do not change (no ``PREPROCESS_VERSION`` bump)."""
+    monkeypatch.setattr(preprocess_module, "BAND_PIXELS", 300_000)  # 7 bands and a part
+    rng = np.random.default_rng(1)
+    rgba = Image.fromarray(rng.integers(0, 256, (2311, 2090, 4), dtype=np.uint8), "RGBA")
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (2311, 2090), dtype=np.uint16))
+    elif mode == "P":
+        image = rgba.convert("RGB").convert("P")
+        image.info["transparency"] = 0
+    else:
+        image = rgba.convert(mode)
+    assert image.mode == mode
+    reduced = preprocess_module._to_working_size(image)
+    whole = image.convert({"I;16": "I", "P": "RGBA", "1": "L"}.get(mode, mode)).reduce(2)
+    assert (reduced.mode, reduced.size) == (whole.mode, whole.size) == (reduced.mode, (1045, 1156))
+    assert np.array_equal(np.asarray(reduced), np.asarray(whole))
 
 
 def test_sixteen_bit_grayscale_is_scaled_to_eight_bits() -> None:
