@@ -37,7 +37,7 @@ from worker import client
 from worker.config import Settings
 from worker.service.celery_app import worker_environment
 from worker.service.sweeper import sweep
-from worker.storage import get_store
+from worker.storage import get_store, thumbnail_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -424,6 +424,7 @@ def test_purge_erases_finished_uploads_past_retention_and_dry_run_only_counts(
                 job.status = "done"
             if str(job.id) in {old, waiting}:
                 job.created_at = job.created_at.replace(year=job.created_at.year - 1)
+    get_store(service_settings).put(thumbnail_key(f"uploads/{old}"), b"a review thumbnail")
     env = worker_environment(service_settings)
     fashion = [sys.executable, "-m", "worker.cli"]
 
@@ -434,6 +435,7 @@ def test_purge_erases_finished_uploads_past_retention_and_dry_run_only_counts(
     assert json.loads(real.stdout)["jobs"] == 1, real.stderr
     store = get_store(service_settings)
     assert not store.exists(f"uploads/{old}")
+    assert not store.exists(thumbnail_key(f"uploads/{old}"))
     assert store.exists(f"uploads/{new}") and store.exists(f"uploads/{waiting}")
     assert sorted(str(job.id) for job in job_rows(service_settings)) == sorted([new, waiting])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import pytest
@@ -99,3 +100,35 @@ def test_a_photo_on_a_busy_background_is_flagged_by_the_photo_threshold(
         }
         assert (flags[tile], flags[photo]) == (False, True)
         assert get_job(session=session, job_id=photo).label == 1  # Trouser, flag or not
+
+
+def test_an_upload_flagged_uncertain_has_its_review_thumbnail_stored_beside_it(
+    settings, fashion_mnist
+) -> None:
+    """The review page serves it, so it never decodes an upload; an upload that is not
+    flagged never reaches the page and gets none."""
+    from PIL import Image
+
+    from tests.support.photos import trousers_on_a_rug
+    from worker.pipeline.thumbnail import THUMBNAIL_PIXELS
+    from worker.storage import get_store, thumbnail_key
+
+    flag_all = settings.model_copy(
+        update={"uncertain_threshold": 1.0, "photo_uncertain_threshold": 1.0}
+    )
+    flag_none = settings.model_copy(
+        update={"uncertain_threshold": 0.0, "photo_uncertain_threshold": 0.0}
+    )
+    flagged = enqueue_by_hand(flag_all, trousers_on_a_rug())
+    plain = enqueue_by_hand(flag_none, png_bytes(fashion_mnist.test_images[0]))
+
+    assert classify_job(flagged, settings=flag_all) == "done"
+    assert classify_job(plain, settings=flag_none) == "done"
+
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        jobs = {job_id: get_job(session=session, job_id=job_id) for job_id in (flagged, plain)}
+    assert (jobs[flagged].uncertain, jobs[plain].uncertain) == (True, False)
+    store = get_store(settings)
+    shown = Image.open(io.BytesIO(store.get(thumbnail_key(jobs[flagged].image_key))))
+    assert shown.format == "JPEG" and max(shown.size) == THUMBNAIL_PIXELS
+    assert not store.exists(thumbnail_key(jobs[plain].image_key))

@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 
 from catalog.codes import KeyScope
 from catalog.db import get_sessionmaker
-from catalog.models import Review
+from catalog.models import ClassificationJob, Review
 from tests.support.factories import make_flagged_upload, make_key
 from tests.support.servers import InProcessApi, PortalClient
-from worker.api.thumbnails import THUMBNAIL_PIXELS
 from worker.config import Settings
-from worker.storage import get_store
+from worker.pipeline.thumbnail import THUMBNAIL_PIXELS
+from worker.storage import get_store, thumbnail_key
 
 
 def log_in(api: InProcessApi, key: str) -> tuple[PortalClient, httpx.Response]:
@@ -226,8 +226,8 @@ def test_thumbnails_of_40_megapixel_uploads_keep_the_api_process_flat(
     local_settings, start_api
 ) -> None:
     """One thumbnail of a 6324×6324 TIFF raised the API's RSS from 217 to 708 MB, nine
-    at once to 3.2 GB, kept until restart. A decode that cannot be reduced now runs
-    in a short-lived process of its own."""
+    at once to 3.2 GB, kept until restart. A photo without a stored thumbnail is now
+    shrunk in a short-lived process of its own, once: what it makes is kept."""
     ids = forty_megapixel_uploads(local_settings, 20)
     api = start_api(local_settings)
     alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
@@ -245,6 +245,9 @@ def test_thumbnails_of_40_megapixel_uploads_keep_the_api_process_flat(
     assert [photo.status_code for photo in photos] == [200] * len(ids)
     assert {max(Image.open(io.BytesIO(p.content)).size) for p in photos} == {THUMBNAIL_PIXELS}
     assert after - before < 50, f"the API grew {after - before:.0f} MB for 20 thumbnails"
+    with get_sessionmaker(local_settings.resolved_database_url)() as session:
+        keys = session.scalars(select(ClassificationJob.image_key)).all()
+    assert len(keys) == 20 and all(get_store(local_settings).exists(thumbnail_key(k)) for k in keys)
 
 
 def test_the_model_top_3_shows_each_category_with_the_key_that_answers_it(

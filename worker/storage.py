@@ -27,6 +27,8 @@ from worker.errors import ObjectMissingError
 from worker.files import read_at_most
 
 _KEY_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+#: Where the review thumbnail of a photo is kept: beside it, under its own prefix.
+THUMBNAILS = "thumbnails/"
 
 
 class InvalidKeyError(ValueError):
@@ -41,6 +43,11 @@ def validate_key(key: str) -> str:
     if any(part in {".", ".."} or part.startswith("..") for part in parts):
         raise InvalidKeyError(f"invalid storage key {key!r}")
     return key
+
+
+def thumbnail_key(image_key: str) -> str:
+    """The key of the review thumbnail (a JPEG) of the photo stored at ``image_key``."""
+    return validate_key(f"{THUMBNAILS}{image_key}.jpg")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ reviewer``), pasted once into the log-in form. Backend keys cannot log in here, 
 reviewer keys cannot call ``/v1`` (403). A log-in is a random token in an HttpOnly,
 ``SameSite=Strict`` cookie scoped to ``/review`` (the database keeps its SHA-256);
 every post carries the session's CSRF token (a form field or ``X-CSRF-Token``),
-the log-in form a double-submit token. Photos are served through here, shrunk to
-a thumbnail, never by a bucket URL.
+the log-in form a double-submit token. Photos are served through here as their
+stored thumbnails (``thumbnails.py``), never by a bucket URL.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def thumbnail_of(app: Services, kind: str, item_id: str) -> bytes | None:
     if key is None:
         return None
     try:
-        return thumbnail(get_store(app.settings).get(key), max_pixels=app.settings.max_image_pixels)
+        return thumbnail(get_store(app.settings), key, app.settings)
     except (FashionError, ThumbnailError):
         return None
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from catalog.queries import SimilarProduct
 from worker.errors import FashionError
-from worker.pipeline.preprocess import decode
+from worker.pipeline.preprocess import decode, flatten
 from worker.storage import ObjectStore
 
 TILE = 160
@@ -26,10 +26,10 @@ def _thumbnail(data: bytes | None) -> Image.Image:
     if data is None:
         return Image.new("RGB", (TILE, TILE), (200, 200, 200))
     try:
-        # The pipeline's decode: its pixel limit and working size, so a bomb or a
-        # damaged photo becomes a grey tile instead of a crash or a gigabyte.
-        image = decode(data, max_bytes=len(data), max_pixels=MAX_PIXELS)
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        # The pipeline's decode and flatten, as the worker reads a photo: its pixel
+        # limit and working size (a bomb or a damaged photo becomes a grey tile, not a
+        # crash or a gigabyte), upright, transparency on white.
+        image = flatten(decode(data, max_bytes=len(data), max_pixels=MAX_PIXELS)).convert("RGB")
     except (FashionError, OSError):
         return Image.new("RGB", (TILE, TILE), (200, 200, 200))
     if max(image.size) <= 64:

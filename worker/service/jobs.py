@@ -1,7 +1,8 @@
 """The classification pipeline for one job, as a plain function.
 
 fetch → validate → preprocess → predict (the live model version) → result and
-similar items in one transaction → (a share) the candidate's shadow answer.
+similar items in one transaction → (a share) the candidate's shadow answer → the
+review thumbnail of each upload flagged ``uncertain``.
 Celery tasks call it; so can a test or a script. A bad upload ends the job
 ``failed`` with its error code; transient failures (storage or database
 unreachable) propagate so the caller can retry.
@@ -20,10 +21,11 @@ from catalog.lifecycle import Finished, claim_jobs, complete_job
 from catalog.similar import rank_similar, replace_similar_items
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
+from worker.pipeline import thumbnail
 from worker.pipeline.preprocess import ModelInput, prepare
 from worker.service import metrics, shadow, webhooks
 from worker.service.registry import live_classifier
-from worker.storage import StoredObject, get_store
+from worker.storage import StoredObject, get_store, thumbnail_key
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,8 @@ def classify_jobs(
     if not work:
         return statuses
 
-    loaded = fetch_and_prepare_all(settings, list(work.values()))
+    fetched = fetch_all(settings, list(work.values()))
+    loaded = [prepare_fetched(settings, item) for item in fetched]
     for job_id, item in zip(work, loaded, strict=True):
         if isinstance(item, FashionError):
             fail_job_and_notify(job_id, code=item.code, message=item.message, settings=settings)
@@ -162,7 +165,35 @@ def classify_jobs(
             results.append(done)
     finished(settings, results)
     shadow.compare(settings, good, classifier.version)
+    photos = dict(zip(work, fetched, strict=True))
+    flagged = [job_id for (job_id, _), p in zip(good, predictions, strict=True) if p.uncertain]
+    store_thumbnails(
+        settings,
+        [
+            (work[job_id], photo)
+            for job_id in flagged
+            if isinstance(photo := photos[job_id], StoredObject)
+        ],
+    )
     return statuses
+
+
+def store_thumbnails(settings: Settings, photos: Sequence[tuple[str, StoredObject]]) -> None:
+    """The review thumbnail of each (image key, fetched photo), stored beside the photo
+    (``storage.thumbnail_key``), so the review page never decodes an upload. Made from
+    the bytes in memory, after the answers went out; a failure is logged, and the page
+    makes the thumbnail on its first view instead."""
+    store = get_store(settings)
+    for image_key, photo in photos:
+        try:
+            data = thumbnail.make(
+                photo.data,
+                max_bytes=settings.max_upload_bytes,
+                max_pixels=settings.max_image_pixels,
+            )
+            store.put(thumbnail_key(image_key), data, content_type="image/jpeg")
+        except Exception:  # noqa: BLE001 - the answer is given; the page can make it later
+            log.warning("no review thumbnail for %s", image_key, exc_info=True)
 
 
 def finished(settings: Settings, records: Sequence[Finished]) -> None:

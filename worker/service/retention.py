@@ -19,7 +19,7 @@ from catalog.db import get_sessionmaker
 from catalog.lifecycle import delete_jobs, old_jobs
 from catalog.models import utcnow
 from worker.config import Settings
-from worker.storage import get_store
+from worker.storage import get_store, thumbnail_key
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,12 @@ class PurgeReport:
 
 
 def erase(settings: Settings, jobs: Sequence[tuple[str, str]]) -> int:
-    """Erase (job id, image key) pairs: objects first, then rows; returns rows deleted."""
+    """Erase (job id, image key) pairs: objects first (the photo and its review
+    thumbnail), then rows; returns rows deleted."""
     store = get_store(settings)
     for _, image_key in jobs:
         store.delete(image_key)
+        store.delete(thumbnail_key(image_key))
     with get_sessionmaker(settings.resolved_database_url).begin() as session:
         return delete_jobs(session=session, job_ids=[job_id for job_id, _ in jobs])
 
