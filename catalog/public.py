@@ -28,7 +28,10 @@ from catalog.versions import coverage, list_versions, shadow_summary
 
 
 class _Shape(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Every field is in every answer (defaults included), so the schema of an answer
+    # says each is required: a generated client types ``similar`` as a list, not
+    # "a list or missing".
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
 
 
 class SimilarItem(TypedDict):
