@@ -8,8 +8,7 @@ answered it, and for one reviewer once they skipped it. A product's answer is ab
 the photo it was given on: a new photo clears ``reviewed_category`` (see
 ``catalog.queries.upsert_product``) and brings the product back.
 
-Reviewer log-ins (``ReviewSession``) live here too: the browser holds a random
-token, the database its SHA-256 and the session's CSRF token.
+Reviewer log-ins are ``catalog.review_sessions``.
 
 Keyword-only functions with an explicit ``session``, like ``catalog.queries``.
 """
@@ -18,16 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, exists, func, not_, select
+from sqlalchemy import and_, exists, func, not_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager
 
-from catalog.api_keys import hash_key
 from catalog.codes import CATEGORIES, OUT_OF_CATALOG, JobStatus, ReviewAnswer, ReviewQueue
 from catalog.models import (
     ApiKey,
@@ -35,8 +32,6 @@ from catalog.models import (
     Product,
     ProductPrediction,
     Review,
-    ReviewSession,
-    as_utc,
     utcnow,
 )
 from catalog.queries import (
@@ -52,8 +47,6 @@ SIMILAR_SHOWN = 4
 #: Agreement of the model with reviewers is measured over this many latest answers
 #: that name a category.
 AGREEMENT_WINDOW = 200
-#: How long a reviewer stays logged in.
-SESSION_LIFETIME = dt.timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -371,48 +364,3 @@ def settled_answers(
             continue
         settled.append(Reviewed(key, image_key, ranked[0][0], sum(counter.values())))
     return settled, split
-
-
-# --- reviewer log-ins ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OpenedSession:
-    token: str
-    csrf_token: str
-
-
-def open_session(*, session: Session, reviewer: ApiKey) -> OpenedSession:
-    """Log ``reviewer`` in: the token for the cookie and the session's CSRF token."""
-    now = utcnow()
-    session.execute(delete(ReviewSession).where(ReviewSession.expires_at < now))
-    token, csrf_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    session.add(
-        ReviewSession(
-            token_hash=hash_key(token),
-            api_key_id=reviewer.id,
-            csrf_token=csrf_token,
-            expires_at=now + SESSION_LIFETIME,
-        )
-    )
-    session.flush()
-    return OpenedSession(token, csrf_token)
-
-
-def find_session(*, session: Session, token: str) -> tuple[ReviewSession, ApiKey] | None:
-    """The live session behind a cookie's token and its reviewer (not revoked), or ``None``."""
-    row = session.execute(
-        select(ReviewSession, ApiKey)
-        .join(ApiKey, ReviewSession.api_key_id == ApiKey.id)
-        .where(ReviewSession.token_hash == hash_key(token))
-    ).first()
-    if row is None:
-        return None
-    found, key = row
-    if key.revoked_at is not None or as_utc(found.expires_at) <= utcnow():
-        return None
-    return found, key
-
-
-def close_session(*, session: Session, token: str) -> None:
-    session.execute(delete(ReviewSession).where(ReviewSession.token_hash == hash_key(token)))

@@ -14,12 +14,10 @@ from catalog.codes import CATEGORIES, OUT_OF_CATALOG, ReviewAnswer, ReviewQueue
 from catalog.lifecycle import delete_jobs
 from catalog.models import Product, ProductPrediction, Review
 from catalog.queries import audit_mismatches, upsert_product
+from catalog.review_sessions import close_session, find_session, open_session
 from catalog.reviews import (
     ReviewError,
-    close_session,
-    find_session,
     next_item,
-    open_session,
     queue_lengths,
     record_answer,
     review_stats,

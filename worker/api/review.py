@@ -33,14 +33,12 @@ from catalog.api_keys import authenticate
 from catalog.codes import CATEGORIES, KeyScope, ReviewAnswer, ReviewQueue
 from catalog.models import ApiKey, ClassificationJob, Product, as_utc
 from catalog.queries import as_uuid
+from catalog.review_sessions import close_session, find_session, open_session
 from catalog.reviews import (
     ReviewError,
     ReviewItem,
-    close_session,
-    find_session,
     is_row_id,
     next_item,
-    open_session,
     queue_lengths,
     record_answer,
     review_stats,
