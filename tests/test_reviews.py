@@ -14,14 +14,13 @@ from catalog.codes import CATEGORIES, OUT_OF_CATALOG, ReviewAnswer, ReviewQueue
 from catalog.lifecycle import delete_jobs
 from catalog.models import Product, ProductPrediction, Review
 from catalog.queries import audit_mismatches, upsert_product
+from catalog.review_results import review_stats, settled_answers
 from catalog.review_sessions import close_session, find_session, open_session
 from catalog.reviews import (
     ReviewError,
     next_item,
     queue_lengths,
     record_answer,
-    review_stats,
-    settled_answers,
 )
 from tests.support.factories import answer, make_flagged_upload, make_product, make_reviewer
 

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from catalog.codes import CATEGORIES
 from catalog.db import get_sessionmaker
-from catalog.reviews import settled_answers
+from catalog.review_results import settled_answers
 from worker.config import Settings
 from worker.errors import FashionError, ImageError
 from worker.pipeline.preprocess import decode, flatten

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.db import get_sessionmaker
 from catalog.models import ClassificationJob
-from catalog.reviews import AGREEMENT_WINDOW, queue_lengths, review_stats
+from catalog.review_results import AGREEMENT_WINDOW, review_stats
+from catalog.reviews import queue_lengths
 from worker.api.limits import QueueDepth
 from worker.config import Settings
 from worker.service.celery_app import make_celery

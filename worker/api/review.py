@@ -33,6 +33,7 @@ from catalog.api_keys import authenticate
 from catalog.codes import CATEGORIES, KeyScope, ReviewAnswer, ReviewQueue
 from catalog.models import ApiKey, ClassificationJob, Product, as_utc
 from catalog.queries import as_uuid
+from catalog.review_results import review_stats
 from catalog.review_sessions import close_session, find_session, open_session
 from catalog.reviews import (
     ReviewError,
@@ -41,7 +42,6 @@ from catalog.reviews import (
     next_item,
     queue_lengths,
     record_answer,
-    review_stats,
 )
 from worker.api.deps import AppServices, Services
 from worker.api.thumbnails import ThumbnailError, thumbnail
