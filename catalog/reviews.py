@@ -30,6 +30,7 @@ from catalog.models import (
     Product,
     ProductPrediction,
     Review,
+    as_utc,
     utcnow,
 )
 from catalog.queries import (
@@ -42,6 +43,8 @@ from catalog.similar import similar_to_product
 
 #: Similar items shown beside an item.
 SIMILAR_SHOWN = 4
+#: How long a reviewer can take an answer back (the page offers their latest).
+UNDO_WINDOW = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -128,20 +131,31 @@ def queue_lengths(*, session: Session, reviewer_id: int | None = None) -> dict[R
 
 
 def next_item(
-    *, session: Session, reviewer_id: int, queue: ReviewQueue, ef_search: int = 40
+    *,
+    session: Session,
+    reviewer_id: int,
+    queue: ReviewQueue,
+    ef_search: int = 40,
+    first: str | None = None,
 ) -> ReviewItem | None:
-    """The next item of ``queue`` for this reviewer, or ``None`` when it is empty."""
+    """The next item of ``queue`` for this reviewer, or ``None`` when it is empty;
+    ``first`` (an item id: an answer just taken back) comes first while it waits."""
     if queue == ReviewQueue.UPLOADS:
-        job = session.scalar(
-            _uploads_waiting(reviewer_id)
-            .order_by(ClassificationJob.created_at.desc(), ClassificationJob.id)
-            .limit(1)
+        waiting = _uploads_waiting(reviewer_id)
+        job_id = None if first is None else as_uuid(first)
+        job = session.scalar(waiting.where(ClassificationJob.id == job_id)) if job_id else None
+        job = job or session.scalar(
+            waiting.order_by(ClassificationJob.created_at.desc(), ClassificationJob.id).limit(1)
         )
         return None if job is None else upload_item(session=session, job=job)
-    product = session.scalar(
-        _audit_waiting(reviewer_id)
-        .order_by(ProductPrediction.confidence.desc(), Product.sku)
-        .limit(1)
+    waiting = _audit_waiting(reviewer_id)
+    product = (
+        session.scalar(waiting.where(Product.id == int(first)))
+        if first is not None and is_row_id(first)
+        else None
+    )
+    product = product or session.scalar(
+        waiting.order_by(ProductPrediction.confidence.desc(), Product.sku).limit(1)
     )
     return (
         None
@@ -266,7 +280,7 @@ def record_answer(
             (None, None) if prediction is None else (prediction.label, prediction.model_version)
         )
         if answer != ReviewAnswer.SKIP:
-            product.reviewed_category = CATEGORIES[label] if label is not None else OUT_OF_CATALOG
+            product.reviewed_category = _reviewed_category(label)
     review = session.scalar(select(Review).where(where))
     if review is None:
         review = Review(reviewer_id=reviewer.id, reviewer_name=reviewer.name, **fields)
@@ -281,6 +295,86 @@ def record_answer(
     except IntegrityError as exc:  # the same reviewer, twice at once (a double click)
         raise ReviewError("this item was answered twice at once; answer again") from exc
     return review
+
+
+@dataclass(frozen=True)
+class LastAnswer:
+    """A reviewer's answer that can still be taken back, as the page shows it."""
+
+    review_id: int
+    queue: ReviewQueue
+    item_id: str
+    #: The upload's file name or the product's SKU.
+    item: str
+    #: The category's name, "Not in the catalog" or "Skip".
+    answer: str
+
+
+def last_answer(
+    *, session: Session, reviewer_id: int, now: dt.datetime | None = None
+) -> LastAnswer | None:
+    """``reviewer_id``'s latest answer, while it can be taken back (``UNDO_WINDOW``)."""
+    cutoff = (now or utcnow()) - UNDO_WINDOW
+    review = session.scalar(
+        select(Review)
+        .where(Review.reviewer_id == reviewer_id, Review.created_at >= cutoff)
+        .order_by(Review.created_at.desc(), Review.id.desc())
+        .limit(1)
+    )
+    return None if review is None else _as_last_answer(session, review)
+
+
+def undo_answer(
+    *, session: Session, reviewer_id: int, review_id: int, now: dt.datetime | None = None
+) -> LastAnswer:
+    """Take back ``reviewer_id``'s answer ``review_id`` (theirs, at most ``UNDO_WINDOW``
+    old): the item waits again for everyone, and a product's ``reviewed_category`` is
+    again what the latest remaining answer about its photo says (none: ``None``)."""
+    review = session.get(Review, review_id)
+    if review is None or review.reviewer_id != reviewer_id:
+        raise ReviewError("there is no such answer of yours to take back")
+    if as_utc(review.created_at) < (now or utcnow()) - UNDO_WINDOW:
+        minutes = int(UNDO_WINDOW.total_seconds() // 60)
+        raise ReviewError(f"an answer can be taken back for {minutes} minutes; this one is older")
+    taken = _as_last_answer(session, review)
+    session.delete(review)
+    session.flush()
+    product = None if review.product_id is None else session.get(Product, review.product_id)
+    if product is not None and product.image_key == review.image_key:
+        latest = session.scalar(
+            select(Review)
+            .where(
+                Review.product_id == product.id,
+                Review.image_key == product.image_key,
+                Review.answer != ReviewAnswer.SKIP.value,
+            )
+            .order_by(Review.created_at.desc(), Review.id.desc())
+            .limit(1)
+        )
+        product.reviewed_category = None if latest is None else _reviewed_category(latest.label)
+    return taken
+
+
+def _reviewed_category(label: int | None) -> str:
+    """What an answer naming ``label`` (``None``: out of catalog) makes a product's
+    ``reviewed_category``."""
+    return CATEGORIES[label] if label is not None else OUT_OF_CATALOG
+
+
+def _as_last_answer(session: Session, review: Review) -> LastAnswer:
+    if review.job_id is not None:
+        queue, item_id = ReviewQueue.UPLOADS, str(review.job_id)
+        item = session.scalar(
+            select(ClassificationJob.filename).where(ClassificationJob.id == review.job_id)
+        )
+    else:
+        queue, item_id = ReviewQueue.AUDIT, str(review.product_id)
+        item = session.scalar(select(Product.sku).where(Product.id == review.product_id))
+    answer = {
+        ReviewAnswer.OUT_OF_CATALOG.value: "Not in the catalog",
+        ReviewAnswer.SKIP.value: "Skip",
+    }.get(review.answer) or CATEGORIES[review.label or 0]
+    return LastAnswer(review.id, queue, item_id, item or item_id, answer)
 
 
 def is_row_id(text: str) -> bool:

@@ -37,7 +37,7 @@ from catalog.queries import audit_mismatches, get_product
 from tests.support.factories import make_key
 from tests.support.jobs import unclassified
 from tests.support.servers import wait_until
-from worker.api.review import LABEL_KEYS, SKIP_KEY
+from worker.api.review import LABEL_KEYS, SKIP_KEY, UNDO_KEY
 from worker.review_export import folder_name
 from worker.service.catalog_import import import_catalog
 
@@ -139,6 +139,11 @@ def test_a_reviewer_answers_flagged_uploads_and_the_audit_by_key_in_chromium(
     WebDriverWait(chromium, 15).until(lambda d: shown_item(d) is not None)
     chromium.save_screenshot(str(shots / "review-uploads.png"))
     chromium.execute_script("window.sameDocument = true")
+    first = shown_item(chromium)
+    slip = LABEL_KEYS[(truth[flagged[first]] + 1) % len(CATEGORIES)]
+    press(chromium, slip, first)  # a slip of the key, the answer stored...
+    press(chromium, UNDO_KEY, shown_item(chromium))  # ...and taken back: the upload returns
+    assert shown_item(chromium) == first
     seconds = []
     while (item := shown_item(chromium)) is not None:
         seconds.append(press(chromium, LABEL_KEYS[truth[flagged[item]]], item))

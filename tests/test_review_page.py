@@ -204,6 +204,44 @@ def test_metrics_show_the_queues_the_answers_and_the_agreement(local_settings, o
         assert session.scalar(select(func.count()).select_from(Review)) == 1
 
 
+def test_the_last_answer_can_be_undone_and_its_upload_comes_back_first(
+    local_settings, open_api
+) -> None:
+    """An answer removes the item from everyone's queue: a slip of the key must not be
+    final. The page offers the reviewer's last answer back (key u), as a form post and
+    as the script's partial post, and shows the item again."""
+    older, newest = flagged_uploads(local_settings, 2)
+    api = open_api(local_settings)
+    alice = make_key(local_settings, "alice", scope=KeyScope.REVIEWER)
+    bob = make_key(local_settings, "bob", scope=KeyScope.REVIEWER)
+    browser, _ = log_in(api, alice.key)
+    page = post_answer(browser, browser.get("/review"), newest, "3")  # Dress, meant Coat
+    offered = re.search(r'name="review_id" value="(\d+)"', page.text)
+    assert offered is not None and 'id="last-answer">Dress<' in page.text
+    assert f'data-item-id="{older}"' in page.text
+
+    others, _ = log_in(api, bob.key)
+    by_bob = others.post(
+        "/review/undo",
+        data={"csrf_token": form_token(others.get("/review").text), "review_id": offered[1]},
+    )
+    no_token = browser.post("/review/undo", data={"review_id": offered[1]})
+    undone = browser.post(
+        "/review/undo",
+        data={"csrf_token": form_token(page.text), "review_id": offered[1]},
+        headers={"X-Review-Partial": "1"},
+    )
+
+    assert by_bob.status_code == 409 and "no such answer of yours" in by_bob.text
+    assert no_token.status_code == 403
+    assert undone.status_code == 200
+    assert f'data-item-id="{newest}"' in undone.text and "last-answer" not in undone.text
+    assert stored_reviews(local_settings) == []
+    again = post_answer(browser, page, newest, "4")  # Coat
+    assert stored_reviews(local_settings) == [(newest, 4, "label")]
+    assert 'id="last-answer">Coat<' in again.text
+
+
 def forty_megapixel_uploads(settings: Settings, count: int) -> list[str]:
     """``count`` flagged uploads, each a 6324×6324 photo in a few hundred KB: a TIFF
     and an RGBA PNG, the formats that cannot be decoded reduced."""

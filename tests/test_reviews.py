@@ -17,10 +17,13 @@ from catalog.queries import audit_mismatches, upsert_product
 from catalog.review_results import review_stats, settled_answers
 from catalog.review_sessions import close_session, find_session, open_session
 from catalog.reviews import (
+    UNDO_WINDOW,
     ReviewError,
+    last_answer,
     next_item,
     queue_lengths,
     record_answer,
+    undo_answer,
 )
 from tests.support.factories import answer, make_flagged_upload, make_product, make_reviewer
 
@@ -222,3 +225,56 @@ def test_a_reviewer_session_ends_at_logout_or_when_the_key_is_revoked(
     alice.revoked_at = dt.datetime.now(dt.UTC)
     session.flush()
     assert find_session(session=session, token=second.token) is None
+
+
+def test_an_upload_answer_taken_back_puts_the_upload_back_first_in_the_queue(
+    session: Session,
+) -> None:
+    alice = make_reviewer(session)
+    wrong, newer = make_flagged_upload(session), make_flagged_upload(session)
+    given = answer(session, alice, wrong, ReviewAnswer.LABEL, DRESS)  # meant Coat
+    last = last_answer(session=session, reviewer_id=alice.id)
+    assert last is not None and (last.review_id, last.answer) == (given.id, "Dress")
+
+    taken = undo_answer(session=session, reviewer_id=alice.id, review_id=given.id)
+
+    assert (taken.queue, taken.item_id) == (ReviewQueue.UPLOADS, str(wrong.id))
+    assert session.scalar(select(func.count()).select_from(Review)) == 0
+    assert queue_lengths(session=session)[ReviewQueue.UPLOADS] == 2
+    shown = next_item(
+        session=session, reviewer_id=alice.id, queue=ReviewQueue.UPLOADS, first=taken.item_id
+    )
+    assert shown is not None and shown.item_id == str(wrong.id)
+    unasked = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.UPLOADS)
+    assert unasked is not None and unasked.item_id == str(newer.id)  # newest first otherwise
+    assert last_answer(session=session, reviewer_id=alice.id) is None
+
+
+def test_an_audit_answer_taken_back_leaves_the_earlier_answer_standing(session: Session) -> None:
+    alice, bob = make_reviewer(session, "alice"), make_reviewer(session, "bob")
+    product = mislisted_product(session)
+    answer(session, alice, product, ReviewAnswer.OUT_OF_CATALOG, queue=ReviewQueue.AUDIT)
+    bobs = answer(session, bob, product, ReviewAnswer.LABEL, DRESS, queue=ReviewQueue.AUDIT)
+    assert product.reviewed_category == "Dress"
+
+    undo_answer(session=session, reviewer_id=bob.id, review_id=bobs.id)
+    assert product.reviewed_category == OUT_OF_CATALOG  # alice's answer stands
+
+    alices = session.scalar(select(Review).where(Review.reviewer_id == alice.id))
+    undo_answer(session=session, reviewer_id=alice.id, review_id=alices.id)
+    assert product.reviewed_category is None
+    waiting = next_item(session=session, reviewer_id=alice.id, queue=ReviewQueue.AUDIT)
+    assert waiting is not None and waiting.item_id == str(product.id)
+
+
+def test_only_ones_own_recent_answer_can_be_taken_back(session: Session) -> None:
+    alice, bob = make_reviewer(session, "alice"), make_reviewer(session, "bob")
+    given = answer(session, alice, make_flagged_upload(session), ReviewAnswer.LABEL, COAT)
+    later = given.created_at + UNDO_WINDOW + dt.timedelta(seconds=1)
+
+    with pytest.raises(ReviewError, match="no such answer of yours"):
+        undo_answer(session=session, reviewer_id=bob.id, review_id=given.id)
+    with pytest.raises(ReviewError, match="taken back for 10 minutes"):
+        undo_answer(session=session, reviewer_id=alice.id, review_id=given.id, now=later)
+    assert last_answer(session=session, reviewer_id=alice.id, now=later) is None
+    assert session.get(Review, given.id) is not None

@@ -36,12 +36,15 @@ from catalog.queries import as_uuid
 from catalog.review_results import review_stats
 from catalog.review_sessions import close_session, find_session, open_session
 from catalog.reviews import (
+    LastAnswer,
     ReviewError,
     ReviewItem,
     is_row_id,
+    last_answer,
     next_item,
     queue_lengths,
     record_answer,
+    undo_answer,
 )
 from worker.api.deps import AppServices, Services
 from worker.api.thumbnails import ThumbnailError, thumbnail
@@ -56,7 +59,7 @@ COOKIE_PATH = "/review"
 PARTIAL_HEADER = "x-review-partial"
 #: Keys that answer: ``1``-``9`` are labels 0-8, ``0`` is label 9 (Ankle boot).
 LABEL_KEYS = [str((label + 1) % 10) for label in range(len(CATEGORIES))]
-OUT_OF_CATALOG_KEY, SKIP_KEY = "o", "s"
+OUT_OF_CATALOG_KEY, SKIP_KEY, UNDO_KEY = "o", "s", "u"
 #: The page's forms are a few fields; a larger body is refused before it is all read.
 MAX_FORM_BYTES = 16 * 1024
 #: The page's script and style sheet (no inline code: the CSP forbids it).
@@ -121,17 +124,22 @@ async def current_reviewer(request: Request, app: AppServices) -> Reviewer | Non
 CurrentReviewer = Annotated[Reviewer | None, Depends(current_reviewer)]
 
 
-def view(app: Services, reviewer: Reviewer, queue: ReviewQueue) -> dict[str, Any]:
-    """What the page shows: the next item of ``queue``, the queues' lengths, stats."""
+def view(
+    app: Services, reviewer: Reviewer, queue: ReviewQueue, first: str | None = None
+) -> dict[str, Any]:
+    """What the page shows: the next item of ``queue`` (``first`` while it waits), the
+    queues' lengths, stats, and the reviewer's last answer while it can be taken back."""
     with app.sessions() as session:
         item = next_item(
             session=session,
             reviewer_id=reviewer.key_id,
             queue=queue,
             ef_search=app.settings.similar_ef_search,
+            first=first,
         )
         lengths = queue_lengths(session=session, reviewer_id=reviewer.key_id)
         stats = review_stats(session=session)
+        undo = last_answer(session=session, reviewer_id=reviewer.key_id)
     return {
         "reviewer": reviewer,
         "queue": queue,
@@ -140,6 +148,8 @@ def view(app: Services, reviewer: Reviewer, queue: ReviewQueue) -> dict[str, Any
         "stats": stats,
         "item": item,
         "choices": choices(item),
+        "undo": undo,
+        "undo_key": UNDO_KEY,
     }
 
 
@@ -209,10 +219,11 @@ async def review_page(
     app: AppServices,
     reviewer: CurrentReviewer,
     queue: ReviewQueue = ReviewQueue.UPLOADS,
+    first: str | None = None,
 ) -> Response:
     if reviewer is None:
         return RedirectResponse("/review/login", status_code=303)
-    context = await run_in_threadpool(view, app, reviewer, queue)
+    context = await run_in_threadpool(view, app, reviewer, queue, first)
     return page(request, "page.html", context)
 
 
@@ -251,6 +262,36 @@ async def answer(request: Request, app: AppServices, reviewer: CurrentReviewer) 
         context = await run_in_threadpool(view, app, reviewer, queue)
         return page(request, "_main.html", context)
     return RedirectResponse(f"/review?queue={queue.value}", status_code=303)
+
+
+@router.post("/undo")
+async def undo(request: Request, app: AppServices, reviewer: CurrentReviewer) -> Response:
+    """Take back the reviewer's last answer (``UNDO_WINDOW``): the item is shown again."""
+    if reviewer is None:
+        return RedirectResponse("/review/login", status_code=303)
+    form = await small_form(request)
+    if form is None:
+        return too_large()
+    if not csrf_ok(request, reviewer, form.get("csrf_token")):
+        return forbidden("missing or wrong CSRF token")
+    review_id = form.get("review_id", "")
+    if not is_row_id(review_id):
+        return page(request, "error.html", {"message": "Not an answer."}, status=400)
+
+    def take_back(reviewer_id: int) -> LastAnswer:
+        with app.sessions.begin() as session:
+            return undo_answer(session=session, reviewer_id=reviewer_id, review_id=int(review_id))
+
+    try:
+        taken = await run_in_threadpool(take_back, reviewer.key_id)
+    except ReviewError as exc:
+        return page(request, "error.html", {"message": str(exc)}, status=409)
+    if PARTIAL_HEADER in request.headers:
+        context = await run_in_threadpool(view, app, reviewer, taken.queue, taken.item_id)
+        return page(request, "_main.html", context)
+    return RedirectResponse(
+        f"/review?queue={taken.queue.value}&first={taken.item_id}", status_code=303
+    )
 
 
 @router.get("/photos/{kind}/{item_id}")

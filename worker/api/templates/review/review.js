@@ -1,7 +1,7 @@
 // The review page: answer with one key (1-9 and 0: the ten categories, o: not in the
-// catalog, s: skip) or one click; the answer is posted with fetch and the next item
-// replaces this one without a reload. Without this script every button is a plain
-// form post.
+// catalog, s: skip; u: undo the last answer) or one click; the answer is posted with
+// fetch and the next item replaces this one without a reload. Without this script
+// every button is a plain form post.
 "use strict";
 const main = document.getElementById("main");
 let sending = false;
@@ -9,7 +9,7 @@ let sending = false;
 document.addEventListener("keydown", (event) => {
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
   const key = CSS.escape(event.key.toLowerCase());
-  const button = main.querySelector(`form.answers button[data-key="${key}"]`);
+  const button = main.querySelector(`form button[data-key="${key}"]`);
   if (button) {
     event.preventDefault();
     button.click();
@@ -18,7 +18,7 @@ document.addEventListener("keydown", (event) => {
 
 main.addEventListener("submit", async (event) => {
   const form = event.target;
-  if (!form.matches("form.answers")) return;
+  if (!form.matches("form.answers, form.undo")) return;
   event.preventDefault();
   if (sending) return;
   sending = true;
