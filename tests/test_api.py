@@ -20,7 +20,6 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -34,6 +33,7 @@ from catalog.models import ClassificationJob, WebhookDelivery
 from tests.support.factories import make_key, make_product, png_bytes, random_embedding
 from tests.support.faults import REPORTS
 from tests.support.servers import free_port, wait_until
+from tests.support.webhooks import Receiver
 from worker import client
 from worker.config import Settings
 from worker.service.celery_app import worker_environment
@@ -295,32 +295,6 @@ def test_an_upload_not_started_within_its_deadline_ends_expired(
     assert results[late].status == "failed"
     assert results[late].error["code"] == "expired"
     assert results[on_time].status == "done"
-
-
-class Receiver:
-    """A webhook receiver on loopback: answers the first POST ``first_status`` (500 by
-    default), later ones 204, each after ``delay`` seconds."""
-
-    def __init__(self, *, first_status: int = 500, delay: float = 0.0) -> None:
-        self.calls: list[tuple[int, dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(delay)
-                status = first_status if not receiver.calls else 204
-                receiver.calls.append((status, dict(self.headers), body))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def test_a_finished_job_is_posted_to_its_callback_signed_and_retried_after_a_500(
