@@ -15,11 +15,14 @@ class Receiver:
 
     def __init__(self, *, first_status: int = 500, delay: float = 0.0) -> None:
         self.calls: list[tuple[int, dict[str, str], bytes]] = []
+        #: POSTs received, answered or not (still waiting out ``delay``).
+        self.arrived = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.arrived += 1
                 time.sleep(delay)
                 status = first_status if not receiver.calls else 204
                 receiver.calls.append((status, dict(self.headers), body))

@@ -44,6 +44,8 @@ class Waiters:
         self._waiting: dict[uuid.UUID, set[asyncio.Future[None]]] = {}
         self._since: dict[asyncio.Future[None], float] = {}
         self._poller: asyncio.Task[None] | None = None
+        #: Set by each new waiter: the poller's next tick comes within ``FIRST_POLL``.
+        self._arrived = asyncio.Event()
         #: Reads of the database made by the poller (one per tick, whatever the waiters).
         self.reads = 0
 
@@ -52,6 +54,7 @@ class Waiters:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, set()).add(future)
         self._since[future] = time.monotonic()
+        self._arrived.set()
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll())
         try:
@@ -83,7 +86,21 @@ class Waiters:
                     if not future.done():
                         future.set_result(None)
             youngest = max(self._since.values(), default=time.monotonic())
-            await asyncio.sleep(poll_interval(time.monotonic() - youngest))
+            await self._sleep(poll_interval(time.monotonic() - youngest))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, cut to ``FIRST_POLL`` by a waiter arriving meanwhile: one
+        that came while older waiters were read every 50 ms waited up to 50 ms for its
+        first read (another tenant's upload took 63 ms instead of 45 beside 100 of them)."""
+        deadline = time.monotonic() + seconds
+        self._arrived.clear()
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+            self._arrived.clear()
+            deadline = min(deadline, time.monotonic() + FIRST_POLL)
 
     def _finished_among(self, job_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
         with self._sessions() as session:
