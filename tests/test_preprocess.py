@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.support.factories import png_bytes
 from worker.errors import ImageError
-from worker.pipeline import preprocess as preprocess_module
+from worker.pipeline import reduce
 from worker.pipeline.preprocess import decode, normalize, preprocess
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000}
@@ -86,7 +86,7 @@ def test_a_large_image_is_reduced_band_by_band_as_pillow_reduces_it_whole(
     """Reduced a band of rows at a time (so an RGBA or 16-bit 40 Mpx PNG costs one
     decoded image, not two), pixel for pixel what one whole ``reduce`` gives: the
     model's inputs do not change (no ``PREPROCESS_VERSION`` bump)."""
-    monkeypatch.setattr(preprocess_module, "BAND_PIXELS", 300_000)  # 7 bands and a part
+    monkeypatch.setattr(reduce, "BAND_PIXELS", 300_000)  # 7 bands and a part
     rng = np.random.default_rng(1)
     rgba = Image.fromarray(rng.integers(0, 256, (2311, 2090, 4), dtype=np.uint8), "RGBA")
     if mode == "I;16":
@@ -97,7 +97,7 @@ def test_a_large_image_is_reduced_band_by_band_as_pillow_reduces_it_whole(
     else:
         image = rgba.convert(mode)
     assert image.mode == mode
-    reduced = preprocess_module._to_working_size(image)
+    reduced = reduce.to_working_size(image)
     whole = image.convert({"I;16": "I", "P": "RGBA", "1": "L"}.get(mode, mode)).reduce(2)
     assert (reduced.mode, reduced.size) == (whole.mode, whole.size) == (reduced.mode, (1045, 1156))
     assert np.array_equal(np.asarray(reduced), np.asarray(whole))

@@ -42,6 +42,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from worker.errors import ErrorCode, ImageError
 from worker.pipeline.foreground import border_ring, cut_out, needs_cutout
+from worker.pipeline.reduce import to_working_size
 
 IMAGE_SIZE = 28
 #: Bump whenever a change here changes the pixels ``prepare`` makes: catalog photos
@@ -53,12 +54,8 @@ MIN_SIDE = 8
 # JPEGs are decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that keeps at
 # least this many pixels on each side: plenty for a 28-pixel result.
 DRAFT_SIZE = 256
-# Other formats decode whole; the decoded image is reduced (box filter) to at most
-# this many pixels a side before any conversion. The pipeline needs 28 (and 160 to
-# find the item): a 40 Mpx PNG converted at full size took ~1 GB.
-WORKING_SIDE = 1024
-# ... a band of rows of about this many pixels at a time (``_to_working_size``).
-BAND_PIXELS = 2_000_000
+# Other formats decode whole, then are reduced to the working size before any
+# conversion (``worker.pipeline.reduce``).
 # A pixel belongs to the item when it differs from the background by more than
 # this (Zalando's 5 % of the maximum intensity).
 TRIM_THRESHOLD = 0.05 * 255
@@ -156,45 +153,11 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         )
     try:
         image.load()
-        return _to_working_size(image)
+        return to_working_size(image)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise OverflowError, struct.error…
         raise ImageError(ErrorCode.CORRUPT, f"the image could not be decoded: {exc}") from exc
-
-
-def _to_working_size(image: Image.Image) -> Image.Image:
-    """``image`` reduced by a whole factor to at most ``WORKING_SIDE`` pixels a side (its
-    metadata, EXIF orientation included, kept); small images are returned as they are.
-
-    Reduced a band of rows at a time: a mode that must be converted first (16-bit, a
-    palette, 1-bit) or one whose box filter works on premultiplied alpha (Pillow's own
-    ``reduce`` of RGBA makes a whole ``RGBa`` copy) costs one band more than the
-    decoded image, not a second image (a 6324×6324 RGBA PNG: 160 MB, not 320)."""
-    factor = max(image.size) // WORKING_SIDE
-    if factor < 2:
-        return image
-    if image.mode in {"I;16", "I;16B", "I;16L"}:
-        mode = "I"
-    elif image.mode in {"P", "PA"}:
-        mode = "RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB"
-    elif image.mode == "1":
-        mode = "L"
-    else:
-        mode = image.mode
-    # Pillow reduces LA and RGBA premultiplied, then converts back; so does each band.
-    work = {"LA": "La", "RGBA": "RGBa"}.get(mode, mode)
-    width, height = image.size
-    rows = max(1, BAND_PIXELS // (width * factor)) * factor
-    reduced = Image.new(mode, (-(-width // factor), -(-height // factor)))
-    for top in range(0, height, rows):
-        band = image.crop((0, top, width, min(top + rows, height)))
-        if band.mode != mode:
-            band = band.convert(mode)
-        band = band.reduce(factor) if work == mode else band.convert(work).reduce(factor)
-        reduced.paste(band if work == mode else band.convert(mode), (0, top // factor))
-    reduced.info = image.info.copy()
-    return reduced
 
 
 def flatten(image: Image.Image) -> Image.Image:
