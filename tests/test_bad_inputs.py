@@ -177,6 +177,7 @@ def test_every_corpus_file_ends_in_a_terminal_state_through_the_worker(
 
 
 PEAK_PROBE = """
+import resource
 import sys
 from pathlib import Path
 
@@ -186,6 +187,7 @@ from worker.pipeline.classify import classify_files
 print(list(classify_files([Path(sys.argv[1])], Settings()))[0].get("label"))
 print([int(line.split()[1]) // 1024 for line in open("/proc/self/status")
        if line.startswith("VmHWM:")][0])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)  # a decode child
 """
 
 
@@ -210,13 +212,14 @@ def test_a_forty_megapixel_png_is_classified_within_300_mb(
 ) -> None:
     """The per-process budget: decoded whole and converted at full size, an RGB one took
     ~970 MB; reduced whole, an RGBA one still peaked at 413 MB, a palette one at 451 and
-    a 16-bit grey one at 336 (a converted or premultiplied copy of the whole image)."""
+    a 16-bit grey one at 336 (a converted or premultiplied copy of the whole image).
+    Now a child decodes and reduces it; neither it nor the caller passes 300 MB."""
     path = tmp_path / "forty-megapixels.png"
     if mode == "RGB":
         path.write_bytes(corpus["forty-megapixels.png"][0])
     else:
         path.write_bytes(_forty_megapixel_variant(_trouser_photo(fashion_mnist), mode))
-    label, peak_mb = subprocess.run(
+    label, peak_mb, child_peak_mb = subprocess.run(
         [sys.executable, "-c", PEAK_PROBE, str(path)],
         capture_output=True,
         text=True,
@@ -225,6 +228,7 @@ def test_a_forty_megapixel_png_is_classified_within_300_mb(
     ).stdout.split()
     assert int(label) == TROUSER
     assert int(peak_mb) <= 300, f"peak RSS {peak_mb} MB"
+    assert int(child_peak_mb) <= 300, f"the decoding child's peak RSS {child_peak_mb} MB"
 
 
 BATCH_PROBE = """
@@ -272,3 +276,35 @@ def test_a_micro_batch_of_sixteen_40_megapixel_uploads_stays_within_300_mb(
     assert int(prepared) == 16
     added = int(peak_mb) - int(before_mb)
     assert added <= 200, f"the batch took the process from {before_mb} to {peak_mb} MB"
+
+
+def peak_mb_of_tree(pid: int) -> dict[int, int]:
+    """VmHWM (MB) of ``pid`` and each of its descendants alive now."""
+    peaks, pending = {}, [pid]
+    while pending:
+        current = pending.pop()
+        status = Path(f"/proc/{current}/status").read_text()
+        peaks[current] = int(status.split("VmHWM:")[1].split()[0]) // 1024
+        for task in Path(f"/proc/{current}/task").iterdir():
+            pending += [int(child) for child in (task / "children").read_text().split()]
+    return peaks
+
+
+def test_a_worker_classifies_40_megapixel_pngs_with_no_process_past_300_mb(
+    service_settings, start_worker, fashion_mnist
+) -> None:
+    """The hostile pass saw a worker's pool process reach 487 MB on its corpus; decoded
+    in the pool process, a 6324×6324 PNG took it from ~145 to 315 MB. The decode
+    children are gone by the time this reads; their peaks are the test above."""
+    photo = _trouser_photo(fashion_mnist)
+    worker = start_worker(service_settings)
+    uploads = [_forty_megapixel_variant(photo, mode) for mode in ("RGBA", "I;16", "P")]
+    job_ids = [client.submit(data, "huge.png", settings=service_settings) for data in uploads]
+
+    results = client.wait(job_ids, timeout=180, settings=service_settings)
+
+    assert {results[job_id].status for job_id in job_ids} == {"done"}
+    peaks = peak_mb_of_tree(worker.pid)
+    print(f"worker processes' peak RSS: {sorted(peaks.values())} MB")
+    assert len(peaks) >= 2, "the worker and its pool process"
+    assert max(peaks.values()) <= 300, peaks

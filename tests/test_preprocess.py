@@ -9,7 +9,7 @@ from PIL import Image
 from tests.support.factories import png_bytes
 from worker.errors import ImageError
 from worker.pipeline import reduce
-from worker.pipeline.preprocess import decode, normalize, preprocess
+from worker.pipeline.preprocess import decode, flatten, normalize, preprocess
 
 LIMITS = {"max_bytes": 1_000_000, "max_pixels": 4_000_000}
 
@@ -101,6 +101,39 @@ def test_a_large_image_is_reduced_band_by_band_as_pillow_reduces_it_whole(
     whole = image.convert({"I;16": "I", "P": "RGBA", "1": "L"}.get(mode, mode)).reduce(2)
     assert (reduced.mode, reduced.size) == (whole.mode, whole.size) == (reduced.mode, (1045, 1156))
     assert np.array_equal(np.asarray(reduced), np.asarray(whole))
+
+
+@pytest.mark.parametrize("kind", ["PNG", "TIFF"])
+def test_a_large_image_decoded_in_a_child_is_what_the_process_would_have_decoded(
+    kind: str, monkeypatch
+) -> None:
+    """Past ``CHILD_PIXELS`` a PNG or TIFF is decoded and reduced by a child process (a
+    worker's pool process never holds the 160 MB of a 40 Mpx decode): the same
+    pixels, mode and EXIF orientation come back."""
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (4100, 2100, 4), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGBA")
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown turned 90° clockwise
+    data = encode(image, kind, exif=exif)
+    limits = {"max_bytes": 100_000_000, "max_pixels": 50_000_000}
+
+    by_a_child = decode(data, **limits)
+    monkeypatch.setattr(reduce, "CHILD_PIXELS", 10**9)
+    in_process = decode(data, **limits)
+
+    assert (by_a_child.mode, by_a_child.size) == (in_process.mode, in_process.size)
+    assert np.array_equal(np.asarray(by_a_child), np.asarray(in_process))
+    upright = flatten(by_a_child)
+    assert upright.size == (1025, 525)  # 2100×4100 reduced by 4, turned
+    assert np.array_equal(np.asarray(upright), np.asarray(flatten(in_process)))
+
+
+def test_an_image_the_child_cannot_decode_is_corrupt() -> None:
+    header = encode(Image.new("RGB", (5000, 4000)), "PNG")
+    with pytest.raises(ImageError) as error:
+        decode(header[: len(header) // 2], max_bytes=10**8, max_pixels=5 * 10**7)
+    assert error.value.code == "corrupt"
 
 
 def test_sixteen_bit_grayscale_is_scaled_to_eight_bits() -> None:

@@ -41,8 +41,8 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from worker.errors import ErrorCode, ImageError
+from worker.pipeline import reduce
 from worker.pipeline.foreground import border_ring, cut_out, needs_cutout
-from worker.pipeline.reduce import to_working_size
 
 IMAGE_SIZE = 28
 #: Bump whenever a change here changes the pixels ``prepare`` makes: catalog photos
@@ -151,9 +151,14 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             "RGB" if image.mode in {"RGB", "CMYK", "YCbCr"} else image.mode,
             (DRAFT_SIZE, DRAFT_SIZE),
         )
+    elif width * height > reduce.CHILD_PIXELS:
+        try:
+            return reduce.in_a_child(data)
+        except reduce.ChildDecodeError as exc:
+            raise ImageError(ErrorCode.CORRUPT, f"the image could not be decoded: {exc}") from exc
     try:
         image.load()
-        return to_working_size(image)
+        return reduce.to_working_size(image)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise OverflowError, struct.error…

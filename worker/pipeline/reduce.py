@@ -4,15 +4,36 @@ A JPEG is decoded reduced already (``preprocess.decode``'s draft); the other for
 decode whole, and the decoded image is reduced by a box filter to at most
 ``WORKING_SIDE`` pixels a side before any conversion. The pipeline needs 28 (and
 160 to find the item): a 40 Mpx PNG converted at full size took ~1 GB.
+
+Decoded whole, a 6324×6324 RGB or RGBA PNG is 160 MB (Pillow keeps 4 bytes a pixel):
+on top of a worker's pool process (~145 MB with its model) that peaked at 315 MB. So
+an image of more than ``CHILD_PIXELS`` that cannot be decoded reduced is decoded and
+reduced in a short-lived child (``python -m worker.pipeline.reduce``: Pillow only,
+its address space capped), which hands back the reduced pixels; the caller never
+holds the whole decode, and the child's memory goes back to the system as it exits.
 """
 
 from __future__ import annotations
 
-from PIL import Image
+import io
+import json
+import resource
+import subprocess
+import sys
+
+from PIL import ExifTags, Image
 
 WORKING_SIDE = 1024
 #: Reduced a band of rows of about this many pixels at a time.
 BAND_PIXELS = 2_000_000
+#: Larger images that cannot be decoded reduced are decoded in a child (64 MB as RGB).
+CHILD_PIXELS = 16_000_000
+CHILD_MEMORY_BYTES = 2 * 1024**3
+CHILD_TIMEOUT_S = 60
+
+
+class ChildDecodeError(ValueError):
+    """The child could not decode the image (its reason), or took too long."""
 
 
 def to_working_size(image: Image.Image) -> Image.Image:
@@ -47,3 +68,47 @@ def to_working_size(image: Image.Image) -> Image.Image:
         reduced.paste(band if work == mode else band.convert(mode), (0, top // factor))
     reduced.info = image.info.copy()
     return reduced
+
+
+def in_a_child(data: bytes) -> Image.Image:
+    """``data`` decoded (its first frame) and reduced to the working size by a child
+    process: the image's mode, its pixels and its EXIF orientation, nothing else."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "worker.pipeline.reduce"],
+            input=data,
+            capture_output=True,
+            timeout=CHILD_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ChildDecodeError(f"the decode took over {CHILD_TIMEOUT_S} s") from exc
+    header, _, pixels = done.stdout.partition(b"\n")
+    if done.returncode != 0 or not header:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["killed"]
+        raise ChildDecodeError(reason[0])
+    shape = json.loads(header)
+    image = Image.frombytes(shape["mode"], tuple(shape["size"]), pixels)
+    if shape["orientation"]:
+        image.getexif()[ExifTags.Base.Orientation] = shape["orientation"]
+    return image
+
+
+def main() -> None:
+    """The child: an image on stdin; on stdout a JSON line (mode, size, EXIF
+    orientation) and the reduced image's raw pixels. The parent checked the format and
+    the pixel limit; the child caps its own address space first."""
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(io.BytesIO(sys.stdin.buffer.read())) as image:
+        image.load()
+        # Read after the load: Pillow turns a TIFF upright as it loads it (and drops
+        # the tag); a PNG or WebP keeps its tag for ``flatten`` to apply.
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+        reduced = to_working_size(image)  # past CHILD_PIXELS, always reduced
+    header = {"mode": reduced.mode, "size": reduced.size, "orientation": orientation}
+    sys.stdout.buffer.write(json.dumps(header).encode() + b"\n" + reduced.tobytes())
+
+
+if __name__ == "__main__":
+    main()
