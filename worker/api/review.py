@@ -227,8 +227,9 @@ async def review_page(
     return page(request, "page.html", context)
 
 
-@router.post("/answers")
-async def answer(request: Request, app: AppServices, reviewer: CurrentReviewer) -> Response:
+async def posted_form(request: Request, reviewer: Reviewer | None) -> dict[str, str] | Response:
+    """A logged-in reviewer's posted form, or the answer that refuses it: to the log-in
+    page, 413 past ``MAX_FORM_BYTES``, 403 without the session's CSRF token."""
     if reviewer is None:
         return RedirectResponse("/review/login", status_code=303)
     form = await small_form(request)
@@ -236,6 +237,14 @@ async def answer(request: Request, app: AppServices, reviewer: CurrentReviewer) 
         return too_large()
     if not csrf_ok(request, reviewer, form.get("csrf_token")):
         return forbidden("missing or wrong CSRF token")
+    return form
+
+
+@router.post("/answers")
+async def answer(request: Request, app: AppServices, reviewer: CurrentReviewer) -> Response:
+    form = await posted_form(request, reviewer)
+    if isinstance(form, Response):
+        return form
     try:
         queue = ReviewQueue(form.get("queue", ""))
         choice, label = parse_choice(form.get("choice", ""))
@@ -267,13 +276,9 @@ async def answer(request: Request, app: AppServices, reviewer: CurrentReviewer) 
 @router.post("/undo")
 async def undo(request: Request, app: AppServices, reviewer: CurrentReviewer) -> Response:
     """Take back the reviewer's last answer (``UNDO_WINDOW``): the item is shown again."""
-    if reviewer is None:
-        return RedirectResponse("/review/login", status_code=303)
-    form = await small_form(request)
-    if form is None:
-        return too_large()
-    if not csrf_ok(request, reviewer, form.get("csrf_token")):
-        return forbidden("missing or wrong CSRF token")
+    form = await posted_form(request, reviewer)
+    if isinstance(form, Response):
+        return form
     review_id = form.get("review_id", "")
     if not is_row_id(review_id):
         return page(request, "error.html", {"message": "Not an answer."}, status=400)
