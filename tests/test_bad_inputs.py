@@ -24,6 +24,8 @@ from catalog.queries import get_job
 from training.shop_photos import make_shop_photo
 from worker import client
 from worker.cli import main
+from worker.errors import ImageError
+from worker.pipeline.preprocess import decode
 from worker.tools.images import png_bomb
 
 TROUSER = 1
@@ -229,6 +231,32 @@ def test_a_forty_megapixel_png_is_classified_within_300_mb(
     assert int(label) == TROUSER
     assert int(peak_mb) <= 300, f"peak RSS {peak_mb} MB"
     assert int(child_peak_mb) <= 300, f"the decoding child's peak RSS {child_peak_mb} MB"
+
+
+@pytest.mark.processes
+def test_a_webp_is_decoded_within_300_mb_up_to_its_limit_and_refused_past_it(
+    fashion_mnist, tmp_path: Path
+) -> None:
+    """Pillow holds a WebP four times as it decodes it: a 6324×6324 one took a decoding
+    child to 638 MB. Up to 16 Mpx a WebP is decoded (in a child past 4 Mpx), past that
+    refused before a pixel is decoded."""
+    photo = _trouser_photo(fashion_mnist)
+    allowed, refused = tmp_path / "sixteen-megapixels.webp", tmp_path / "forty.webp"
+    allowed.write_bytes(_encode(photo.resize((4000, 4000)), "WEBP", lossless=True, method=0))
+    refused.write_bytes(_encode(photo.resize((6324, 6324)), "WEBP", quality=50, method=0))
+    label, peak_mb, child_peak_mb = subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(allowed)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "FASHION_DATA_DIR": str(tmp_path / "data")},
+    ).stdout.split()
+
+    assert int(label) == TROUSER
+    assert int(peak_mb) <= 300 and 0 < int(child_peak_mb) <= 300, (peak_mb, child_peak_mb)
+    with pytest.raises(ImageError) as error:
+        decode(refused.read_bytes(), max_bytes=10**8, max_pixels=50_000_000)
+    assert error.value.code == "too_many_pixels" and "WebP" in error.value.message
 
 
 BATCH_PROBE = """

@@ -141,6 +141,12 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             ErrorCode.TOO_MANY_PIXELS,
             f"the image is {width}×{height} pixels; the limit is {max_pixels} pixels",
         )
+    if image.format == "WEBP" and width * height > reduce.WEBP_MAX_PIXELS:
+        raise ImageError(
+            ErrorCode.TOO_MANY_PIXELS,
+            f"the WebP image is {width}×{height} pixels; a WebP is decoded whole, four "
+            f"times over, so its limit is {reduce.WEBP_MAX_PIXELS} pixels",
+        )
     if min(width, height) < MIN_SIDE:
         raise ImageError(
             ErrorCode.TOO_SMALL,
@@ -151,7 +157,7 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
             "RGB" if image.mode in {"RGB", "CMYK", "YCbCr"} else image.mode,
             (DRAFT_SIZE, DRAFT_SIZE),
         )
-    elif width * height > reduce.CHILD_PIXELS:
+    elif width * height > reduce.child_pixels(image.format):
         try:
             return reduce.in_a_child(data)
         except reduce.ChildDecodeError as exc:

@@ -28,8 +28,19 @@ WORKING_SIDE = 1024
 BAND_PIXELS = 2_000_000
 #: Larger images that cannot be decoded reduced are decoded in a child (64 MB as RGB).
 CHILD_PIXELS = 16_000_000
+#: Pillow holds a WebP four times while it decodes one (libwebp's frame, its bytes, the
+#: buffer they are read from, the image: 16 bytes a pixel; a 6324×6324 one took a
+#: child to 638 MB, a 4000×4000 one to 268 MB): decoded in a child past
+#: ``WEBP_CHILD_PIXELS``, refused (``too_many_pixels``) past ``WEBP_MAX_PIXELS``.
+WEBP_CHILD_PIXELS = 4_000_000
+WEBP_MAX_PIXELS = 16_000_000
 CHILD_MEMORY_BYTES = 2 * 1024**3
 CHILD_TIMEOUT_S = 60
+
+
+def child_pixels(image_format: str | None) -> int:
+    """Past how many pixels an image of ``image_format`` is decoded in a child."""
+    return WEBP_CHILD_PIXELS if image_format == "WEBP" else CHILD_PIXELS
 
 
 class ChildDecodeError(ValueError):
