@@ -29,7 +29,14 @@ from catalog.public import JobResult, job_result
 from catalog.queries import find_idempotent_job, get_job
 from worker.config import Settings, get_settings
 from worker.errors import ImageError
-from worker.service.messages import DEFAULT_CHUNK_SIZE, send_classify, send_product_chunks
+from worker.service.messages import (
+    DEFAULT_CHUNK_SIZE,
+    SAFETY_POLL_S,
+    FinishedNotices,
+    pushes_completion,
+    send_classify,
+    send_product_chunks,
+)
 from worker.storage import get_store
 
 
@@ -171,19 +178,36 @@ def wait(
     settings: Settings | None = None,
     poll_interval: float = 0.1,
 ) -> dict[str, JobResult | None]:
-    """Poll until every job is ``done``/``failed`` or ``timeout`` seconds pass."""
+    """Wait until every job is ``done``/``failed`` or ``timeout`` seconds pass.
+
+    Where the broker is Redis, woken by the worker's notice that a job finished
+    (``messages.FinishedNotices``), reading again at least every ``SAFETY_POLL_S`` in
+    case a notice was lost; elsewhere (the embedded defaults) every ``poll_interval``."""
+    settings = settings or get_settings()
     pending = list(job_ids)
     results: dict[str, JobResult | None] = {}
     deadline = time.monotonic() + timeout
-    while True:
-        for job_id in pending:
-            results[job_id] = result(job_id, settings=settings)
-        pending = [
-            job_id for job_id in pending if not (results[job_id] and results[job_id].finished)
-        ]
-        if not pending or time.monotonic() >= deadline:
-            return results
-        time.sleep(poll_interval)
+    notices = FinishedNotices(settings) if pushes_completion(settings) else None
+    to_read = pending
+    try:
+        while True:
+            for job_id in to_read:
+                results[job_id] = result(job_id, settings=settings)
+            pending = [
+                job_id for job_id in pending if not (results[job_id] and results[job_id].finished)
+            ]
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                return results
+            if notices is None:
+                time.sleep(min(poll_interval, remaining))
+                to_read = pending
+            else:  # the jobs a notice named, or all of them when none came in time
+                named = notices.wait_for(set(pending), min(SAFETY_POLL_S, remaining))
+                to_read = [job_id for job_id in pending if job_id in named] or pending
+    finally:
+        if notices is not None:
+            notices.close()
 
 
 def enqueue_product_classification(

@@ -44,7 +44,7 @@ class Services:
             Keys(settings),
             QueueDepth(settings),
             RateLimiter(settings),
-            Waiters(sessions),
+            Waiters(sessions, settings),
         )
 
 

@@ -1,12 +1,18 @@
-"""Requests waiting for their job to finish (``?wait=``): one poller per API process.
+"""Requests waiting for their job to finish (``?wait=``): woken by the worker's notice.
 
-Each long-poll used to read its job every 5 ms (every 50 ms after half a second),
-each read a hop to the thread pool: 90 long-polls on one queued job raised another
-tenant's ``GET /similar`` median from 10.9 to 222 ms. Now a waiting request parks
-on an ``asyncio`` future, and one task reads all the waited-for jobs in one query
-per tick, on the same schedule a single waiter had (``poll_interval``), and wakes
-the requests whose job finished. The pushed completion of the latency issue will
-replace the tick; the tick stays as its safety net.
+A worker publishes the ids of the jobs it finished on ``messages.FINISHED_CHANNEL``
+once their rows are committed. Each API process keeps one subscription (a task on
+its event loop, started with the first waiter) and wakes the requests parked on
+those jobs: no thread and no database read per waiter. A notice can be lost (Redis
+restarted, the subscription was being made again), so one shared poller still
+reads every waited-for job in one query, every ``SAFETY_POLL_S`` (1 s) while the
+subscription is up.
+
+Where completion is not pushed (the embedded defaults' folder broker) or while the
+subscription is down, the poller reads on a single waiter's old schedule: every 5 ms,
+every 50 ms once the newest waiter has waited half a second. (Each long-poll once
+read its job every 5 ms through the thread pool: 90 of them raised another tenant's
+``GET /similar`` median from 10.9 to 222 ms.)
 """
 
 from __future__ import annotations
@@ -15,54 +21,85 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
+import redis.asyncio
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from catalog.codes import TERMINAL_STATUSES
 from catalog.models import ClassificationJob
+from worker.config import Settings
+from worker.service.messages import (
+    FINISHED_CHANNEL,
+    SAFETY_POLL_S,
+    finished_ids,
+    pushes_completion,
+)
 
 log = logging.getLogger(__name__)
 
 #: Reads while some request has waited less than ``FAST_POLLING`` seconds: every 5 ms
-#: (an idle worker answers in ~20-50 ms); after that, every 50 ms.
+#: (an idle worker answers in ~20-50 ms); after that, every 50 ms. Polling only.
 FIRST_POLL, LAST_POLL, FAST_POLLING = 0.005, 0.05, 0.5
+#: Seconds between attempts to subscribe again after the subscription broke.
+RESUBSCRIBE_S = 1.0
 
 
 def poll_interval(waited: float) -> float:
-    """Seconds until the next read of a job being waited for, ``waited`` s in."""
+    """Seconds until the next read of a job being waited for, ``waited`` s in, when
+    completion is not pushed."""
     return FIRST_POLL if waited < FAST_POLLING else LAST_POLL
 
 
 class Waiters:
-    """Futures of requests waiting on jobs, woken by one shared poller."""
+    """Futures of requests waiting on jobs, woken by the worker's notices (one
+    subscription per process) and by one shared safety-net poller."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
+        self._broker_url = settings.resolved_broker_url if pushes_completion(settings) else None
         self._waiting: dict[uuid.UUID, set[asyncio.Future[None]]] = {}
         self._since: dict[asyncio.Future[None], float] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        #: The subscription is up: the poller is only the safety net.
+        self.listening = False
         #: Set by each new waiter: the poller's next tick comes within ``FIRST_POLL``.
         self._arrived = asyncio.Event()
         #: Reads of the database made by the poller (one per tick, whatever the waiters).
         self.reads = 0
+        #: Waiters woken by a notice.
+        self.pushed = 0
 
-    async def until_finished(self, job_id: uuid.UUID, timeout: float) -> None:
-        """Return once job ``job_id`` is finished, or after ``timeout`` seconds."""
+    async def until_finished(
+        self,
+        job_id: uuid.UUID,
+        timeout: float,
+        finished_now: Callable[[], Awaitable[bool]],
+    ) -> None:
+        """Return once job ``job_id`` is finished, or after ``timeout`` seconds.
+        ``finished_now`` is read once the waiter is registered, so a job that finished
+        just before is not waited for and one that finishes after wakes it."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, set()).add(future)
         self._since[future] = time.monotonic()
         self._arrived.set()
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll())
+        self._start()
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            if not await finished_now():
+                await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             pass
         finally:
             self._forget(job_id, future)
+
+    def _start(self) -> None:
+        if self._broker_url and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.create_task(self._listen(self._broker_url))
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
 
     def _forget(self, job_id: uuid.UUID, future: asyncio.Future[None]) -> None:
         self._since.pop(future, None)
@@ -71,6 +108,34 @@ class Waiters:
             waiting.discard(future)
             if not waiting:
                 del self._waiting[job_id]
+
+    def _wake(self, job_ids: Iterable[uuid.UUID]) -> int:
+        woken = 0
+        for job_id in job_ids:
+            for future in self._waiting.get(job_id, ()):
+                if not future.done():
+                    future.set_result(None)
+                    woken += 1
+        return woken
+
+    async def _listen(self, url: str) -> None:
+        """The process's one subscription, made again whenever it breaks."""
+        while True:
+            client = redis.asyncio.Redis.from_url(url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(FINISHED_CHANNEL)
+                    self.listening = True
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            ids = (_as_uuid(text) for text in finished_ids(message["data"]))
+                            self.pushed += self._wake(job_id for job_id in ids if job_id)
+            except (redis.RedisError, OSError):
+                log.warning("the finished-jobs subscription broke; polling meanwhile")
+            finally:
+                self.listening = False
+                await client.aclose()
+            await asyncio.sleep(RESUBSCRIBE_S)
 
     async def _poll(self) -> None:
         while self._waiting:
@@ -81,10 +146,10 @@ class Waiters:
                 await asyncio.sleep(LAST_POLL)
                 continue
             self.reads += 1
-            for job_id in finished:
-                for future in self._waiting.get(job_id, ()):
-                    if not future.done():
-                        future.set_result(None)
+            self._wake(finished)
+            if self.listening:
+                await asyncio.sleep(SAFETY_POLL_S)
+                continue
             youngest = max(self._since.values(), default=time.monotonic())
             await self._sleep(poll_interval(time.monotonic() - youngest))
 
@@ -112,3 +177,10 @@ class Waiters:
                     )
                 )
             )
+
+
+def _as_uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None

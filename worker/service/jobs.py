@@ -14,6 +14,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import redis
+
 from catalog import lifecycle
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
@@ -23,7 +25,7 @@ from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
 from worker.pipeline import thumbnail
 from worker.pipeline.preprocess import ModelInput, prepare
-from worker.service import metrics, shadow, webhooks
+from worker.service import messages, metrics, shadow, webhooks
 from worker.service.registry import live_classifier
 from worker.storage import StoredObject, get_store, thumbnail_key
 
@@ -197,7 +199,13 @@ def store_thumbnails(settings: Settings, photos: Sequence[tuple[str, StoredObjec
 
 
 def finished(settings: Settings, records: Sequence[Finished]) -> None:
-    """What follows a job's end, once its transaction committed: metrics, webhooks."""
+    """What follows a job's end, once its transaction committed: the announcement that
+    wakes its waiters (``messages.FINISHED_CHANNEL``), metrics, webhooks. A notice that
+    cannot be sent is logged; waiters find the job by their safety-net poll."""
+    try:
+        messages.announce_finished(settings, [record.job_id for record in records])
+    except redis.RedisError:
+        log.warning("could not announce %d finished job(s)", len(records), exc_info=True)
     metrics.jobs_finished(records)
     webhooks.notify(settings, records)
 

@@ -16,16 +16,23 @@ with ``classify_arguments``; tasks are registered under these names in
   on ``interactive``: no arguments (beat sends them).
 - ``fashion.deliver_webhook`` on ``webhooks``: args ``[job_id]``.
 - ``fashion.purge`` on ``bulk``: no arguments (beat sends it daily).
+
+Beside the queues, one Redis pub/sub channel (``FINISHED_CHANNEL``): a worker
+publishes the ids of the jobs it just finished (space-separated), after the commit;
+``?wait=`` in the API and ``client.wait`` wake on it (``FinishedNotices``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery.schedules import crontab
 
 from worker.config import Settings
@@ -70,6 +77,65 @@ def send_webhook(settings: Settings, job_id: str) -> None:
     """Queue the delivery of job ``job_id``'s result to its callback URL (Celery
     retries it with backoff)."""
     make_celery(settings).send_task(WEBHOOK_TASK, args=[job_id], queue=settings.webhook_queue)
+
+
+#: Where a worker announces the jobs it finished; waiters poll only as a slow safety
+#: net for a notice that was lost (``SAFETY_POLL_S``).
+FINISHED_CHANNEL = "fashion:finished"
+SAFETY_POLL_S = 1.0
+
+
+def pushes_completion(settings: Settings) -> bool:
+    """Completion is announced where the broker is Redis (not the embedded defaults'
+    folder broker: there, waiters poll)."""
+    return not settings.filesystem_broker and settings.resolved_broker_url.startswith("redis")
+
+
+@functools.lru_cache(maxsize=4)
+def _publisher(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def announce_finished(settings: Settings, job_ids: Sequence[str]) -> None:
+    """Publish that ``job_ids`` finished (their rows are committed): one message."""
+    if job_ids and pushes_completion(settings):
+        _publisher(settings.resolved_broker_url).publish(FINISHED_CHANNEL, " ".join(job_ids))
+
+
+def finished_ids(payload: bytes | str) -> set[str]:
+    """The job ids a ``FINISHED_CHANNEL`` message names."""
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    return set(text.split())
+
+
+class FinishedNotices:
+    """A subscription to ``FINISHED_CHANNEL`` for a blocking waiter (``client.wait``):
+    subscribed (confirmed by the server) before the caller first reads its jobs, so a
+    job that finishes later is announced to it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._client = redis.Redis.from_url(
+            settings.resolved_broker_url, socket_timeout=5, socket_connect_timeout=2
+        )
+        self._pubsub = self._client.pubsub()
+        self._pubsub.subscribe(FINISHED_CHANNEL)
+        self._pubsub.get_message(timeout=2)  # the subscription's confirmation
+
+    def wait_for(self, job_ids: set[str], timeout: float) -> set[str]:
+        """Those of ``job_ids`` the first notice naming any of them names (empty: none
+        came within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+            if message and message["type"] == "message":
+                named = finished_ids(message["data"]) & job_ids
+                if named:
+                    return named
+        return set()
+
+    def close(self) -> None:
+        self._pubsub.close()
+        self._client.close()
 
 
 class MalformedMessage(ValueError):

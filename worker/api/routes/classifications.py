@@ -90,8 +90,12 @@ async def wait_for(app: Services, caller: Caller, job_id: str, wait: float) -> J
     job_uuid = as_uuid(job_id)
     if job_uuid is None:
         raise not_found(f"no job {job_id}")
-    if wait > 0 and await run_in_threadpool(_status, app, caller, job_id) not in TERMINAL_STATUSES:
-        await app.waiters.until_finished(job_uuid, wait)
+    if wait > 0:
+
+        async def finished_now() -> bool:
+            return await run_in_threadpool(_status, app, caller, job_id) in TERMINAL_STATUSES
+
+        await app.waiters.until_finished(job_uuid, wait, finished_now)
     return await run_in_threadpool(_result, app, caller, job_id)
 
 

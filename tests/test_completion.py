@@ -1,0 +1,142 @@
+"""Completion pushed, not polled (issue 36): a worker announces the jobs it finished on
+Redis once their rows are committed; a request waiting with ``?wait=`` and
+``client.wait`` wake on the notice, and a lost notice costs at most the safety-net
+poll (``SAFETY_POLL_S``), never the answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from catalog.db import get_sessionmaker
+from catalog.lifecycle import claim_jobs, complete_job, create_job
+from catalog.models import ApiKey
+from tests.support.factories import make_key
+from worker import client
+from worker.service.messages import SAFETY_POLL_S, announce_finished
+
+
+def queued_job(settings, owner: str | None = None) -> str:
+    """A job row whose message is never sent: it stays queued until this test ends it."""
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        key_id = None
+        if owner is not None:
+            key_id = session.query(ApiKey.id).filter(ApiKey.name == owner).scalar()
+        job = create_job(
+            session=session,
+            job_id=uuid.uuid4(),
+            image_key="uploads/never-sent",
+            filename=None,
+            content_sha256="0" * 64,
+            api_key_id=key_id,
+        )
+        return str(job.id)
+
+
+def finish(settings, job_id: str, *, announce: bool) -> float:
+    """Commit the job ``done`` (as a worker does), then announce it or not; returns the
+    moment it was committed."""
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        claim_jobs(session=session, job_ids=[job_id], max_attempts=5)
+        complete_job(
+            session=session,
+            job_id=job_id,
+            label=1,
+            confidence=0.9,
+            uncertain=False,
+            probabilities=[0.1] * 10,
+            model_version="test-model",
+        )
+    committed = time.monotonic()
+    if announce:
+        announce_finished(settings, [job_id])
+    return committed
+
+
+def woken_after(wait: Callable[[], object], end: Callable[[], float]) -> tuple[object, float]:
+    """Start ``wait`` in a thread, end the job once it is parked; what it returned and
+    how long after the commit it returned."""
+    answer: list[object] = []
+    returned: list[float] = []
+
+    def waiting() -> None:
+        answer.append(wait())
+        returned.append(time.monotonic())
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    time.sleep(0.5)  # parked: its first reads are done
+    committed = end()
+    thread.join(10)
+    return answer[0], returned[0] - committed
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["notice", "notice lost"])
+def test_a_long_poll_wakes_on_the_notice_and_without_it_on_the_safety_net(
+    service_settings, open_api, announce: bool
+) -> None:
+    api = open_api(service_settings)
+    key = make_key(service_settings, "web")
+    job_id = queued_job(service_settings, owner="web")
+    waiters = api.app.state.services.waiters
+
+    answer, seconds = woken_after(
+        lambda: api.get(
+            f"/v1/classifications/{job_id}",
+            params={"wait": 5},
+            headers={"Authorization": f"Bearer {key.key}"},
+        ),
+        lambda: finish(service_settings, job_id, announce=announce),
+    )
+
+    assert answer.status_code == 200 and answer.json()["status"] == "done"
+    print(f"\nlong-poll answered {seconds * 1000:.1f} ms after the commit ({waiters.reads} reads)")
+    if announce:
+        assert seconds < 0.25 and waiters.pushed == 1
+    else:  # the safety net: the next read, at most SAFETY_POLL_S later
+        assert 0 < seconds <= SAFETY_POLL_S + 0.5 and waiters.pushed == 0
+    assert waiters.listening
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["notice", "notice lost"])
+def test_client_wait_wakes_on_the_notice_and_without_it_on_the_safety_net(
+    service_settings, announce: bool
+) -> None:
+    job_id = queued_job(service_settings)
+
+    answer, seconds = woken_after(
+        lambda: client.wait([job_id], timeout=5, settings=service_settings),
+        lambda: finish(service_settings, job_id, announce=announce),
+    )
+
+    assert answer[job_id].status == "done"
+    print(f"\nclient.wait returned {seconds * 1000:.1f} ms after the commit")
+    if announce:
+        assert seconds < 0.25
+    else:
+        assert 0.25 < seconds <= SAFETY_POLL_S + 0.5
+
+
+def test_without_redis_waiters_poll_as_before(local_settings, open_api) -> None:
+    """The embedded defaults' folder broker carries no notices: a long-poll reads on
+    the old schedule (5 ms, then 50 ms) and still answers at once."""
+    api = open_api(local_settings)
+    key = make_key(local_settings, "web")
+    job_id = queued_job(local_settings, owner="web")
+    waiters = api.app.state.services.waiters
+
+    answer, seconds = woken_after(
+        lambda: api.get(
+            f"/v1/classifications/{job_id}",
+            params={"wait": 5},
+            headers={"Authorization": f"Bearer {key.key}"},
+        ),
+        lambda: finish(local_settings, job_id, announce=True),
+    )
+
+    assert answer.json()["status"] == "done" and seconds < 0.25
+    assert not waiters.listening and waiters.pushed == 0 and waiters.reads > 5
