@@ -58,6 +58,11 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.FAILED})
+#: The stages of a ``done`` upload, in order, as ``classification_jobs.timings`` keeps
+#: them (ms): row created → claimed by a worker, the photo's fetch, its decode and
+#: preparation, its share of the batch's inference, its similar-item search, and the
+#: write of its result and similar items.
+JOB_STAGES = ("queued", "fetch", "preprocess", "inference", "similar", "write")
 
 
 @unique

@@ -187,9 +187,14 @@ def complete_job(
     probabilities: list[float],
     model_version: str,
     family: str | None = None,
+    timings: Mapping[str, float] | None = None,
 ) -> tuple[ClassificationJob, Finished]:
     """Record a job's result: ``done``. The caller adds its similar items in the same
-    transaction (``catalog.similar.replace_similar_items``)."""
+    transaction (``catalog.similar.replace_similar_items``).
+
+    ``timings``: the ms of the stages the worker timed since its claim; the job keeps
+    them with ``queued`` (created → claimed) and ``write`` (the rest, up to
+    ``finished_at``), so they add up to ``created_at`` → ``finished_at``."""
     job = session.get(ClassificationJob, uuid.UUID(job_id), with_for_update=True)
     job.status = JobStatus.DONE.value
     job.label = label
@@ -200,6 +205,14 @@ def complete_job(
     job.model_version = model_version
     job.error_code = job.error_message = None
     job.finished_at = utcnow()
+    if timings is not None and job.started_at is not None:
+        started, created = as_utc(job.started_at), as_utc(job.created_at)
+        since_claim = (job.finished_at - started).total_seconds() * 1000
+        job.timings = {
+            "queued": round((started - created).total_seconds() * 1000, 2),
+            **{stage: round(ms, 2) for stage, ms in timings.items()},
+            "write": round(max(0.0, since_claim - sum(timings.values())), 2),
+        }
     return job, _finished(job)
 
 

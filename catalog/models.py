@@ -295,6 +295,9 @@ class ClassificationJob(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Milliseconds per stage of a ``done`` upload (``catalog.codes.JOB_STAGES``):
+    #: they add up to ``created_at`` → ``finished_at``.
+    timings: Mapped[dict[str, float] | None] = mapped_column(JSON)
     #: Set when the sweeper queued the job again; cleared when a worker claims it.
     requeued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: Not started by then, the job ends ``failed`` with code ``expired``: the

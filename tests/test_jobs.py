@@ -132,3 +132,21 @@ def test_an_upload_flagged_uncertain_has_its_review_thumbnail_stored_beside_it(
     shown = Image.open(io.BytesIO(store.get(thumbnail_key(jobs[flagged].image_key))))
     assert shown.format == "JPEG" and max(shown.size) == THUMBNAIL_PIXELS
     assert not store.exists(thumbnail_key(jobs[plain].image_key))
+
+
+def test_a_done_upload_keeps_where_its_time_went_stage_by_stage(settings, fashion_mnist) -> None:
+    """``timings``: each stage in ms (queued, fetch, preprocess, inference, similar,
+    write), adding up to the job's created → finished."""
+    from catalog.codes import JOB_STAGES
+    from catalog.models import as_utc
+
+    job_id = enqueue_by_hand(settings, png_bytes(fashion_mnist.test_images[0]))
+    assert classify_job(job_id, settings=settings) == "done"
+
+    with get_sessionmaker(settings.resolved_database_url)() as session:
+        job = get_job(session=session, job_id=job_id)
+        timings, created, finished = job.timings, job.created_at, job.finished_at
+    assert tuple(timings) == JOB_STAGES
+    assert all(ms >= 0 for ms in timings.values()) and timings["inference"] > 0
+    total_ms = (as_utc(finished) - as_utc(created)).total_seconds() * 1000
+    assert sum(timings.values()) == pytest.approx(total_ms, abs=0.1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from catalog.codes import JOB_STAGES
 from tests.support.factories import png_bytes
 from tests.support.jobs import add_products
 from tests.support.servers import free_port, wait_for_port
@@ -66,6 +67,9 @@ def test_a_worker_serves_job_batch_queue_and_state_metrics(
     assert value(samples, "fashion_jobs_finished_total", status="failed", code="corrupt") == 1
     assert value(samples, "fashion_job_latency_seconds_count") == 4
     assert 0 < value(samples, "fashion_job_latency_seconds_sum") < 4 * 60
+    for stage in JOB_STAGES:  # each stage of each done upload
+        assert value(samples, "fashion_job_stage_seconds_count", stage=stage) == 3, stage
+    assert value(samples, "fashion_job_stage_seconds_sum", stage="inference") > 0
     assert value(samples, "fashion_batch_size_sum", queue="interactive") == 3
     assert value(samples, "fashion_batch_size_sum", queue="bulk") == 10
     assert value(samples, "fashion_batch_size_count", queue="bulk") == 3  # chunks of 4, 4, 2

@@ -11,6 +11,7 @@ unreachable) propagate so the caller can retry.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +25,7 @@ from catalog.similar import rank_similar, replace_similar_items
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
 from worker.pipeline import thumbnail
+from worker.pipeline.classifier import Prediction
 from worker.pipeline.preprocess import ModelInput, prepare
 from worker.service import messages, metrics, shadow, webhooks
 from worker.service.registry import live_classifier
@@ -121,7 +123,9 @@ def classify_jobs(
     if not work:
         return statuses
 
+    clock = StageClock()
     fetched = fetch_all(settings, list(work.values()))
+    clock.lap("fetch")
     loaded = [prepare_fetched(settings, item) for item in fetched]
     for job_id, item in zip(work, loaded, strict=True):
         if isinstance(item, FashionError):
@@ -134,37 +138,15 @@ def classify_jobs(
     ]
     if not good:
         return statuses
+    clock.lap("preprocess")
 
     # One classifier for the label and the similar items: the job records its version.
     classifier = live_classifier(settings)
     predictions = classifier.classify([item for _, item in good])
+    clock.lap("inference")
     metrics.batch("interactive", len(good))
-    results = []
-    with sessions.begin() as session:
-        for (job_id, _), prediction in zip(good, predictions, strict=True):
-            ranked = rank_similar(
-                session=session,
-                probabilities=prediction.probabilities,
-                embedding=prediction.embedding,
-                model_version=classifier.version,
-                uncertain=prediction.uncertain,
-                top_k=settings.similar_top_k,
-                ef_search=settings.similar_ef_search,
-                family=prediction.family if prediction.family_only else None,
-            )
-            job, done = complete_job(
-                session=session,
-                job_id=job_id,
-                label=prediction.label,
-                confidence=prediction.confidence,
-                uncertain=prediction.uncertain,
-                probabilities=prediction.probabilities,
-                model_version=classifier.version,
-                family=prediction.family,
-            )
-            replace_similar_items(session=session, job=job, ranked=ranked)
-            statuses[job_id] = JobStatus.DONE
-            results.append(done)
+    results = record_results(settings, classifier.version, good, predictions, clock)
+    statuses.update((record.job_id, JobStatus.DONE) for record in results)
     finished(settings, results)
     shadow.compare(settings, good, classifier.version)
     photos = dict(zip(work, fetched, strict=True))
@@ -178,6 +160,69 @@ def classify_jobs(
         ],
     )
     return statuses
+
+
+#: The stages the worker times itself; ``complete_job`` adds ``queued`` and ``write``.
+WORKER_STAGES = ("fetch", "preprocess", "inference", "similar")
+
+
+class StageClock:
+    """A batch's stages since its claim (``time.perf_counter``), in ms, for the jobs'
+    ``timings`` (``catalog.codes.JOB_STAGES``)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> float:
+        """The ms since the last lap, recorded as ``stage``."""
+        now = time.perf_counter()
+        self.stages[stage] = (now - self._last) * 1000
+        self._last = now
+        return self.stages[stage]
+
+
+def record_results(
+    settings: Settings,
+    version: str,
+    good: Sequence[tuple[str, ModelInput]],
+    predictions: Sequence[Prediction],
+    clock: StageClock,
+) -> list[Finished]:
+    """Each job's result, similar items and stage timings, in one transaction."""
+    sessions = get_sessionmaker(settings.resolved_database_url)
+    results, timings = [], []
+    with sessions.begin() as session:
+        for (job_id, _), prediction in zip(good, predictions, strict=True):
+            ranked = rank_similar(
+                session=session,
+                probabilities=prediction.probabilities,
+                embedding=prediction.embedding,
+                model_version=version,
+                uncertain=prediction.uncertain,
+                top_k=settings.similar_top_k,
+                ef_search=settings.similar_ef_search,
+                family=prediction.family if prediction.family_only else None,
+            )
+            clock.lap("similar")
+            job, done = complete_job(
+                session=session,
+                job_id=job_id,
+                label=prediction.label,
+                confidence=prediction.confidence,
+                uncertain=prediction.uncertain,
+                probabilities=prediction.probabilities,
+                model_version=version,
+                family=prediction.family,
+                timings={stage: clock.stages[stage] for stage in WORKER_STAGES},
+            )
+            replace_similar_items(session=session, job=job, ranked=ranked)
+            clock.lap("write")  # the next job's "similar" starts here
+            timings.append(job.timings)
+            results.append(done)
+    for job_timings in timings:
+        metrics.stages(job_timings)
+    return results
 
 
 def store_thumbnails(settings: Settings, photos: Sequence[tuple[str, StoredObject]]) -> None:

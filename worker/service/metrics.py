@@ -8,6 +8,9 @@ reports those two the same, so aggregate them with ``max``, not ``sum``.
 
 - ``fashion_jobs_finished_total{status, code}``: uploads that reached a terminal state.
 - ``fashion_job_latency_seconds``: upload to result (job created → finished).
+- ``fashion_job_stage_seconds{stage}``: each stage of a ``done`` upload
+  (``catalog.codes.JOB_STAGES``: queued, fetch, preprocess, inference, similar,
+  write; they add up to the latency).
 - ``fashion_batch_size{queue}``: images per inference (micro-batch or bulk chunk).
 - ``fashion_products_classified_total{outcome}``: catalog photos (``done`` or a code).
 - ``fashion_queue_depth{queue}``, ``fashion_jobs{state}``: at scrape time.
@@ -22,7 +25,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30)
 
 _metrics: dict[str, Any] = {}
 _created: list[str] = []
@@ -64,6 +68,12 @@ def enable(settings: Settings) -> None:
         "fashion_job_latency_seconds",
         "Upload to result: job created to job finished.",
         buckets=LATENCY_BUCKETS,
+    )
+    _metrics["stages"] = Histogram(
+        "fashion_job_stage_seconds",
+        "Each stage of a done upload (they add up to fashion_job_latency_seconds).",
+        ["stage"],
+        buckets=STAGE_BUCKETS,
     )
     _metrics["batch"] = Histogram(
         "fashion_batch_size", "Images per inference.", ["queue"], buckets=BATCH_BUCKETS
@@ -102,6 +112,13 @@ def jobs_finished(finished: Iterable[Finished]) -> None:
         _metrics["jobs"].labels(status=job.status.value, code=job.code or "").inc()
         if job.latency_s is not None:
             _metrics["latency"].observe(job.latency_s)
+
+
+def stages(timings: Mapping[str, float] | None) -> None:
+    """One done upload's stages (ms, as ``classification_jobs.timings`` keeps them)."""
+    if _metrics and timings:
+        for stage, ms in timings.items():
+            _metrics["stages"].labels(stage=stage).observe(ms / 1000)
 
 
 def batch(queue: str, size: int) -> None:
