@@ -11,6 +11,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from catalog.codes import JOB_STAGES
 from worker.cli import main
 
 pytestmark = pytest.mark.bench
@@ -64,6 +65,9 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     for key in ("index_build_s", "candidate_index_build_s", "promote_visible_s"):
         assert printed[key] > 0, key
     assert printed["interactive_idle_ms"]["n"] == 10
+    stages = printed["interactive_stages_ms"]
+    assert set(stages) == {*JOB_STAGES, "sum_of_medians"}
+    assert all(stages[stage] >= 0 for stage in JOB_STAGES) and stages["inference"] > 0
     assert printed["api_idle_ms"]["n"] == printed["api_direct_ms"]["n"] == 10
     assert printed["api_overhead_ms"] == pytest.approx(
         printed["api_idle_ms"]["p50"] - printed["api_direct_ms"]["p50"], abs=0.11

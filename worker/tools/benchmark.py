@@ -12,10 +12,12 @@ real ``celery worker`` processes, and, in order:
    rate; a nightly ``changed`` run over the unchanged catalog
    (``nightly_unchanged_s``: listing + catalog scan, nothing queued);
 3. interactive latency, upload stored → result row committed (``created_at`` →
-   ``finished_at``), one upload at a time on an idle worker; then through the
-   HTTP API (``POST /v1/classifications?wait=10``, as the caller sees it:
-   ``api_idle_ms``) alternating with ``client.submit`` + polling on the API's
-   schedule, so ``api_overhead_ms`` (p50 API − p50 direct) is what HTTP adds;
+   ``finished_at``), one upload at a time on an idle worker, and the median of each
+   of its stages (``interactive_stages_ms``: the jobs' ``timings``); then through
+   the HTTP API (``POST /v1/classifications?wait=10``, as the caller sees it:
+   ``api_idle_ms``) alternating with ``client.submit`` + ``client.wait`` (both woken
+   by the worker's notice), so ``api_overhead_ms`` (p50 API − p50 direct) is what
+   HTTP adds;
 4. the same while a second candidate (the remaining engine) fills
    (``interactive_during_fill_ms``, also ``interactive_under_load_ms``); then the
    first candidate's indexes are built and it is promoted: ``promote_visible_s``
@@ -45,7 +47,7 @@ import numpy as np
 import redis
 from sqlalchemy import func, select
 
-from catalog.codes import JobStatus
+from catalog.codes import JOB_STAGES, JobStatus
 from catalog.db import get_sessionmaker, upgrade
 from catalog.models import ClassificationJob, ProductPrediction
 from worker import client
@@ -186,8 +188,9 @@ def _run_nightly_unchanged(settings: Settings, config: BenchConfig) -> tuple[flo
 
 def measure_interactive(
     settings: Settings, uploads: list[bytes], count: int, *, gap: float, while_running=None
-) -> list[float]:
-    """Submit ``count`` uploads ``gap`` seconds apart; latencies in ms from the job rows.
+) -> tuple[list[float], list[dict[str, float]]]:
+    """Submit ``count`` uploads ``gap`` seconds apart; their latencies in ms from the
+    job rows (created → finished), and each one's stages (``timings``).
 
     ``while_running`` (a callable) stops submission once it returns False.
     """
@@ -197,38 +200,29 @@ def measure_interactive(
             break
         job_ids.append(client.submit(uploads[index % len(uploads)], "bench.jpg", settings=settings))
         if while_running is None:
-            wait_until(
-                lambda job_id=job_ids[-1]: client.result(job_id, settings=settings).finished,
-                60,
-                "an interactive job",
-            )
+            client.wait([job_ids[-1]], timeout=60, settings=settings)
         time.sleep(gap)
     results = client.wait(job_ids, timeout=120, settings=settings)
     if not all(job and job.status == JobStatus.DONE for job in results.values()):
         raise RuntimeError("an interactive benchmark job did not end 'done'")
     with get_sessionmaker(settings.resolved_database_url)() as session:
         rows = session.execute(
-            select(ClassificationJob.created_at, ClassificationJob.finished_at).where(
-                ClassificationJob.id.in_([uuid.UUID(j) for j in job_ids])
-            )
+            select(
+                ClassificationJob.created_at,
+                ClassificationJob.finished_at,
+                ClassificationJob.timings,
+            ).where(ClassificationJob.id.in_([uuid.UUID(j) for j in job_ids]))
         ).all()
-    return [(finished - created).total_seconds() * 1000 for created, finished in rows]
+    latencies = [(finished - created).total_seconds() * 1000 for created, finished, _ in rows]
+    return latencies, [timings for _, _, timings in rows if timings]
 
 
-def _poll_until_finished(settings: Settings, job_id: str) -> client.JobResult:
-    """``client.result`` on the API's long-poll schedule (``poll_interval`` of
-    ``worker.api.waiting``)."""
-    from worker.api.waiting import poll_interval
-
-    started = time.monotonic()
-    while True:
-        job = client.result(job_id, settings=settings)
-        if job is not None and job.finished:
-            return job
-        waited = time.monotonic() - started
-        if waited > 60:
-            raise RuntimeError(f"job {job_id} did not finish in 60 s")
-        time.sleep(poll_interval(waited))
+def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
+    """The median ms of each stage (``catalog.codes.JOB_STAGES``) and their sum."""
+    medians = {
+        stage: round(statistics.median(job[stage] for job in timings), 2) for stage in JOB_STAGES
+    }
+    return {**medians, "sum_of_medians": round(sum(medians.values()), 2)}
 
 
 def measure_api(
@@ -252,11 +246,10 @@ def measure_api(
                 if response.status_code != 200 or response.json()["status"] != JobStatus.DONE:
                     raise RuntimeError(f"API upload: {response.status_code} {response.text[:200]}")
                 started = time.perf_counter()
-                job = _poll_until_finished(
-                    settings, client.submit(data, "bench.jpg", settings=settings)
-                )
+                job_id = client.submit(data, "bench.jpg", settings=settings)
+                job = client.wait([job_id], timeout=60, settings=settings)[job_id]
                 direct = (time.perf_counter() - started) * 1000
-                if job.status != JobStatus.DONE:
+                if job is None or job.status != JobStatus.DONE:
                     raise RuntimeError(f"direct upload ended {job.status}")
                 if index >= 10:
                     api_ms.append(took)
@@ -326,8 +319,9 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
 
         interactive = _worker(stack, settings, settings.interactive_queue, 1, workdir)
         measure_interactive(settings, uploads, 10, gap=0.0)  # warm-up: connections, caches
-        idle = measure_interactive(settings, uploads, config.interactive, gap=0.02)
-        log(f"interactive, idle: {percentiles(idle)}")
+        idle, idle_timings = measure_interactive(settings, uploads, config.interactive, gap=0.02)
+        stages = stage_medians(idle_timings)
+        log(f"interactive, idle: {percentiles(idle)}; p50 by stage: {stages}")
         api_ms, direct_ms = measure_api(settings, uploads, config.interactive, workdir)
         api_overhead = statistics.median(api_ms) - statistics.median(direct_ms)
         log(
@@ -341,7 +335,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             config.chunk,
             lambda running: measure_interactive(
                 settings, uploads, config.interactive, gap=0.05, while_running=running
-            ),
+            )[0],
         )
         log(f"interactive, during a fill: {percentiles(busy)}; fill meanwhile {loaded_rate:.0f}/s")
         candidate_index_s, visible = rollout.promote_candidate(settings, candidate, uploads[0])
@@ -365,6 +359,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "nightly_unchanged_s": round(nightly_seconds, 2),
             "nightly_unchanged_queued": nightly_queued,
             "interactive_idle_ms": percentiles(idle),
+            "interactive_stages_ms": stages,
             "interactive_under_load_ms": percentiles(busy),
             "interactive_during_fill_ms": percentiles(busy),
             "index_build_s": round(index_build_s, 2),
