@@ -28,6 +28,7 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
             "--naive-images=16",
             "--interactive=10",
             "--chunk=32",
+            "--capacity-step=1",
             f"--redis-url={redis_url}",
             f"--out={out}",
         ],
@@ -65,6 +66,18 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     for key in ("index_build_s", "candidate_index_build_s", "promote_visible_s"):
         assert printed[key] > 0, key
     assert printed["interactive_idle_ms"]["n"] == 10
+    # The API's open-loop capacity: the steps up to the first past it, and no upload
+    # it accepted was lost.
+    steps = printed["api_capacity_steps"]
+    assert steps and all(step["sent"] == round(step["rate_per_s"]) for step in steps)
+    in_time = [
+        step
+        for step in steps
+        if step["statuses"] == {"200": step["sent"]} and step["p99_ms"] <= 150
+    ]
+    assert printed["api_capacity_uploads_per_s"] == (in_time[-1]["rate_per_s"] if in_time else 0)
+    assert printed["api_capacity_lost"] == 0
+    assert printed["api_capacity_accepted"] >= sum(step["statuses"].get("200", 0) for step in steps)
     stages = printed["interactive_stages_ms"]
     assert set(stages) == {*JOB_STAGES, "sum_of_medians"}
     assert all(stages[stage] >= 0 for stage in JOB_STAGES) and stages["inference"] > 0

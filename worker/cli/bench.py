@@ -34,6 +34,13 @@ from worker.config import get_settings
     type=click.IntRange(min=10),
     help="Uploads per latency measurement (idle, then during a bulk run).",
 )
+@click.option(
+    "--capacity-step",
+    default=4.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Seconds at each arrival rate of the HTTP API's open-loop capacity steps.",
+)
 @click.option("--chunk", default=64, show_default=True, type=click.IntRange(1, 1024))
 @click.option(
     "--concurrency",
@@ -79,6 +86,7 @@ def bench(
     images: int,
     naive_images: int,
     interactive: int,
+    capacity_step: float,
     chunk: int,
     concurrency: int,
     postgres_admin_url: str | None,
@@ -93,7 +101,8 @@ def bench(
     Starts real workers against a throw-away database, bucket and queues, and
     measures the naive baseline (one task per image, Keras predict), bulk
     re-classification, interactive latency idle (directly and through the HTTP
-    API: api_idle_ms, api_overhead_ms) and during a bulk run,
+    API: api_idle_ms, api_overhead_ms; by stage: interactive_stages_ms) and during
+    a bulk run, the HTTP API's open-loop capacity (api_capacity_uploads_per_s),
     inference against the raw LiteRT engine, and worker RSS. Needs the train
     extra (TensorFlow, for the baseline) and, without --s3-endpoint, moto.
     Takes a few minutes with the defaults.
@@ -105,6 +114,7 @@ def bench(
         images=images,
         naive_images=min(naive_images, images // 2),
         interactive=interactive,
+        capacity_step_s=capacity_step,
         chunk=chunk,
         concurrency=concurrency,
         postgres_admin_url=postgres_admin_url,

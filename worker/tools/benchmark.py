@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import redis
 from sqlalchemy import func, select
@@ -58,10 +57,10 @@ from worker.service.celery_app import WORKER_APP, make_celery
 from worker.service.reclassify import run_progress, start_run
 from worker.storage import get_store
 from worker.tools import bench_rollout as rollout
+from worker.tools.bench_api import measure_api, measure_api_capacity
 from worker.tools.bench_inference import measure_engines, sample_batch
 from worker.tools.harness import (
     SAMPLES,
-    ApiProcess,
     Log,
     WorkerProcess,
     build_catalog,
@@ -78,6 +77,8 @@ class BenchConfig:
     images: int = 5000
     naive_images: int = 300
     interactive: int = 200
+    #: Seconds at each arrival rate of the API's capacity steps (``bench_capacity``).
+    capacity_step_s: float = 4.0
     chunk: int = 64
     concurrency: int = 2
     #: A PostgreSQL with pgvector; ``None``: start one (``harness.pgvector_server``).
@@ -225,41 +226,6 @@ def stage_medians(timings: list[dict[str, float]]) -> dict[str, float]:
     return {**medians, "sum_of_medians": round(sum(medians.values()), 2)}
 
 
-def measure_api(
-    settings: Settings, uploads: list[bytes], count: int, workdir: Path
-) -> tuple[list[float], list[float]]:
-    """(API, direct) caller-side latencies in ms: ``count`` uploads each way, alternating."""
-    from catalog.api_keys import create_api_key
-
-    with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        key = create_api_key(session=session, name=f"bench-{uuid.uuid4().hex[:6]}").key
-    server = ApiProcess(settings, log_path=workdir / "api.log")
-    try:
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"}
-        api_ms, direct_ms = [], []
-        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
-            for index in range(count + 10):  # the first 10 of each warm connections up
-                data = uploads[index % len(uploads)]
-                started = time.perf_counter()
-                response = http.post("/v1/classifications", params={"wait": 10}, content=data)
-                took = (time.perf_counter() - started) * 1000
-                if response.status_code != 200 or response.json()["status"] != JobStatus.DONE:
-                    raise RuntimeError(f"API upload: {response.status_code} {response.text[:200]}")
-                started = time.perf_counter()
-                job_id = client.submit(data, "bench.jpg", settings=settings)
-                job = client.wait([job_id], timeout=60, settings=settings)[job_id]
-                direct = (time.perf_counter() - started) * 1000
-                if job is None or job.status != JobStatus.DONE:
-                    raise RuntimeError(f"direct upload ended {job.status}")
-                if index >= 10:
-                    api_ms.append(took)
-                    direct_ms.append(direct)
-                time.sleep(0.02)
-    finally:
-        server.stop()
-    return api_ms, direct_ms
-
-
 def measure_inference(settings: Settings, batch: int, rounds: int = 200) -> dict[str, float]:
     """``Classifier.predict`` as the bulk task calls it vs the bare signature runner."""
     from ai_edge_litert.interpreter import Interpreter
@@ -325,8 +291,15 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         api_ms, direct_ms = measure_api(settings, uploads, config.interactive, workdir)
         api_overhead = statistics.median(api_ms) - statistics.median(direct_ms)
         log(
-            f"HTTP API, idle: {percentiles(api_ms)}; direct submit+poll: "
+            f"HTTP API, idle: {percentiles(api_ms)}; direct submit+wait: "
             f"{percentiles(direct_ms)}; overhead p50 {api_overhead:.1f} ms"
+        )
+        capacity = measure_api_capacity(settings, uploads, workdir, config.capacity_step_s)
+        log(
+            f"HTTP API capacity: {capacity['api_capacity_uploads_per_s']}/s "
+            f"({capacity['api_capacity_ms']}); steps {capacity['api_capacity_steps']}; "
+            f"{capacity['api_capacity_lost']} of {capacity['api_capacity_accepted']} "
+            "accepted lost"
         )
 
         busy, loaded_rate = rollout.fill_under_load(
@@ -369,6 +342,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "api_idle_ms": percentiles(api_ms),
             "api_direct_ms": percentiles(direct_ms),
             "api_overhead_ms": round(api_overhead, 2),
+            **capacity,
             "bulk_images_per_s_while_interactive": round(loaded_rate, 1),
             **engine,
             "inference_vs_engine": round(ratio, 3),
