@@ -88,10 +88,11 @@ def submit_upload(
     idempotency_key: str | None = None,
     callback_url: str | None = None,
     content_type: str | None = None,
+    job_id: uuid.UUID | None = None,
 ) -> Submission:
     """``submit``, with what the HTTP API adds: the caller's key, an idempotency key
-    (the same key and bytes → the same job; other bytes → ``IdempotencyConflict``)
-    and a callback URL.
+    (the same key and bytes → the same job; other bytes → ``IdempotencyConflict``),
+    a callback URL, and the new job's id (the API watches for it before it exists).
 
     The order makes a crash at any point safe: the object is stored, then the job
     row committed, then the message sent. Killed before the commit, nothing was
@@ -109,7 +110,7 @@ def submit_upload(
         earlier = _earlier_submission(sessions, api_key_id, idempotency_key, sha256)
         if earlier is not None:
             return earlier
-    job_id = uuid.uuid4()
+    job_id = job_id or uuid.uuid4()
     image_key = f"uploads/{job_id}"
     store = get_store(settings)
     store.put(image_key, data, content_type=content_type)

@@ -18,10 +18,11 @@ read its job every 5 ms through the thread pool: 90 of them raised another tenan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import redis.asyncio
 from sqlalchemy import select
@@ -82,16 +83,29 @@ class Waiters:
         """Return once job ``job_id`` is finished, or after ``timeout`` seconds.
         ``finished_now`` is read once the waiter is registered, so a job that finished
         just before is not waited for and one that finishes after wakes it."""
+        async with self.watching(job_id) as finished:
+            if not await finished_now():
+                await finished(timeout)
+
+    @contextlib.asynccontextmanager
+    async def watching(
+        self, job_id: uuid.UUID
+    ) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+        """Register a waiter on ``job_id`` for the block: it gives a function that
+        returns once the job finished (from the moment of registration) or after its
+        timeout. For a job not yet submitted, nothing needs reading first."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, set()).add(future)
         self._since[future] = time.monotonic()
         self._arrived.set()
         self._start()
-        try:
-            if not await finished_now():
+
+        async def finished(timeout: float) -> None:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            pass
+
+        try:
+            yield finished
         finally:
             self._forget(job_id, future)
 

@@ -7,6 +7,7 @@ event loop between reads, so a waiting request holds no thread.
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -143,28 +144,36 @@ async def create_classification(
             )
         except CallbackUrlError as exc:
             raise ApiError(400, ApiErrorCode.INVALID_REQUEST, str(exc)) from exc
-    try:
-        submitted = await run_in_threadpool(
-            lambda: client.submit_upload(
-                upload.data,
-                upload.filename,
-                settings=settings,
-                api_key_id=caller.key_id,
-                idempotency_key=idempotency_key,
-                callback_url=callback_url or None,
-                content_type=upload.content_type,
+    job_id = uuid.uuid4()
+    # Watched before it exists: its notice cannot come unheard, and no read of its
+    # status is needed before waiting (one thread-pool hop and query less).
+    async with app.waiters.watching(job_id) as finished:
+        try:
+            submitted = await run_in_threadpool(
+                lambda: client.submit_upload(
+                    upload.data,
+                    upload.filename,
+                    settings=settings,
+                    api_key_id=caller.key_id,
+                    idempotency_key=idempotency_key,
+                    callback_url=callback_url or None,
+                    content_type=upload.content_type,
+                    job_id=job_id,
+                )
             )
-        )
-    except client.IdempotencyConflict as exc:
-        raise ApiError(409, ApiErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
-    except FashionError as exc:
-        raise ApiError(400, exc.code, exc.message) from exc
+        except client.IdempotencyConflict as exc:
+            raise ApiError(409, ApiErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
+        except FashionError as exc:
+            raise ApiError(400, exc.code, exc.message) from exc
+        if submitted.created and wait > 0:
+            await finished(wait)
+    headers = {"Location": f"/v1/classifications/{submitted.job_id}"}
     if submitted.created:
         app.depth.accepted()
-    headers = {"Location": f"/v1/classifications/{submitted.job_id}"}
-    if not submitted.created:
+        job = await run_in_threadpool(_result, app, caller, submitted.job_id)
+    else:  # an earlier request's job, which may have finished long ago
         headers["Idempotent-Replayed"] = "true"
-    job = await wait_for(app, caller, submitted.job_id, wait)
+        job = await wait_for(app, caller, submitted.job_id, wait)
     if job.finished:
         return JSONResponse(job.model_dump(mode="json", by_alias=True), headers=headers)
     response.headers.update(headers)
