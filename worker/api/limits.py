@@ -29,6 +29,8 @@ from worker.service.celery_app import make_celery
 
 #: Seconds a queue depth reading is reused.
 DEPTH_TTL = 1.0
+#: ... and again at the limit, at most this often.
+DEPTH_RECHECK = 0.05
 WINDOW = 60
 #: Redis connections of one API process's rate counter, and how long a request
 #: waits for one before it is told to come back.
@@ -56,7 +58,13 @@ class QueueDepth:
 
     def current(self) -> int:
         with self._lock:
-            if time.monotonic() - self._read_at >= DEPTH_TTL:
+            age = time.monotonic() - self._read_at
+            at_limit = self._value + self._accepted_since_read >= self.settings.api_max_queue_depth
+            # At the limit the estimate is read again (at most every DEPTH_RECHECK s):
+            # uploads accepted since the last reading may be finished already (at 22
+            # uploads a second, an idle worker's queue empty, a limit of 20 refused 10
+            # of 90 within a second).
+            if age >= DEPTH_TTL or (at_limit and age >= DEPTH_RECHECK):
                 self._value = self._read()
                 self._read_at = time.monotonic()
                 self._accepted_since_read = 0
