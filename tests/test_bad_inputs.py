@@ -207,6 +207,18 @@ def _forty_megapixel_variant(photo: Image.Image, mode: str) -> bytes:
     return _encode(big.convert("P", palette=Image.Palette.ADAPTIVE), "PNG", transparency=0)
 
 
+def classified_with_peaks(path: Path, data_dir: Path) -> list[str]:
+    """``fashion classify``'s label for ``path`` in a fresh process, its peak RSS (MB)
+    and its decoding children's."""
+    return subprocess.run(
+        [sys.executable, "-c", PEAK_PROBE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "FASHION_DATA_DIR": str(data_dir)},
+    ).stdout.split()
+
+
 @pytest.mark.processes
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "I;16", "P"])
 def test_a_forty_megapixel_png_is_classified_within_300_mb(
@@ -221,13 +233,7 @@ def test_a_forty_megapixel_png_is_classified_within_300_mb(
         path.write_bytes(corpus["forty-megapixels.png"][0])
     else:
         path.write_bytes(_forty_megapixel_variant(_trouser_photo(fashion_mnist), mode))
-    label, peak_mb, child_peak_mb = subprocess.run(
-        [sys.executable, "-c", PEAK_PROBE, str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "FASHION_DATA_DIR": str(tmp_path / "data")},
-    ).stdout.split()
+    label, peak_mb, child_peak_mb = classified_with_peaks(path, tmp_path / "data")
     assert int(label) == TROUSER
     assert int(peak_mb) <= 300, f"peak RSS {peak_mb} MB"
     assert int(child_peak_mb) <= 300, f"the decoding child's peak RSS {child_peak_mb} MB"
@@ -244,13 +250,7 @@ def test_a_webp_is_decoded_within_300_mb_up_to_its_limit_and_refused_past_it(
     allowed, refused = tmp_path / "sixteen-megapixels.webp", tmp_path / "forty.webp"
     allowed.write_bytes(_encode(photo.resize((4000, 4000)), "WEBP", lossless=True, method=0))
     refused.write_bytes(_encode(photo.resize((6324, 6324)), "WEBP", quality=50, method=0))
-    label, peak_mb, child_peak_mb = subprocess.run(
-        [sys.executable, "-c", PEAK_PROBE, str(allowed)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "FASHION_DATA_DIR": str(tmp_path / "data")},
-    ).stdout.split()
+    label, peak_mb, child_peak_mb = classified_with_peaks(allowed, tmp_path / "data")
 
     assert int(label) == TROUSER
     assert int(peak_mb) <= 300 and 0 < int(child_peak_mb) <= 300, (peak_mb, child_peak_mb)

@@ -7,34 +7,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 import pytest
 
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import claim_jobs, complete_job, create_job
-from catalog.models import ApiKey
+from catalog.lifecycle import claim_jobs, complete_job
 from tests.support.factories import make_key
+from tests.support.jobs import never_sent_job
 from worker import client
 from worker.service.messages import SAFETY_POLL_S, announce_finished
-
-
-def queued_job(settings, owner: str | None = None) -> str:
-    """A job row whose message is never sent: it stays queued until this test ends it."""
-    with get_sessionmaker(settings.resolved_database_url).begin() as session:
-        key_id = None
-        if owner is not None:
-            key_id = session.query(ApiKey.id).filter(ApiKey.name == owner).scalar()
-        job = create_job(
-            session=session,
-            job_id=uuid.uuid4(),
-            image_key="uploads/never-sent",
-            filename=None,
-            content_sha256="0" * 64,
-            api_key_id=key_id,
-        )
-        return str(job.id)
 
 
 def finish(settings, job_id: str, *, announce: bool) -> float:
@@ -55,6 +37,15 @@ def finish(settings, job_id: str, *, announce: bool) -> float:
     if announce:
         announce_finished(settings, [job_id])
     return committed
+
+
+def long_poll(api, key: str, job_id: str) -> Callable[[], object]:  # type: ignore[no-untyped-def]
+    """A ``GET`` of the job that waits up to 5 s for it to finish."""
+    return lambda: api.get(
+        f"/v1/classifications/{job_id}",
+        params={"wait": 5},
+        headers={"Authorization": f"Bearer {key}"},
+    )
 
 
 def woken_after(wait: Callable[[], object], end: Callable[[], float]) -> tuple[object, float]:
@@ -81,16 +72,11 @@ def test_a_long_poll_wakes_on_the_notice_and_without_it_on_the_safety_net(
 ) -> None:
     api = open_api(service_settings)
     key = make_key(service_settings, "web")
-    job_id = queued_job(service_settings, owner="web")
+    job_id = never_sent_job(service_settings, owner="web")
     waiters = api.app.state.services.waiters
 
     answer, seconds = woken_after(
-        lambda: api.get(
-            f"/v1/classifications/{job_id}",
-            params={"wait": 5},
-            headers={"Authorization": f"Bearer {key.key}"},
-        ),
-        lambda: finish(service_settings, job_id, announce=announce),
+        long_poll(api, key.key, job_id), lambda: finish(service_settings, job_id, announce=announce)
     )
 
     assert answer.status_code == 200 and answer.json()["status"] == "done"
@@ -106,7 +92,7 @@ def test_a_long_poll_wakes_on_the_notice_and_without_it_on_the_safety_net(
 def test_client_wait_wakes_on_the_notice_and_without_it_on_the_safety_net(
     service_settings, announce: bool
 ) -> None:
-    job_id = queued_job(service_settings)
+    job_id = never_sent_job(service_settings)
 
     answer, seconds = woken_after(
         lambda: client.wait([job_id], timeout=5, settings=service_settings),
@@ -126,16 +112,11 @@ def test_without_redis_waiters_poll_as_before(local_settings, open_api) -> None:
     the old schedule (5 ms, then 50 ms) and still answers at once."""
     api = open_api(local_settings)
     key = make_key(local_settings, "web")
-    job_id = queued_job(local_settings, owner="web")
+    job_id = never_sent_job(local_settings, owner="web")
     waiters = api.app.state.services.waiters
 
     answer, seconds = woken_after(
-        lambda: api.get(
-            f"/v1/classifications/{job_id}",
-            params={"wait": 5},
-            headers={"Authorization": f"Bearer {key.key}"},
-        ),
-        lambda: finish(local_settings, job_id, announce=True),
+        long_poll(api, key.key, job_id), lambda: finish(local_settings, job_id, announce=True)
     )
 
     assert answer.json()["status"] == "done" and seconds < 0.25

@@ -13,16 +13,13 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from sqlalchemy import select
 
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import create_job
-from catalog.models import ApiKey
 from tests.support.factories import make_key, make_product, png_bytes, random_embedding
+from tests.support.jobs import never_sent_job
 from tests.support.webhooks import Receiver
 from worker.service.celery_app import worker_environment
 
@@ -95,16 +92,7 @@ def test_slow_callbacks_and_100_long_polls_leave_another_tenants_pace_alone(
                 timeout=30,
             )
             assert posted.json()["status"] == "done", posted.text
-        with sessions.begin() as session:
-            noisy_id = session.scalar(select(ApiKey.id).where(ApiKey.name == "noisy"))
-            queued = create_job(  # a row whose message never comes: it stays queued
-                session=session,
-                job_id=uuid.uuid4(),
-                image_key="uploads/never-sent",
-                filename=None,
-                content_sha256="0" * 64,
-                api_key_id=noisy_id,
-            ).id
+        queued = never_sent_job(settings, owner="noisy")
         with ThreadPoolExecutor(LONG_POLLS) as pool:
             polls = [
                 pool.submit(

@@ -14,6 +14,7 @@ from catalog.db import get_sessionmaker
 from catalog.lifecycle import create_job
 from catalog.models import (
     CATEGORIES,
+    ApiKey,
     ClassificationJob,
     Product,
     ProductPrediction,
@@ -24,6 +25,25 @@ from tests.support.factories import png_bytes
 from worker.config import Settings
 from worker.service.reclassify import run_progress
 from worker.storage import get_store
+
+
+def never_sent_job(settings: Settings, owner: str | None = None) -> str:
+    """A queued job row (of the API key named ``owner``) whose message is never sent:
+    it stays queued until the test ends it."""
+    with get_sessionmaker(settings.resolved_database_url).begin() as session:
+        key_id = None
+        if owner is not None:
+            key_id = session.scalar(select(ApiKey.id).where(ApiKey.name == owner))
+        return str(
+            create_job(
+                session=session,
+                job_id=uuid.uuid4(),
+                image_key="uploads/never-sent",
+                filename=None,
+                content_sha256="0" * 64,
+                api_key_id=key_id,
+            ).id
+        )
 
 
 def enqueue_by_hand(settings: Settings, data: bytes | None) -> str:
