@@ -11,7 +11,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+import sqlalchemy
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
@@ -38,10 +39,12 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url)
+        engine = sqlalchemy.create_engine(url)
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Looked up on the module at each call: OpenTelemetry's SQLAlchemy instrumentation
+    # (worker.tracing, when traces are on) wraps sqlalchemy.create_engine.
+    return sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
 @cache

@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 OURS = ("catalog", "worker", "training", "tests")
 
-_BASICS = ("worker.config", "worker.errors", "worker.files")
+_BASICS = ("worker.config", "worker.errors", "worker.files", "worker.tracing")
 _PRODUCT = (
     "catalog",
     "worker.api",
@@ -45,6 +45,8 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "worker.config": (),
     "worker.errors": ("catalog.codes",),
     "worker.files": (),
+    # OpenTelemetry's set-up: imports OpenTelemetry only when traces are on.
+    "worker.tracing": (),
     "worker.storage": ("worker.config", "worker.errors", "worker.files"),
     "worker.callbacks": (),
     "worker.pipeline": ("catalog.codes", *_BASICS),

@@ -118,3 +118,16 @@ def test_the_api_is_published_on_loopback_and_ready_only_when_its_servers_answer
     webhooks = services["worker-webhooks"]
     assert webhooks["command"][2:4] == ["--queues", "webhooks"]
     assert "threads" in webhooks["command"]
+
+
+def test_traces_go_to_a_viewer_published_on_loopback_only() -> None:
+    services = compose_config()["services"]
+    jaeger = services["jaeger"]
+    hosts = [p["host_ip"] if isinstance(p, dict) else p.split(":")[0] for p in jaeger["ports"]]
+    assert hosts == ["127.0.0.1"]
+    for name in ("api", "worker-interactive", "worker-bulk", "worker-webhooks", "beat"):
+        endpoint = services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert endpoint == "http://jaeger:4318", name
+    turned_off = run_config({**example_environment(), "OTEL_EXPORTER_OTLP_ENDPOINT": ""})
+    off = yaml.safe_load(turned_off.stdout)["services"]["api"]["environment"]
+    assert off["OTEL_EXPORTER_OTLP_ENDPOINT"] in ("", None)

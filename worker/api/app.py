@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catalog.db import get_sessionmaker
-from worker import client
+from worker import client, tracing
 from worker.api import review
 from worker.api.deps import Services
 from worker.api.edge import RefuseControlCharacters
@@ -34,6 +34,7 @@ from worker.config import Settings, get_settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
+    tracing.configure("fashion-api")  # before the engines and clients exist
     app = FastAPI(
         title="Fashion classifier",
         version="1",
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(review.router)
+    tracing.instrument_app(app)
     return app
 
 

@@ -22,10 +22,13 @@ def api(host: str, port: int, workers: int, log_level: str) -> None:
     The OpenAPI schema at /openapi.json (docs at /docs with FASHION_API_DOCS=true),
     health at /livez and /readyz, Prometheus at /metrics. Callers authenticate with an API key
     (`fashion api-key create NAME`). Configured by FASHION_* variables, like the
-    workers it feeds.
+    workers it feeds; with OTEL_EXPORTER_OTLP_ENDPOINT set, it exports traces.
     """
     import uvicorn
 
+    from worker import tracing
+
+    tracing.configure("fashion-api")  # before the check below opens the database
     warn_about_what_is_missing(get_settings())
     uvicorn.run(
         "worker.api.app:factory",

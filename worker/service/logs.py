@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from worker import tracing
 from worker.config import Settings
 
 _context: contextvars.ContextVar[dict[str, list] | None] = contextvars.ContextVar(
@@ -34,11 +35,15 @@ def job_context(**ids: Sequence) -> Iterator[None]:
 
 
 class JobContextFilter(logging.Filter):
-    """Copies the job context onto each record (``record.job_ids``, ``record.product_ids``)."""
+    """Copies the job context onto each record (``record.job_ids``, ``record.product_ids``)
+    and, when traces are on, the current trace's id (``record.trace_id``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in (_context.get() or {}).items():
             setattr(record, key, value)
+        trace_id = tracing.current_trace_id()
+        if trace_id is not None:
+            record.trace_id = trace_id
         return True
 
 

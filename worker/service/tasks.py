@@ -25,6 +25,7 @@ from celery.signals import (
 )
 
 from catalog.codes import ErrorCode
+from worker import tracing
 from worker.config import Settings
 from worker.service import health, logs, metrics
 from worker.service.batching import MicroBatches
@@ -143,7 +144,9 @@ def connect_signals(settings: Settings) -> None:
 
     @worker_process_init.connect(weak=False)
     def load_per_process(**_kwargs: object) -> None:
-        """Load the model and open the store in each child, after fork, never at import."""
+        """Load the model and open the store in each child, after fork, never at import
+        (and start exporting traces there, when they are on)."""
+        tracing.configure("fashion-worker")
         live_classifier(settings)
         get_store(settings)
 
@@ -175,7 +178,8 @@ def _register_upload_tasks(app: Celery, settings: Settings) -> None:
                 continue
             retries[job_id] = retry
         if retries:
-            classify_batch(list(retries), retries, settings)
+            with tracing.batch_span(CLASSIFY_TASK, [r.request_dict or {} for r in requests]):
+                classify_batch(list(retries), retries, settings)
 
     def classify_one(*args: object, **kwargs: object) -> None:
         """Classify one upload: the same path, one message per call (no micro-batching)."""
