@@ -116,7 +116,7 @@ def measure_capacity(
     steps = asyncio.run(_drive(url, key, photos, step_s))
     accepted = [job_id for step in steps for job_id in step.accepted]
     results = client.wait(accepted, timeout=120, settings=settings)
-    lost = sum(1 for job in results.values() if job is None or job.status != "done")
+    lost = sum(1 for job in results.values() if job is None or job.status != JobStatus.DONE)
     in_time = [step for step in steps if step.in_time]
     best = in_time[-1] if in_time else None
     return {
