@@ -121,3 +121,18 @@ def test_without_redis_waiters_poll_as_before(local_settings, open_api) -> None:
 
     assert answer.json()["status"] == "done" and seconds < 0.25
     assert not waiters.listening and waiters.pushed == 0 and waiters.reads > 5
+
+
+def test_client_wait_polls_the_catalog_when_redis_cannot_be_reached(service_settings) -> None:
+    """No notices to be had (Redis down): ``client.wait`` still answers, by polling."""
+    from tests.support.servers import free_port
+
+    job_id = never_sent_job(service_settings)
+    finish(service_settings, job_id, announce=False)
+    unreachable = service_settings.model_copy(
+        update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"}
+    )
+
+    answer = client.wait([job_id], timeout=5, settings=unreachable)
+
+    assert answer[job_id].status == "done"

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import kombu.exceptions
+import redis
 import sqlalchemy.exc
 
 from catalog.codes import ErrorCode
@@ -188,7 +189,7 @@ def wait(
     pending = list(job_ids)
     results: dict[str, JobResult | None] = {}
     deadline = time.monotonic() + timeout
-    notices = FinishedNotices(settings) if pushes_completion(settings) else None
+    notices = _subscribed(settings)
     to_read = pending
     try:
         while True:
@@ -200,15 +201,30 @@ def wait(
             remaining = deadline - time.monotonic()
             if not pending or remaining <= 0:
                 return results
+            to_read = pending
             if notices is None:
                 time.sleep(min(poll_interval, remaining))
-                to_read = pending
-            else:  # the jobs a notice named, or all of them when none came in time
+                continue
+            try:  # the jobs a notice named, or all of them when none came in time
                 named = notices.wait_for(set(pending), min(SAFETY_POLL_S, remaining))
                 to_read = [job_id for job_id in pending if job_id in named] or pending
+            except redis.RedisError:  # Redis went away: poll the catalog meanwhile
+                notices.close()
+                notices = None
     finally:
         if notices is not None:
             notices.close()
+
+
+def _subscribed(settings: Settings) -> FinishedNotices | None:
+    """A subscription to the worker's notices, or ``None`` where there are none (the
+    folder broker) or Redis cannot be reached now (``wait`` then polls the catalog)."""
+    if not pushes_completion(settings):
+        return None
+    try:
+        return FinishedNotices(settings)
+    except redis.RedisError:
+        return None
 
 
 def enqueue_product_classification(
