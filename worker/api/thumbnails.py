@@ -12,12 +12,11 @@ to 3.2 GB, kept until restart.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 from worker.config import Settings
 from worker.errors import ObjectMissingError
+from worker.files import ChildFailed, run_child
 from worker.storage import ObjectStore, thumbnail_key
 
 CHILD_TIMEOUT_S = 30
@@ -42,21 +41,9 @@ def thumbnail(store: ObjectStore, image_key: str, settings: Settings) -> bytes:
 
 
 def _make_in_a_child(data: bytes, settings: Settings) -> bytes:
-    command = [
-        sys.executable,
-        "-m",
-        "worker.pipeline.thumbnail",
-        str(settings.max_upload_bytes),
-        str(settings.max_image_pixels),
-    ]
+    limits = (str(settings.max_upload_bytes), str(settings.max_image_pixels))
     with _one_child_at_a_time:
         try:
-            done = subprocess.run(
-                command, input=data, capture_output=True, timeout=CHILD_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ThumbnailError(f"the decode took over {CHILD_TIMEOUT_S} s") from exc
-    if done.returncode != 0 or not done.stdout:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["killed"]
-        raise ThumbnailError(f"no thumbnail: {reason[0]}")
-    return done.stdout
+            return run_child("worker.pipeline.thumbnail", data, *limits, timeout=CHILD_TIMEOUT_S)
+        except ChildFailed as exc:
+            raise ThumbnailError(f"no thumbnail: {exc}") from exc

@@ -18,10 +18,11 @@ from __future__ import annotations
 import io
 import json
 import resource
-import subprocess
 import sys
 
 from PIL import ExifTags, Image
+
+from worker.files import ChildFailed, run_child
 
 WORKING_SIDE = 1024
 #: Reduced a band of rows of about this many pixels at a time.
@@ -85,19 +86,10 @@ def in_a_child(data: bytes) -> Image.Image:
     """``data`` decoded (its first frame) and reduced to the working size by a child
     process: the image's mode, its pixels and its EXIF orientation, nothing else."""
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "worker.pipeline.reduce"],
-            input=data,
-            capture_output=True,
-            timeout=CHILD_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ChildDecodeError(f"the decode took over {CHILD_TIMEOUT_S} s") from exc
-    header, _, pixels = done.stdout.partition(b"\n")
-    if done.returncode != 0 or not header:
-        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["killed"]
-        raise ChildDecodeError(reason[0])
+        answer = run_child("worker.pipeline.reduce", data, timeout=CHILD_TIMEOUT_S)
+    except ChildFailed as exc:
+        raise ChildDecodeError(str(exc)) from exc
+    header, _, pixels = answer.partition(b"\n")
     shape = json.loads(header)
     image = Image.frombytes(shape["mode"], tuple(shape["size"]), pixels)
     if shape["orientation"]:
