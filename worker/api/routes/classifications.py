@@ -145,11 +145,10 @@ async def create_classification(
         except CallbackUrlError as exc:
             raise ApiError(400, ApiErrorCode.INVALID_REQUEST, str(exc)) from exc
     job_id = uuid.uuid4()
-    # Watched before it exists: its notice cannot come unheard, and no read of its
-    # status is needed before waiting (one thread-pool hop and query less).
-    async with app.waiters.watching(job_id) as finished:
+
+    async def submit() -> client.Submission:
         try:
-            submitted = await run_in_threadpool(
+            return await run_in_threadpool(
                 lambda: client.submit_upload(
                     upload.data,
                     upload.filename,
@@ -165,8 +164,16 @@ async def create_classification(
             raise ApiError(409, ApiErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
         except FashionError as exc:
             raise ApiError(400, exc.code, exc.message) from exc
-        if submitted.created and wait > 0:
-            await finished(wait)
+
+    if wait > 0:
+        # Watched before it exists: its notice cannot come unheard, and no read of its
+        # status is needed before waiting (one thread-pool hop and query less).
+        async with app.waiters.watching(job_id) as finished:
+            submitted = await submit()
+            if submitted.created:
+                await finished(wait)
+    else:  # nobody waits: no waiter, no poller, no subscription
+        submitted = await submit()
     headers = {"Location": f"/v1/classifications/{submitted.job_id}"}
     if submitted.created:
         app.depth.accepted()
