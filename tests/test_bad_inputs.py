@@ -264,7 +264,7 @@ import sys
 from pathlib import Path
 
 from worker.config import Settings
-from worker.service.jobs import fetch_and_prepare_all
+from worker.service.jobs import fetch_all, prepare_fetched
 from worker.storage import get_store
 
 settings = Settings(data_dir=Path(sys.argv[2]), fetch_threads=8)
@@ -280,7 +280,7 @@ def peak_mb():
 
 
 before = peak_mb()
-prepared = fetch_and_prepare_all(settings, keys)
+prepared = [prepare_fetched(settings, item) for item in fetch_all(settings, keys)]
 print(sum(hasattr(item, "pixels") for item in prepared), before, peak_mb())
 """
 

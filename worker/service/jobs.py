@@ -57,20 +57,6 @@ def fetch(settings: Settings, image_key: str | None) -> StoredObject | FashionEr
         return exc
 
 
-def fetch_and_prepare_all(
-    settings: Settings, image_keys: Sequence[str | None]
-) -> list[ModelInput | FashionError]:
-    """Each photo as the model's input, or the error it ends with; shared by uploads and
-    catalog photos, so both are judged by the same limits.
-
-    Fetched concurrently (``FASHION_FETCH_THREADS``: storage latency), prepared one
-    after the other in this thread: decoding is CPU work, and decoded in eight
-    threads, sixteen 40 Mpx uploads took the process to ~1 GB (each thread's malloc
-    arena kept its own ~120 MB), against ~270 MB here.
-    """
-    return [prepare_fetched(settings, item) for item in fetch_all(settings, image_keys)]
-
-
 def fetch_all(
     settings: Settings, image_keys: Sequence[str | None]
 ) -> list[StoredObject | FashionError]:
@@ -84,7 +70,13 @@ def fetch_all(
 def prepare_fetched(
     settings: Settings, fetched: StoredObject | FashionError
 ) -> ModelInput | FashionError:
-    """A fetched photo as the model's input, or the error it ends with."""
+    """A fetched photo as the model's input, or the error it ends with; uploads and
+    catalog photos alike, so both are judged by the same limits.
+
+    A batch's photos are fetched concurrently (``fetch_all``: storage latency) and
+    prepared one after the other in one thread: decoding is CPU work, and decoded in
+    eight threads, sixteen 40 Mpx uploads took the process to ~1 GB (each thread's
+    malloc arena kept its own ~120 MB), against ~270 MB this way."""
     if isinstance(fetched, FashionError):
         return fetched
     try:
@@ -174,12 +166,11 @@ class StageClock:
         self._last = time.perf_counter()
         self.stages: dict[str, float] = {}
 
-    def lap(self, stage: str) -> float:
-        """The ms since the last lap, recorded as ``stage``."""
+    def lap(self, stage: str) -> None:
+        """Record the ms since the last lap as ``stage``."""
         now = time.perf_counter()
         self.stages[stage] = (now - self._last) * 1000
         self._last = now
-        return self.stages[stage]
 
 
 def record_results(
