@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 
+import pytest
 import redis
 
 from tests.support.factories import png_bytes
@@ -114,6 +116,32 @@ def test_a_burst_is_micro_batched_by_a_real_worker(
     assert max(started.values()) <= service_settings.batch_max_size
 
 
+@pytest.mark.parametrize("eager", [True, False])
+def test_an_idle_worker_starts_a_lone_upload_without_waiting_for_the_timer(
+    service_settings, start_worker, fashion_mnist, eager
+) -> None:
+    """Eager (the default), an upload that finds the pool process free starts at once;
+    not eager, it waits the whole batch timer (here 1 s) for neighbours."""
+    settings = service_settings.model_copy(
+        update={"batch_max_wait_ms": 1000, "batch_eager": eager}
+    )
+    start_worker(settings, queues="interactive", prefetch=settings.batch_max_size)
+    jobs = [
+        client.submit(png_bytes(image), "one.png", settings=settings)
+        for image in fashion_mnist.test_images[:1]
+    ]
+    assert client.wait(jobs, timeout=60, settings=settings)[jobs[0]].status == "done"
+    time.sleep(1.5)  # the worker idle again, its timer gone
+    lone = client.submit(png_bytes(fashion_mnist.test_images[1]), "two.png", settings=settings)
+    assert client.wait([lone], timeout=30, settings=settings)[lone].status == "done"
+
+    queued_ms = job_row(settings, lone).timings["queued"]
+    if eager:
+        assert queued_ms < 500, queued_ms
+    else:
+        assert queued_ms >= 900, queued_ms
+
+
 def test_micro_batching_is_off_where_the_worker_loop_cannot_time_it() -> None:
     from worker.config import Settings
 
@@ -123,9 +151,10 @@ def test_micro_batching_is_off_where_the_worker_loop_cannot_time_it() -> None:
 
 
 def _idle_worker_with_slow_flush(service_settings, start_worker, fashion_mnist):
-    """A real micro-batching worker whose batches wait 0.5 s, so messages sent back to
-    back are sure to share one batch; warmed up with one upload."""
-    settings = service_settings.model_copy(update={"batch_max_wait_ms": 500})
+    """A real micro-batching worker whose batches wait 0.5 s, even with a process free
+    (not eager), so messages sent back to back are sure to share one batch; warmed up
+    with one upload."""
+    settings = service_settings.model_copy(update={"batch_max_wait_ms": 500, "batch_eager": False})
     start_worker(settings, queues="interactive", prefetch=settings.batch_max_size)
     warm = client.submit(png_bytes(fashion_mnist.test_images[0]), "w.png", settings=settings)
     assert client.wait([warm], timeout=60, settings=settings)[warm].status == "done"

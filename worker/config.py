@@ -154,7 +154,16 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="Most uploads one interactive micro-batch holds."
     )
     batch_max_wait_ms: float = Field(
-        2.0, gt=0, le=1000, description="Longest an upload waits for its micro-batch to fill."
+        2.0,
+        gt=0,
+        le=1000,
+        description="Longest an upload waits for its micro-batch to fill (with "
+        "FASHION_BATCH_EAGER, only while every pool process is busy).",
+    )
+    batch_eager: bool = Field(
+        True,
+        description="An upload that finds a pool process free starts at once; those that "
+        "arrive while every process is busy share the next batch.",
     )
     interactive_queue: str = Field("interactive", description="Queue for single uploads.")
     bulk_queue: str = Field("bulk", description="Queue for bulk re-classification.")

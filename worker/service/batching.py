@@ -1,4 +1,13 @@
-"""Micro-batching of uploads: celery-batches' ``Batches``, made safe to run for months.
+"""Micro-batching of uploads: celery-batches' ``Batches``, made safe to run for months,
+and started at once when a pool process is free.
+
+celery-batches flushes its buffer on a timer (``FASHION_BATCH_MAX_WAIT_MS``) or once
+it holds ``FASHION_BATCH_MAX_SIZE`` messages, so an upload reaching an idle worker
+waited the whole timer for neighbours that were not coming. Here (``eager``, the
+default) an upload that finds a pool process free is handed to it at once, and a
+process that finishes a batch takes what gathered meanwhile: an idle worker adds no
+wait, and under load the batches grow with the load (the uploads that arrive while
+every process is busy share the next batch). The timer stays, as the backstop.
 
 Two gaps in celery-batches (0.10) could leave an interactive worker alive, answering
 pings, and consuming nothing:
@@ -32,7 +41,13 @@ log = logging.getLogger(__name__)
 
 class MicroBatches(Batches):
     """``Batches`` whose messages are always acknowledged or given back, and whose
-    ETA messages do not hold prefetch slots."""
+    ETA messages do not hold prefetch slots; ``eager``: flushed at once while a pool
+    process is free."""
+
+    #: Hand a message to a free pool process at once (not after ``flush_interval``).
+    eager = True
+    #: Batches handed to the pool and not yet returned (read in the worker's loop).
+    _running = 0
 
     def Strategy(self, task: Batches, app: Celery, consumer: Consumer) -> Callable:
         # consumer.qos is made after the strategies: look it up when a message comes.
@@ -45,8 +60,19 @@ class MicroBatches(Batches):
             if (message.headers or {}).get("eta"):
                 consumer.qos.increment_eventually()
             handle(message, body, ack, reject, callbacks, **kw)
+            self._flush_if_free()
 
         return on_message
+
+    def _flush_if_free(self) -> None:
+        """Flush the buffer now if ``eager`` and a pool process is free: an empty buffer
+        flushes nothing, and a missed return only falls back to the timer."""
+        if self.eager and self._running < self._pool.limit and not self._buffer.empty():
+            self._do_flush()
+
+    def _returned(self) -> None:
+        self._running = max(0, self._running - 1)
+        self._flush_if_free()
 
     def flush(self, requests: Collection[Request]) -> Any:
         for request in requests:
@@ -64,6 +90,7 @@ class MicroBatches(Batches):
         def on_return(result: Any) -> None:
             for request in acks_late:
                 request.acknowledge()
+            self._returned()
 
         def on_pool_error(exc_info: Any) -> None:
             log.error(
@@ -73,7 +100,9 @@ class MicroBatches(Batches):
             )
             for request in acks_late:
                 request.reject(requeue=True)
+            self._returned()
 
+        self._running += 1
         return self._pool.apply_async(
             apply_batches_task,
             (self, serializable, 0, None),

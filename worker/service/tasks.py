@@ -166,8 +166,9 @@ def _register_upload_tasks(app: Celery, settings: Settings) -> None:
 
         celery-batches buffers the messages a worker has received and flushes them
         as one call every ``FASHION_BATCH_MAX_WAIT_MS`` or at ``FASHION_BATCH_MAX_SIZE``
-        messages, whichever comes first; an idle worker therefore adds at most the
-        wait to a single upload. Messages are acknowledged after the batch returns.
+        messages, whichever comes first; with ``FASHION_BATCH_EAGER`` also at once
+        while a pool process is free (``batching.MicroBatches``), so an idle worker
+        adds no wait. Messages are acknowledged after the batch returns.
         """
         retries = {}
         for request in requests:
@@ -200,6 +201,7 @@ def _register_upload_tasks(app: Celery, settings: Settings) -> None:
             base=MicroBatches,
             flush_every=settings.micro_batch_size,
             flush_interval=settings.batch_max_wait_ms / 1000,
+            eager=settings.batch_eager,
             acks_late=True,
             ignore_result=True,
         )(classify_micro_batch)
