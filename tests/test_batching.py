@@ -122,9 +122,7 @@ def test_an_idle_worker_starts_a_lone_upload_without_waiting_for_the_timer(
 ) -> None:
     """Eager (the default), an upload that finds the pool process free starts at once;
     not eager, it waits the whole batch timer (here 1 s) for neighbours."""
-    settings = service_settings.model_copy(
-        update={"batch_max_wait_ms": 1000, "batch_eager": eager}
-    )
+    settings = service_settings.model_copy(update={"batch_max_wait_ms": 1000, "batch_eager": eager})
     start_worker(settings, queues="interactive", prefetch=settings.batch_max_size)
     jobs = [
         client.submit(png_bytes(image), "one.png", settings=settings)
