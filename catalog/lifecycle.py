@@ -51,12 +51,13 @@ class Finished:
 class Claim:
     """What ``claim_jobs`` did with each id it was given.
 
-    ``claimed``: now ``running``, id → image key. ``settled``: not to be worked on,
-    id → its terminal status, or ``None`` for an unknown id. ``finished``: those
-    this claim ended (``poison``).
+    ``claimed``: now ``running``, id → image key (``digests``: id → the upload's
+    sha256). ``settled``: not to be worked on, id → its terminal status, or ``None``
+    for an unknown id. ``finished``: those this claim ended (``poison``).
     """
 
     claimed: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
     settled: dict[str, JobStatus | None] = field(default_factory=dict)
     finished: list[Finished] = field(default_factory=list)
 
@@ -174,6 +175,7 @@ def claim_jobs(
             job.started_at = now
             job.requeued_at = None
             claim.claimed[job_id] = job.image_key
+            claim.digests[job_id] = job.content_sha256
     return claim
 
 

@@ -53,10 +53,10 @@ def test_an_unexpected_error_fails_only_the_job_that_causes_it(
     ]
     real = retry.classify_jobs
 
-    def broken_for_the_second(job_ids, *, settings, retries=None):
+    def broken_for_the_second(job_ids, *, settings, **options):
         if jobs[1] in job_ids:
             raise RuntimeError("bug triggered by this upload")
-        return real(job_ids, settings=settings, retries=retries)
+        return real(job_ids, settings=settings, **options)
 
     monkeypatch.setattr(retry, "classify_jobs", broken_for_the_second)
     retry.classify_batch(jobs, {}, local_settings)

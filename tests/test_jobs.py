@@ -10,10 +10,11 @@ import pytest
 from catalog.db import get_sessionmaker
 from catalog.queries import get_job, similar_for_job
 from tests.support.factories import make_product, png_bytes, random_embedding
-from tests.support.jobs import enqueue_by_hand
+from tests.support.jobs import enqueue_by_hand, job_row
 from worker.config import Settings
 from worker.errors import JobNotFoundError
-from worker.service.jobs import classify_job
+from worker.service.jobs import classify_job, classify_jobs
+from worker.storage import get_store
 
 
 @pytest.fixture(params=["local", "services"])
@@ -150,3 +151,25 @@ def test_a_done_upload_keeps_where_its_time_went_stage_by_stage(settings, fashio
     assert all(ms >= 0 for ms in timings.values()) and timings["inference"] > 0
     total_ms = (as_utc(finished) - as_utc(created)).total_seconds() * 1000
     assert sum(timings.values()) == pytest.approx(total_ms, abs=0.1)
+
+
+def test_an_upload_its_message_carried_is_classified_without_fetching_it(
+    settings, fashion_mnist
+) -> None:
+    """The bytes a message carries stand in for the stored photo (issue 36: one S3
+    round trip less per upload), but only when they are the upload's own."""
+    data = png_bytes(fashion_mnist.test_images[0])
+    carried, forged = enqueue_by_hand(settings, data), enqueue_by_hand(settings, data)
+    for job_id in (carried, forged):  # gone from storage: a fetch would fail
+        get_store(settings).delete(f"uploads/{job_id}")
+
+    statuses = classify_jobs(
+        [carried, forged],
+        settings=settings,
+        photos={carried: data, forged: png_bytes(fashion_mnist.test_images[1])},
+    )
+
+    assert statuses == {carried: "done", forged: "failed"}
+    assert job_row(settings, carried).label == int(fashion_mnist.test_labels[0])
+    # Not its upload (another sha256): fetched instead, and the stored one is missing.
+    assert job_row(settings, forged).error_code == "object_missing"

@@ -3,15 +3,21 @@ alone with a warning, never a traceback in the worker."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 
 import pytest
+import redis
 
+from tests.support.factories import png_bytes
+from worker import client
 from worker.service.celery_app import make_celery
 from worker.service.messages import (
     CLASSIFY_PRODUCTS_TASK,
     MalformedMessage,
     ProductChunk,
+    message_photo,
     product_chunk_arguments,
 )
 from worker.service.tasks import register_tasks
@@ -54,3 +60,29 @@ def test_the_chunk_task_drops_a_malformed_message_with_a_warning(local_settings,
             outcome = task.apply(args=args, kwargs=kwargs).get()
             assert outcome == {"classified": 0, "failed": 0, "skipped": 0}
     assert caplog.text.count(f"dropping a malformed {CLASSIFY_PRODUCTS_TASK} message") == 8
+
+
+def _queued_kwargs(settings) -> list[dict]:
+    queue = redis.Redis.from_url(settings.resolved_broker_url)
+    messages = [json.loads(m) for m in queue.lrange(settings.interactive_queue, 0, -1)]
+    return [json.loads(base64.b64decode(m["body"]))[1] for m in reversed(messages)]
+
+
+def test_an_upload_up_to_the_inline_limit_travels_in_its_message(
+    service_settings, fashion_mnist
+) -> None:
+    data = png_bytes(fashion_mnist.test_images[0])
+    client.submit(data, "small.png", settings=service_settings)
+    just_over = service_settings.model_copy(update={"inline_photo_bytes": len(data) - 1})
+    client.submit(data, "large.png", settings=just_over)
+
+    small, large = _queued_kwargs(service_settings)
+    assert message_photo(small) == data
+    assert "photo" not in (large or {}) and message_photo(large) is None
+
+
+@pytest.mark.parametrize("photo", ["not base64!", 42, ["a"]])
+def test_a_photo_that_is_not_base64_is_ignored_with_a_warning(photo, caplog) -> None:
+    """The stored photo is the record: the worker fetches it instead."""
+    assert message_photo({"photo": photo}) is None
+    assert "not base64" in caplog.text

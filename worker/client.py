@@ -96,9 +96,10 @@ def submit_upload(
     a callback URL, and the new job's id (the API watches for it before it exists).
 
     The order makes a crash at any point safe: the object is stored, then the job
-    row committed, then the message sent. Killed before the commit, nothing was
-    accepted (at most an unreferenced object); killed after it, the sweeper sends
-    the job's message again.
+    row committed, then the message sent (carrying the bytes too, up to
+    ``FASHION_INLINE_PHOTO_BYTES``, so the worker need not fetch them). Killed
+    before the commit, nothing was accepted (at most an unreferenced object); killed
+    after it, the sweeper sends the job's message again (without the bytes).
     """
     if len(data) > settings.max_upload_bytes:
         raise ImageError(
@@ -137,7 +138,10 @@ def submit_upload(
             raise
         return earlier
     try:
-        send_classify(settings, str(job_id), queue=queue, expires=deadline)
+        inline = len(data) <= settings.inline_photo_bytes
+        send_classify(
+            settings, str(job_id), queue=queue, expires=deadline, photo=data if inline else None
+        )
     except kombu.exceptions.OperationalError as exc:
         with sessions.begin() as session:
             fail_job(

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         None, description="Folder with the four Fashion-MNIST IDX .gz files (training only)."
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest accepted upload.")
+    inline_photo_bytes: int = Field(
+        256 * 1024,
+        ge=0,
+        le=1024 * 1024,
+        description="Uploads up to this size travel in their queue message too, so the "
+        "worker skips fetching them from storage (which still keeps the photo); 0: never.",
+    )
     max_image_pixels: int = Field(
         40_000_000, gt=0, description="Largest accepted width × height, checked before decoding."
     )

@@ -10,6 +10,7 @@ unreachable) propagate so the caller can retry.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ import redis
 from catalog import lifecycle
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
-from catalog.lifecycle import Finished, claim_jobs, complete_job
+from catalog.lifecycle import Claim, Finished, claim_jobs, complete_job
 from catalog.similar import rank_similar, replace_similar_items
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
@@ -67,6 +68,29 @@ def fetch_all(
         return list(pool.map(lambda key: fetch(settings, key), image_keys))
 
 
+def photos_of(
+    settings: Settings,
+    claim: Claim,
+    photos: Mapping[str, bytes] | None,
+) -> list[StoredObject | FashionError]:
+    """Each claimed job's photo, in claim order: the bytes its message carried when
+    they are the upload's (the same sha256 as its row), fetched from storage otherwise
+    (``fetch_all``)."""
+    carried: dict[str, StoredObject] = {}
+    for job_id, data in (photos or {}).items():
+        if job_id not in claim.claimed:
+            continue
+        if hashlib.sha256(data).hexdigest() == claim.digests.get(job_id):
+            carried[job_id] = StoredObject(data, etag=None)
+        else:
+            log.warning("job %s: its message's photo is not its upload; fetching it", job_id)
+    to_fetch = [job_id for job_id in claim.claimed if job_id not in carried]
+    fetched = dict(
+        zip(to_fetch, fetch_all(settings, [claim.claimed[j] for j in to_fetch]), strict=True)
+    )
+    return [carried.get(job_id) or fetched[job_id] for job_id in claim.claimed]
+
+
 def prepare_fetched(
     settings: Settings, fetched: StoredObject | FashionError
 ) -> ModelInput | FashionError:
@@ -88,7 +112,11 @@ def prepare_fetched(
 
 
 def classify_jobs(
-    job_ids: Sequence[str], *, settings: Settings, retries: Mapping[str, int] | None = None
+    job_ids: Sequence[str],
+    *,
+    settings: Settings,
+    retries: Mapping[str, int] | None = None,
+    photos: Mapping[str, bytes] | None = None,
 ) -> dict[str, str | None]:
     """Run several jobs together: one claim, concurrent fetches, one batched inference.
 
@@ -96,7 +124,8 @@ def classify_jobs(
     end ``failed`` with their code; transient failures (storage or database
     unreachable) propagate, leaving the claimed jobs ``running`` for the caller
     to retry. Micro-batches of interactive uploads and single jobs share this path.
-    ``retries`` (job id → retry number) marks deliveries sent by that retry path.
+    ``retries`` (job id → retry number) marks deliveries sent by that retry path;
+    ``photos`` (job id → bytes) are the uploads their messages carried (``photos_of``).
 
     The live model version labels and searches (one classifier: the job records
     its version). Once the answers are committed and notified, ``shadow.compare``
@@ -116,7 +145,7 @@ def classify_jobs(
         return statuses
 
     clock = StageClock()
-    fetched = fetch_all(settings, list(work.values()))
+    fetched = photos_of(settings, claim, photos)
     clock.lap("fetch")
     loaded = [prepare_fetched(settings, item) for item in fetched]
     for job_id, item in zip(work, loaded, strict=True):

@@ -8,7 +8,9 @@ with ``classify_arguments``; tasks are registered under these names in
 ``worker.service.tasks``.
 
 - ``fashion.classify`` on ``interactive``: args ``[job_id]``; kwargs ``retry`` (int,
-  set by the retry path); ``expires`` set to the job's deadline.
+  set by the retry path) and ``photo`` (the upload's bytes in base64, when it is no
+  larger than ``FASHION_INLINE_PHOTO_BYTES``: the worker then skips fetching it;
+  optional, the stored object stays the record); ``expires`` set to the job's deadline.
 - ``fashion.classify_products`` on ``bulk``: args ``[[product_id, …]]``; kwargs
   ``not_before`` (ISO 8601, an ``all`` run's skip rule), ``redeliveries`` (int).
 - ``fashion.reclassify`` on ``bulk``: kwargs ``mode`` (all / stale), ``trigger``.
@@ -24,8 +26,11 @@ publishes the ids of the jobs it just finished (space-separated), after the comm
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -37,6 +42,8 @@ from celery.schedules import crontab
 
 from worker.config import Settings
 from worker.service.celery_app import make_celery
+
+log = logging.getLogger(__name__)
 
 CLASSIFY_TASK = "fashion.classify"
 CLASSIFY_PRODUCTS_TASK = "fashion.classify_products"
@@ -58,15 +65,22 @@ def send_classify(
     countdown: float | None = None,
     queue: str | None = None,
     expires: float | None = None,
+    photo: bytes | None = None,
 ) -> None:
     """Queue upload job ``job_id`` on the interactive queue (or ``queue``); a retry is
     numbered and sent after ``countdown`` seconds; a worker drops the message unread
     ``expires`` seconds from now (the job's deadline: the sweeper then ends it
-    ``expired``)."""
+    ``expired``). ``photo``, the upload's bytes (already stored), travels with the
+    message so that the worker need not fetch them."""
+    kwargs: dict[str, Any] = {}
+    if retry:
+        kwargs["retry"] = retry
+    if photo is not None:
+        kwargs["photo"] = base64.b64encode(photo).decode("ascii")
     make_celery(settings).send_task(
         CLASSIFY_TASK,
         args=[job_id],
-        kwargs={"retry": retry} if retry else None,
+        kwargs=kwargs or None,
         queue=queue or settings.interactive_queue,
         countdown=countdown,
         expires=expires,
@@ -161,6 +175,20 @@ def classify_arguments(args: Any, kwargs: Any) -> tuple[str, int]:
     if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
         raise MalformedMessage(f"retry must be a whole number ≥ 0, not {retry!r:.100}")
     return job_id, retry
+
+
+def message_photo(kwargs: Any) -> bytes | None:
+    """The upload's bytes a ``fashion.classify`` message carries (its ``photo``), or
+    ``None``: none, or not base64 (logged; the worker fetches the stored photo, which
+    is the record, so a bad copy costs a fetch and loses nothing)."""
+    encoded = kwargs.get("photo") if isinstance(kwargs, Mapping) else None
+    if encoded is None:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        log.warning("a message's photo is not base64 (%.40r…); fetching the stored one", encoded)
+        return None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ dropped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import botocore.exceptions
 import sqlalchemy.exc
@@ -97,8 +98,14 @@ def retry_or_fail(
         )
 
 
-def classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settings) -> None:
+def classify_batch(
+    job_ids: list[str],
+    retries: dict[str, int],
+    settings: Settings,
+    photos: Mapping[str, bytes] | None = None,
+) -> None:
     """Classify a micro-batch; never raises, so every message is acknowledged.
+    ``photos``: the bytes some messages carried (``messages.message_photo``).
 
     A transient error queues the batch's jobs again with backoff; an unexpected one
     is isolated by running the jobs one at a time, so only the job that causes
@@ -106,14 +113,14 @@ def classify_batch(job_ids: list[str], retries: dict[str, int], settings: Settin
     """
     with logs.job_context(job_ids=job_ids):
         try:
-            statuses = classify_jobs(job_ids, settings=settings, retries=retries)
+            statuses = classify_jobs(job_ids, settings=settings, retries=retries, photos=photos)
         except TRANSIENT_ERRORS as exc:
             retry_or_fail(job_ids, retries, exc, settings)
             return
         except Exception as exc:  # noqa: BLE001 - a job must end failed, never vanish
             if len(job_ids) > 1:
                 for job_id in job_ids:
-                    classify_batch([job_id], retries, settings)
+                    classify_batch([job_id], retries, settings, photos)
                 return
             log.exception("job %s failed unexpectedly", job_ids[0])
             _record_failure(job_ids[0], ErrorCode.INTERNAL_ERROR, exc, settings)

@@ -40,6 +40,7 @@ from worker.service.messages import (
     WEBHOOK_TASK,
     MalformedMessage,
     classify_arguments,
+    message_photo,
     product_chunk_arguments,
 )
 from worker.service.products import classify_products
@@ -170,7 +171,7 @@ def _register_upload_tasks(app: Celery, settings: Settings) -> None:
         while a pool process is free (``batching.MicroBatches``), so an idle worker
         adds no wait. Messages are acknowledged after the batch returns.
         """
-        retries = {}
+        retries, photos = {}, {}
         for request in requests:
             try:
                 job_id, retry = classify_arguments(request.args, request.kwargs)
@@ -178,9 +179,11 @@ def _register_upload_tasks(app: Celery, settings: Settings) -> None:
                 log.error("dropping malformed message %s: %s", request.id, exc)
                 continue
             retries[job_id] = retry
+            if (photo := message_photo(request.kwargs)) is not None:
+                photos[job_id] = photo
         if retries:
             with tracing.batch_span(CLASSIFY_TASK, [r.request_dict or {} for r in requests]):
-                classify_batch(list(retries), retries, settings)
+                classify_batch(list(retries), retries, settings, photos)
 
     def classify_one(*args: object, **kwargs: object) -> None:
         """Classify one upload: the same path, one message per call (no micro-batching)."""
@@ -189,7 +192,9 @@ def _register_upload_tasks(app: Celery, settings: Settings) -> None:
         except MalformedMessage as exc:
             log.error("dropping malformed message: %s", exc)
             return
-        classify_batch([job_id], {job_id: retry}, settings)
+        photo = message_photo(kwargs)
+        photos = {} if photo is None else {job_id: photo}
+        classify_batch([job_id], {job_id: retry}, settings, photos)
 
     # Micro-batching needs timers that fire every few milliseconds; the filesystem
     # transport's worker loop runs them every 2 s, so there (and with
