@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -45,6 +46,9 @@ class Finished:
     latency_s: float | None
     #: The job has a ``callback_url``: the caller sends its webhook.
     callback: bool = False
+    #: The job as callers see it (``catalog.public.job_answer``, JSON-ready), where the
+    #: one who finished it had it in hand: announced with its end.
+    answer: dict[str, Any] | None = None
 
 
 @dataclass

@@ -88,6 +88,25 @@ class ProductSimilar(_Shape):
 
 def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
     """``job`` as callers see it, with its similar items."""
+    return job_answer(
+        job,
+        [
+            SimilarItem(
+                rank=item.rank,
+                sku=item.sku,
+                name=item.name,
+                score=item.score,
+                in_stock=item.in_stock,
+            )
+            for item in similar_for_job(session=session, job_id=job.id) or []
+        ],
+    )
+
+
+def job_answer(job: ClassificationJob, similar: list[SimilarItem]) -> JobResult:
+    """``job`` as callers see it, with ``similar`` (``job_result`` reads them; a worker
+    that just wrote them has them in hand, and announces this answer with the job's
+    end: ``messages.announce_finished``)."""
     created_at, finished_at = (
         None if moment is None else as_utc(moment).isoformat()
         for moment in (job.created_at, job.finished_at)
@@ -103,16 +122,7 @@ def job_result(*, session: Session, job: ClassificationJob) -> JobResult:
         family=job.family,
         model_version=job.model_version,
         error=JobError(code=job.error_code, message=job.error_message) if failed else None,
-        similar=[
-            SimilarItem(
-                rank=item.rank,
-                sku=item.sku,
-                name=item.name,
-                score=item.score,
-                in_stock=item.in_stock,
-            )
-            for item in similar_for_job(session=session, job_id=job.id) or []
-        ],
+        similar=similar,
         created_at=created_at,
         finished_at=finished_at,
     )

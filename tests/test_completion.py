@@ -5,6 +5,7 @@ poll (``SAFETY_POLL_S``), never the answer."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -13,10 +14,10 @@ import pytest
 
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import claim_jobs, complete_job
-from tests.support.factories import make_key
+from tests.support.factories import make_key, make_product, png_bytes, random_embedding
 from tests.support.jobs import never_sent_job
 from worker import client
-from worker.service.messages import SAFETY_POLL_S, announce_finished
+from worker.service.messages import SAFETY_POLL_S, announce_finished, finished_notice
 
 
 def finish(settings, job_id: str, *, announce: bool) -> float:
@@ -136,3 +137,51 @@ def test_client_wait_polls_the_catalog_when_redis_cannot_be_reached(service_sett
     answer = client.wait([job_id], timeout=5, settings=unreachable)
 
     assert answer[job_id].status == "done"
+
+
+def test_a_waiting_upload_is_answered_from_the_notice_as_the_catalog_reads_it(
+    service_settings, start_worker, open_api, fashion_mnist, bundled_model
+) -> None:
+    """The worker announces each job's answer with its end: the API hands it to the
+    waiting upload without reading the catalog, and it is the answer a read gives."""
+    version, size = bundled_model
+    with get_sessionmaker(service_settings.resolved_database_url).begin() as session:
+        for _ in range(3):
+            make_product(
+                session, category="Trouser", embedding=random_embedding(size), model_version=version
+            )
+    start_worker(service_settings)
+    api = open_api(service_settings)
+    key = make_key(service_settings, "web")
+    headers = {"Authorization": f"Bearer {key.key}"}
+
+    posted = api.post(
+        "/v1/classifications",
+        params={"wait": 10},
+        content=png_bytes(fashion_mnist.test_images[2]),
+        headers={**headers, "Content-Type": "image/png"},
+    )
+
+    assert posted.status_code == 200 and posted.json()["status"] == "done"
+    assert api.app.state.services.waiters.answered == 1  # from the notice, not read
+    assert len(posted.json()["similar"]) == 3
+    read = api.get(f"/v1/classifications/{posted.json()['id']}", headers=headers)
+    assert read.json() == posted.json()
+
+
+def test_a_notice_is_read_with_its_answers_without_them_and_when_they_are_garbled(
+    caplog,
+) -> None:
+    first, second = "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "6fa459ea-ee8a-3ca4-894e-db77e160355e"
+    answer = {"id": first, "status": "done"}
+
+    assert finished_notice(f"{first} {second}") == {first: None, second: None}  # older workers
+    assert finished_notice(f"{first} {second}\n{json.dumps({first: answer})}".encode()) == {
+        first: answer,
+        second: None,
+    }
+    assert finished_notice(f"{first}\n[not json") == {first: None}
+    assert "not JSON" in caplog.text
+    assert finished_notice(f"{first}\n{json.dumps({first: 'done'})}") == {first: None}
+    # An older reader of the first line alone still finds the ids among the words.
+    assert {first, second} <= set(f"{first} {second}\n{json.dumps({first: answer})}".split())

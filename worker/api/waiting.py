@@ -1,9 +1,10 @@
 """Requests waiting for their job to finish (``?wait=``): woken by the worker's notice.
 
 A worker publishes the ids of the jobs it finished on ``messages.FINISHED_CHANNEL``
-once their rows are committed. Each API process keeps one subscription (a task on
-its event loop, started with the first waiter) and wakes the requests parked on
-those jobs: no thread and no database read per waiter. A notice can be lost (Redis
+once their rows are committed, with their answers where it has them. Each API
+process keeps one subscription (a task on its event loop, started with the first
+waiter) and wakes the requests parked on those jobs, handing each its job's answer:
+no thread and no database read per waiter, and none to answer it. A notice can be lost (Redis
 restarted, the subscription was being made again), so one shared poller still
 reads every waited-for job in one query, every ``SAFETY_POLL_S`` (1 s) while the
 subscription is up.
@@ -22,7 +23,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import redis.asyncio
 from sqlalchemy import select
@@ -35,11 +37,14 @@ from worker.config import Settings
 from worker.service.messages import (
     FINISHED_CHANNEL,
     SAFETY_POLL_S,
-    finished_ids,
+    finished_notice,
     pushes_completion,
 )
 
 log = logging.getLogger(__name__)
+
+#: A finished job as callers see it (``catalog.public.JobResult``, JSON by alias).
+Answer = dict[str, Any]
 
 #: Reads while some request has waited less than ``FAST_POLLING`` seconds: every 5 ms
 #: (an idle worker answers in ~20-50 ms); after that, every 50 ms. Polling only.
@@ -61,8 +66,8 @@ class Waiters:
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
         self._broker_url = settings.resolved_broker_url if pushes_completion(settings) else None
-        self._waiting: dict[uuid.UUID, set[asyncio.Future[None]]] = {}
-        self._since: dict[asyncio.Future[None], float] = {}
+        self._waiting: dict[uuid.UUID, set[asyncio.Future[Answer | None]]] = {}
+        self._since: dict[asyncio.Future[Answer | None], float] = {}
         self._poller: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         #: The subscription is up: the poller is only the safety net.
@@ -73,36 +78,46 @@ class Waiters:
         self.reads = 0
         #: Waiters woken by a notice.
         self.pushed = 0
+        #: Of them, those handed their job's answer with it.
+        self.answered = 0
 
     async def until_finished(
         self,
         job_id: uuid.UUID,
         timeout: float,
         finished_now: Callable[[], Awaitable[bool]],
-    ) -> None:
-        """Return once job ``job_id`` is finished, or after ``timeout`` seconds.
-        ``finished_now`` is read once the waiter is registered, so a job that finished
-        just before is not waited for and one that finishes after wakes it."""
+    ) -> Answer | None:
+        """Return once job ``job_id`` is finished, or after ``timeout`` seconds: its
+        answer when a notice brought it. ``finished_now`` is read once the waiter is
+        registered, so a job that finished just before is not waited for and one that
+        finishes after wakes it."""
         async with self.watching(job_id) as finished:
             if not await finished_now():
-                await finished(timeout)
+                return await finished(timeout)
+        return None
 
     @contextlib.asynccontextmanager
     async def watching(
         self, job_id: uuid.UUID
-    ) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+    ) -> AsyncIterator[Callable[[float], Awaitable[Answer | None]]]:
         """Register a waiter on ``job_id`` for the block: it gives a function that
         returns once the job finished (from the moment of registration) or after its
-        timeout. For a job not yet submitted, nothing needs reading first."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timeout, with the job's answer (``JobResult`` as JSON) when the notice that
+        woke it carried one (``None``: read the catalog). For a job not yet
+        submitted, nothing needs reading first."""
+        future: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, set()).add(future)
         self._since[future] = time.monotonic()
         self._arrived.set()
         self._start()
 
-        async def finished(timeout: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), timeout)
+        async def finished(timeout: float) -> Answer | None:
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(future), timeout)
+            except TimeoutError:
+                return None
+            self.answered += answer is not None
+            return answer
 
         try:
             yield finished
@@ -115,7 +130,7 @@ class Waiters:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll())
 
-    def _forget(self, job_id: uuid.UUID, future: asyncio.Future[None]) -> None:
+    def _forget(self, job_id: uuid.UUID, future: asyncio.Future[Answer | None]) -> None:
         self._since.pop(future, None)
         waiting = self._waiting.get(job_id)
         if waiting is not None:
@@ -123,12 +138,13 @@ class Waiters:
             if not waiting:
                 del self._waiting[job_id]
 
-    def _wake(self, job_ids: Iterable[uuid.UUID]) -> int:
+    def _wake(self, answers: Mapping[uuid.UUID, Answer | None]) -> int:
+        """Wake the waiters on these jobs, each with its job's answer (or ``None``)."""
         woken = 0
-        for job_id in job_ids:
+        for job_id, answer in answers.items():
             for future in self._waiting.get(job_id, ()):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(answer)
                     woken += 1
         return woken
 
@@ -142,8 +158,10 @@ class Waiters:
                     self.listening = True
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            ids = (_as_uuid(text) for text in finished_ids(message["data"]))
-                            self.pushed += self._wake(job_id for job_id in ids if job_id)
+                            notice = finished_notice(message["data"])
+                            answers = {_as_uuid(text): answer for text, answer in notice.items()}
+                            answers.pop(None, None)
+                            self.pushed += self._wake(answers)
             except (redis.RedisError, OSError):
                 log.warning("the finished-jobs subscription broke; polling meanwhile")
             finally:
@@ -160,7 +178,7 @@ class Waiters:
                 await asyncio.sleep(LAST_POLL)
                 continue
             self.reads += 1
-            self._wake(finished)
+            self._wake(dict.fromkeys(finished))
             if self.listening:
                 await asyncio.sleep(SAFETY_POLL_S)
                 continue

@@ -10,6 +10,7 @@ unreachable) propagate so the caller can retry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -22,6 +23,8 @@ from catalog import lifecycle
 from catalog.codes import ErrorCode, JobStatus
 from catalog.db import get_sessionmaker
 from catalog.lifecycle import Claim, Finished, claim_jobs, complete_job
+from catalog.models import ClassificationJob, Product
+from catalog.public import SimilarItem, job_answer
 from catalog.similar import rank_similar, replace_similar_items
 from worker.config import Settings
 from worker.errors import FashionError, JobNotFoundError
@@ -239,10 +242,27 @@ def record_results(
             replace_similar_items(session=session, job=job, ranked=ranked)
             clock.lap("write")  # the next job's "similar" starts here
             timings.append(job.timings)
-            results.append(done)
+            results.append(dataclasses.replace(done, answer=answer_in_hand(job, ranked)))
     for job_timings in timings:
         metrics.stages(job_timings)
     return results
+
+
+def answer_in_hand(job: ClassificationJob, ranked: Sequence[tuple[Product, float]]) -> dict:
+    """The finished job as callers see it (``catalog.public.job_answer``), from what the
+    worker just wrote: announced with its end, so a waiting caller is answered without
+    reading the catalog again."""
+    similar = [
+        SimilarItem(
+            rank=rank,
+            sku=product.sku,
+            name=product.name,
+            score=float(score),
+            in_stock=product.in_stock,
+        )
+        for rank, (product, score) in enumerate(ranked, start=1)
+    ]
+    return job_answer(job, similar).model_dump(mode="json", by_alias=True)
 
 
 def store_thumbnails(settings: Settings, photos: Sequence[tuple[str, StoredObject]]) -> None:
@@ -268,7 +288,11 @@ def finished(settings: Settings, records: Sequence[Finished]) -> None:
     wakes its waiters (``messages.FINISHED_CHANNEL``), metrics, webhooks. A notice that
     cannot be sent is logged; waiters find the job by their safety-net poll."""
     try:
-        messages.announce_finished(settings, [record.job_id for record in records])
+        messages.announce_finished(
+            settings,
+            [record.job_id for record in records],
+            {record.job_id: record.answer for record in records if record.answer is not None},
+        )
     except redis.RedisError:
         log.warning("could not announce %d finished job(s)", len(records), exc_info=True)
     metrics.jobs_finished(records)

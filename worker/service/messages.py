@@ -20,8 +20,11 @@ with ``classify_arguments``; tasks are registered under these names in
 - ``fashion.purge`` on ``bulk``: no arguments (beat sends it daily).
 
 Beside the queues, one Redis pub/sub channel (``FINISHED_CHANNEL``): a worker
-publishes the ids of the jobs it just finished (space-separated), after the commit;
-``?wait=`` in the API and ``client.wait`` wake on it (``FinishedNotices``).
+publishes the ids of the jobs it just finished (space-separated), after the commit,
+and on a second line, where it has them, their answers as callers see them (a JSON
+object, id → ``JobResult`` by alias); ``?wait=`` in the API and ``client.wait`` wake
+on it (``FinishedNotices``), and the API answers a waiting upload from it without
+reading the catalog. A reader of the first line alone (an older API) still works.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import json
 import logging
 import time
 import uuid
@@ -110,16 +114,51 @@ def _publisher(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
-def announce_finished(settings: Settings, job_ids: Sequence[str]) -> None:
-    """Publish that ``job_ids`` finished (their rows are committed): one message."""
-    if job_ids and pushes_completion(settings):
-        _publisher(settings.resolved_broker_url).publish(FINISHED_CHANNEL, " ".join(job_ids))
+#: Answers past this size (a batch's worth is ~20 kB) are left out of a notice: its
+#: waiters read the catalog instead.
+MAX_NOTICE_ANSWERS_BYTES = 256 * 1024
+
+
+def announce_finished(
+    settings: Settings,
+    job_ids: Sequence[str],
+    answers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Publish that ``job_ids`` finished (their rows are committed), with the
+    ``answers`` (id → ``JobResult`` as JSON, by alias) of those it has: one message."""
+    if not job_ids or not pushes_completion(settings):
+        return
+    payload = " ".join(job_ids)
+    if answers:
+        encoded = json.dumps(answers, separators=(",", ":"))
+        if len(encoded) <= MAX_NOTICE_ANSWERS_BYTES:
+            payload += "\n" + encoded
+    _publisher(settings.resolved_broker_url).publish(FINISHED_CHANNEL, payload)
+
+
+def finished_notice(payload: bytes | str) -> dict[str, dict[str, Any] | None]:
+    """The job ids a ``FINISHED_CHANNEL`` message names, each with its answer, or
+    ``None`` where the message has none (a second line that is not a JSON object of
+    objects is ignored: the waiters read the catalog)."""
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    ids, _, encoded = text.partition("\n")
+    answers: Any = {}
+    if encoded:
+        try:
+            answers = json.loads(encoded)
+        except ValueError:
+            log.warning("a finished-jobs notice's answers are not JSON; ignoring them")
+    if not isinstance(answers, dict):
+        answers = {}
+    return {
+        job_id: answer if isinstance(answer := answers.get(job_id), dict) else None
+        for job_id in ids.split()
+    }
 
 
 def finished_ids(payload: bytes | str) -> set[str]:
     """The job ids a ``FINISHED_CHANNEL`` message names."""
-    text = payload.decode() if isinstance(payload, bytes) else payload
-    return set(text.split())
+    return set(finished_notice(payload))
 
 
 class FinishedNotices:

@@ -22,6 +22,7 @@ from worker.api.auth import Caller
 from worker.api.deps import AppServices, CurrentCaller, Services, not_found, owned_job
 from worker.api.errors import ApiError, ApiErrorCode, error_responses
 from worker.api.uploads import read_upload
+from worker.api.waiting import Answer
 from worker.callbacks import MAX_URL_LENGTH, CallbackUrlError, check_callback_url
 from worker.errors import FashionError
 from worker.service.retention import erase
@@ -86,18 +87,30 @@ def _result(app: Services, caller: Caller, job_id: str) -> JobResult:
         )
 
 
-async def wait_for(app: Services, caller: Caller, job_id: str, wait: float) -> JobResult:
-    """The caller's job once it has finished, or as it is after ``wait`` seconds."""
+async def wait_for(app: Services, caller: Caller, job_id: str, wait: float) -> JobResult | Answer:
+    """The caller's job once it has finished, or as it is after ``wait`` seconds: the
+    answer the worker's notice brought (JSON-ready) or, without one, read."""
     job_uuid = as_uuid(job_id)
     if job_uuid is None:
         raise not_found(f"no job {job_id}")
     if wait > 0:
 
-        async def finished_now() -> bool:
+        async def finished_now() -> bool:  # and the caller's own job, or 404
             return await run_in_threadpool(_status, app, caller, job_id) in TERMINAL_STATUSES
 
-        await app.waiters.until_finished(job_uuid, wait, finished_now)
+        answer = await app.waiters.until_finished(job_uuid, wait, finished_now)
+        if answer is not None:
+            return answer
     return await run_in_threadpool(_result, app, caller, job_id)
+
+
+def answered(job: JobResult | Answer, headers: dict[str, str]) -> JSONResponse | None:
+    """A finished job's answer as the response (``None``: not finished yet)."""
+    if isinstance(job, JobResult):
+        if not job.finished:
+            return None
+        job = job.model_dump(mode="json", by_alias=True)
+    return JSONResponse(job, headers=headers)
 
 
 @router.post(
@@ -165,24 +178,26 @@ async def create_classification(
         except FashionError as exc:
             raise ApiError(400, exc.code, exc.message) from exc
 
+    answer = None
     if wait > 0:
         # Watched before it exists: its notice cannot come unheard, and no read of its
         # status is needed before waiting (one thread-pool hop and query less).
         async with app.waiters.watching(job_id) as finished:
             submitted = await submit()
             if submitted.created:
-                await finished(wait)
+                answer = await finished(wait)
     else:  # nobody waits: no waiter, no poller, no subscription
         submitted = await submit()
     headers = {"Location": f"/v1/classifications/{submitted.job_id}"}
     if submitted.created:
         app.depth.accepted()
-        job = await run_in_threadpool(_result, app, caller, submitted.job_id)
+        # The caller's own new job: the notice's answer needs no read (nor ownership).
+        job = answer or await run_in_threadpool(_result, app, caller, submitted.job_id)
     else:  # an earlier request's job, which may have finished long ago
         headers["Idempotent-Replayed"] = "true"
         job = await wait_for(app, caller, submitted.job_id, wait)
-    if job.finished:
-        return JSONResponse(job.model_dump(mode="json", by_alias=True), headers=headers)
+    if (finished_answer := answered(job, headers)) is not None:
+        return finished_answer
     response.headers.update(headers)
     return Accepted(id=job.job_id, status=job.status)
 
@@ -194,10 +209,11 @@ async def create_classification(
 )
 async def read_classification(
     job_id: str, app: AppServices, caller: CurrentCaller, wait: WaitSeconds = 0
-) -> JobResult:
+) -> JobResult | JSONResponse:
     """A job's state and, once done, its label and similar in-stock items; with
     `wait`, answers as soon as it finishes (or after `wait` seconds)."""
-    return await wait_for(app, caller, job_id, wait)
+    job = await wait_for(app, caller, job_id, wait)
+    return job if isinstance(job, JobResult) else JSONResponse(job)
 
 
 @router.delete(
