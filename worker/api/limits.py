@@ -57,18 +57,28 @@ class QueueDepth:
         self._read_at = float("-inf")
 
     def current(self) -> int:
+        """The estimate, read from the broker first when it is due (blocking)."""
         with self._lock:
-            age = time.monotonic() - self._read_at
-            at_limit = self._value + self._accepted_since_read >= self.settings.api_max_queue_depth
-            # At the limit the estimate is read again (at most every DEPTH_RECHECK s):
-            # uploads accepted since the last reading may be finished already (at 22
-            # uploads a second, an idle worker's queue empty, a limit of 20 refused 10
-            # of 90 within a second).
-            if age >= DEPTH_TTL or (at_limit and age >= DEPTH_RECHECK):
+            if self._due():
                 self._value = self._read()
                 self._read_at = time.monotonic()
                 self._accepted_since_read = 0
             return self._value + self._accepted_since_read
+
+    def remembered(self) -> int | None:
+        """The estimate when no reading is due (``None``: call ``current``): the API
+        asks this on its event loop, saving most uploads a thread-pool hop."""
+        with self._lock:
+            return None if self._due() else self._value + self._accepted_since_read
+
+    def _due(self) -> bool:
+        age = time.monotonic() - self._read_at
+        at_limit = self._value + self._accepted_since_read >= self.settings.api_max_queue_depth
+        # At the limit the estimate is read again (at most every DEPTH_RECHECK s):
+        # uploads accepted since the last reading may be finished already (at 22
+        # uploads a second, an idle worker's queue empty, a limit of 20 refused 10
+        # of 90 within a second).
+        return age >= DEPTH_TTL or (at_limit and age >= DEPTH_RECHECK)
 
     def accepted(self) -> None:
         """One more upload queued by this process since the last reading."""

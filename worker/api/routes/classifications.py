@@ -139,7 +139,10 @@ async def create_classification(
     bytes answers the same job; with other bytes, 409.
     """
     settings = app.settings
-    if await run_in_threadpool(app.depth.current) >= settings.api_max_queue_depth:
+    depth = app.depth.remembered()
+    if depth is None:
+        depth = await run_in_threadpool(app.depth.current)
+    if depth >= settings.api_max_queue_depth:
         raise ApiError(
             429,
             ApiErrorCode.QUEUE_FULL,
