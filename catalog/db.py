@@ -34,6 +34,15 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
 
+#: Every PostgreSQL connection starts with the similar-item search's settings
+#: (``catalog.similar``: the HNSW candidate list, iterative scans), sent with the
+#: connection's start-up, so a lookup with them costs no ``set_config`` round trip.
+SEARCH_EF_SEARCH = 100
+SEARCH_SESSION_OPTIONS = (
+    f"-c hnsw.ef_search={SEARCH_EF_SEARCH} -c hnsw.iterative_scan=relaxed_order"
+)
+
+
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -44,7 +53,15 @@ def make_engine(url: str) -> Engine:
         return engine
     # Looked up on the module at each call: OpenTelemetry's SQLAlchemy instrumentation
     # (worker.tracing, when traces are on) wraps sqlalchemy.create_engine.
-    return sqlalchemy.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Options the URL itself gives (``?options=…``) come first; ours are added.
+    options = " ".join(filter(None, [parsed.query.get("options"), SEARCH_SESSION_OPTIONS]))
+    return sqlalchemy.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"options": options},
+    )
 
 
 @cache

@@ -17,7 +17,9 @@ and a worker's memory does not grow with the catalog:
   (``catalog.vector_indexes``: pgvector, cosine, ``halfvec``) per searched
   category, merged; stock is applied while the index is walked, with iterative
   index scans (pgvector >= 0.8) so that ``k`` rows still come back.
-  ``hnsw.ef_search`` is set per lookup; rows come back in relaxed order and are
+  Every connection starts with ``hnsw.ef_search`` at ``EF_SEARCH`` and relaxed-order
+  iterative scans (``catalog.db``), so a lookup sends ``set_config`` (transaction
+  scoped) only for another ``ef_search``; rows come back in relaxed order and are
   sorted exactly.
 - SQLite (the embedded default, small catalogs): an exact scan of the candidate
   rows, streamed in partitions of ``SCAN_PARTITION`` with a running top ``k``.
@@ -45,12 +47,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from catalog.codes import FAMILIES
+from catalog.db import SEARCH_EF_SEARCH
 from catalog.embeddings import decode_embeddings, halfvec_type
 from catalog.models import CATEGORIES, ClassificationJob, Product, ProductPrediction, SimilarItem
 
-#: HNSW candidate list per lookup by default (``FASHION_SIMILAR_EF_SEARCH``); the
-#: recall and latency it gives at 100 k and 1 M products are in docs/catalog.md.
-EF_SEARCH = 100
+#: HNSW candidate list per lookup by default (``FASHION_SIMILAR_EF_SEARCH``), every
+#: connection's own (``catalog.db``); the recall and latency it gives at 100 k and
+#: 1 M products are in docs/catalog.md.
+EF_SEARCH = SEARCH_EF_SEARCH
 #: Rows an exact (SQLite) lookup reads per round trip.
 SCAN_PARTITION = 2_000
 
@@ -199,6 +203,9 @@ def _pgvector_statement(
 
 
 def _configure_scan(session: Session, ef_search: int) -> None:
+    """The scan's settings for this transaction, unless they are the connection's."""
+    if ef_search == EF_SEARCH:
+        return
     session.execute(
         select(
             func.set_config("hnsw.ef_search", str(int(ef_search)), True),

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
-from sqlalchemy import func, insert, inspect, select, text
+from sqlalchemy import event, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,7 @@ from catalog.queries import (
     get_product,
     similar_for_job,
 )
-from catalog.similar import rank_similar, replace_similar_items
+from catalog.similar import EF_SEARCH, rank_similar, replace_similar_items
 from tests.support.factories import make_product
 
 TROUSER_PROBABILITIES = [0.01, 0.9, 0.01, 0.02, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
@@ -71,7 +71,16 @@ def unit(*values: float) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5, family=None):
+def rank(
+    session: Session,
+    probabilities,
+    embedding,
+    *,
+    uncertain=False,
+    top_k=5,
+    family=None,
+    ef_search=EF_SEARCH,
+):
     ranked = rank_similar(
         session=session,
         probabilities=probabilities,
@@ -80,6 +89,7 @@ def rank(session: Session, probabilities, embedding, *, uncertain=False, top_k=5
         uncertain=uncertain,
         top_k=top_k,
         family=family,
+        ef_search=ef_search,
     )
     return [(product.sku, round(score, 3)) for product, score in ranked]
 
@@ -453,3 +463,30 @@ def test_a_similarity_score_never_leaves_minus_one_to_one(session: Session) -> N
         top_k=1,
     )
     assert [(product.sku, score) for product, score in ranked] == [("SAME", 1.0)]
+
+
+def test_a_lookup_with_the_default_candidate_list_sends_no_set_config(postgresql_url) -> None:
+    """Every PostgreSQL connection starts with the search's settings (``catalog.db``):
+    a lookup sends one statement (the search), not two; another ``ef_search`` is set
+    for its own transaction only."""
+    statements: list[str] = []
+    engine = get_engine(postgresql_url)
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    with get_sessionmaker(postgresql_url).begin() as session:
+        make_product(session, sku="T-near", embedding=unit(1, 0.1, 0), model_version=VERSION)
+        assert session.scalar(text("SHOW hnsw.ef_search")) == "100"
+        assert session.scalar(text("SHOW hnsw.iterative_scan")) == "relaxed_order"
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            default = rank(session, TROUSER_PROBABILITIES, unit(1, 0, 0))
+            searched_once = [s for s in statements if "set_config" not in s]
+            assert len(statements) == len(searched_once) == 1
+            wider = rank(session, TROUSER_PROBABILITIES, unit(1, 0, 0), ef_search=400)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        assert sum("set_config" in s for s in statements) == 1 and default == wider
+    with get_sessionmaker(postgresql_url)() as session:  # the wider list was local
+        assert session.scalar(text("SHOW hnsw.ef_search")) == "100"
