@@ -15,7 +15,8 @@ and in webhooks (``model_dump(by_alias=True)``, what FastAPI sends).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -70,6 +71,11 @@ class JobResult(_Shape):
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_json(cls, answer: Mapping[str, Any]) -> JobResult:
+        """A job from its JSON by alias (what the API sends and a notice carries)."""
+        return cls.model_validate({**answer, "job_id": answer["id"]})
 
 
 class Accepted(_Shape):

@@ -185,3 +185,27 @@ def test_a_notice_is_read_with_its_answers_without_them_and_when_they_are_garble
     assert finished_notice(f"{first}\n{json.dumps({first: 'done'})}") == {first: None}
     # An older reader of the first line alone still finds the ids among the words.
     assert {first, second} <= set(f"{first} {second}\n{json.dumps({first: answer})}".split())
+
+
+def test_client_wait_takes_the_answer_from_the_notice_as_the_catalog_reads_it(
+    service_settings, start_worker, fashion_mnist, monkeypatch
+) -> None:
+    settings = service_settings
+    start_worker(settings)
+    warm = client.submit(png_bytes(fashion_mnist.test_images[0]), "w.png", settings=settings)
+    assert client.wait([warm], timeout=60, settings=settings)[warm].status == "done"
+    reads: list[str] = []
+    read = client.result
+
+    def counted(job_id, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(job_id)
+        return read(job_id, **kwargs)
+
+    monkeypatch.setattr(client, "result", counted)
+    job_id = client.submit(png_bytes(fashion_mnist.test_images[2]), "t.png", settings=settings)
+
+    answer = client.wait([job_id], timeout=30, settings=settings)[job_id]
+
+    assert answer.status == "done"
+    assert reads == [job_id]  # the first look, while it was queued: none after the notice
+    assert answer == read(job_id, settings=settings)

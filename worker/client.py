@@ -187,8 +187,9 @@ def wait(
     """Wait until every job is ``done``/``failed`` or ``timeout`` seconds pass.
 
     Where the broker is Redis, woken by the worker's notice that a job finished
-    (``messages.FinishedNotices``), reading again at least every ``SAFETY_POLL_S`` in
-    case a notice was lost; elsewhere (the embedded defaults) every ``poll_interval``."""
+    (``messages.FinishedNotices``), which carries the job's answer (no read needed)
+    or names it (read then), reading again at least every ``SAFETY_POLL_S`` in case a
+    notice was lost; elsewhere (the embedded defaults) every ``poll_interval``."""
     settings = settings or get_settings()
     pending = list(job_ids)
     results: dict[str, JobResult | None] = {}
@@ -211,10 +212,15 @@ def wait(
                 continue
             try:  # the jobs a notice named, or all of them when none came in time
                 named = notices.wait_for(set(pending), min(SAFETY_POLL_S, remaining))
-                to_read = [job_id for job_id in pending if job_id in named] or pending
             except redis.RedisError:  # Redis went away: poll the catalog meanwhile
                 notices.close()
                 notices = None
+                continue
+            if named:
+                for job_id, answer in named.items():
+                    if answer is not None:
+                        results[job_id] = JobResult.from_json(answer)
+                to_read = [job_id for job_id, answer in named.items() if answer is None]
     finally:
         if notices is not None:
             notices.close()

@@ -174,17 +174,19 @@ class FinishedNotices:
         self._pubsub.subscribe(FINISHED_CHANNEL)
         self._pubsub.get_message(timeout=2)  # the subscription's confirmation
 
-    def wait_for(self, job_ids: set[str], timeout: float) -> set[str]:
-        """Those of ``job_ids`` the first notice naming any of them names (empty: none
-        came within ``timeout`` seconds)."""
+    def wait_for(self, job_ids: set[str], timeout: float) -> dict[str, dict[str, Any] | None]:
+        """Those of ``job_ids`` the first notice naming any of them names, each with its
+        answer or ``None`` (``finished_notice``); empty: none came within ``timeout``
+        seconds."""
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             message = self._pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
             if message and message["type"] == "message":
-                named = finished_ids(message["data"]) & job_ids
+                notice = finished_notice(message["data"])
+                named = {job_id: notice[job_id] for job_id in notice if job_id in job_ids}
                 if named:
                     return named
-        return set()
+        return {}
 
     def close(self) -> None:
         self._pubsub.close()
