@@ -55,7 +55,9 @@ def test_one_trace_follows_an_upload_from_the_api_through_the_worker(
     assert ("fashion-api", "POST /v1/classifications") in names
     assert ("fashion-api", "S3.PutObject") in names  # the photo stored
     assert ("fashion-worker", "fashion.classify") in names  # the worker's micro-batch
-    assert ("fashion-worker", "S3.GetObject") in names  # the photo fetched
+    # The photo came in the message (FASHION_INLINE_PHOTO_BYTES): no S3 GET.
+    assert ("fashion-worker", "S3.GetObject") not in names
+    assert ("fashion-worker", "PUBLISH") in names  # the notice of its end
     for service in ("fashion-api", "fashion-worker"):  # and the database, on both sides
         statements = {name for where, name in names if where == service}
         assert any(name.startswith(("INSERT", "UPDATE", "SELECT")) for name in statements), service
