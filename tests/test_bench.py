@@ -85,6 +85,14 @@ def test_bench_prints_and_writes_every_figure(tmp_path, redis_url, s3_endpoint) 
     assert printed["api_overhead_ms"] == pytest.approx(
         printed["api_idle_ms"]["p50"] - printed["api_direct_ms"]["p50"], abs=0.11
     )
+    # What tracing costs: three workers side by side, the traced ones exporting.
+    p50 = printed["tracing_interactive_p50_ms"]
+    assert set(p50) == {"off", "sampled", "all"} and all(value > 0 for value in p50.values())
+    assert set(printed["tracing_overhead_pct"]) == {"sampled", "all"}
+    assert printed["tracing_overhead_pct"]["all"] == pytest.approx(
+        100 * (p50["all"] / p50["off"] - 1), abs=0.06
+    )
+    assert printed["tracing_exported"]["requests"] > 0  # spans did reach the sink
     assert 0 < printed["inference_vs_engine"] <= 1.5
     # Every engine the shipped model has, each with its own version; float is the reference.
     engines = printed["engines"]

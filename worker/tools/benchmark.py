@@ -59,6 +59,7 @@ from worker.storage import get_store
 from worker.tools import bench_rollout as rollout
 from worker.tools.bench_api import measure_api, measure_api_capacity
 from worker.tools.bench_inference import measure_engines, sample_batch
+from worker.tools.bench_tracing import measure_tracing
 from worker.tools.harness import (
     SAMPLES,
     Log,
@@ -294,6 +295,16 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             f"HTTP API, idle: {percentiles(api_ms)}; direct submit+wait: "
             f"{percentiles(direct_ms)}; overhead p50 {api_overhead:.1f} ms"
         )
+        tracing = measure_tracing(
+            settings,
+            lambda variant, count: measure_interactive(variant, uploads, count, gap=0.02)[0],
+            max(10, config.interactive // 2),
+            workdir,
+        )
+        log(
+            f"tracing: server-side p50 {tracing['tracing_interactive_p50_ms']} ms, "
+            f"overhead {tracing['tracing_overhead_pct']} %"
+        )
         capacity = measure_api_capacity(settings, uploads, workdir, config.capacity_step_s)
         log(
             f"HTTP API capacity: {capacity['api_capacity_uploads_per_s']}/s "
@@ -342,6 +353,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "api_idle_ms": percentiles(api_ms),
             "api_direct_ms": percentiles(direct_ms),
             "api_overhead_ms": round(api_overhead, 2),
+            **tracing,
             **capacity,
             "bulk_images_per_s_while_interactive": round(loaded_rate, 1),
             **engine,

@@ -71,9 +71,17 @@ class WorkerProcess:
         queue: str,
         concurrency: int,
         log_path: Path,
+        env: dict[str, str | None] | None = None,
     ) -> None:
+        """``env``: variables to set (or, ``None``, to remove) beside ``settings``'."""
         self.log_path = log_path
         self._log = log_path.open("wb")
+        environment = worker_environment(settings)
+        for name, value in (env or {}).items():
+            if value is None:
+                environment.pop(name, None)
+            else:
+                environment[name] = value
         self.process = subprocess.Popen(
             worker_command(
                 settings,
@@ -84,7 +92,7 @@ class WorkerProcess:
                 loglevel="WARNING",
                 extra=("--pool=prefork", "--without-heartbeat"),
             ),
-            env=worker_environment(settings),
+            env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
