@@ -114,7 +114,7 @@ print(kept)
 
 @pytest.mark.parametrize(("sampler", "low", "high"), [(None, 60, 140), ("always_on", 1000, 1000)])
 def test_one_trace_in_ten_is_kept_unless_the_sampler_is_set(sampler, low, high) -> None:
-    """Every span of every upload cost the worker +12 % of its median: by default one
+    """Keeping every trace cost the worker up to +11 % of its median: by default one
     trace in ten is kept (and only a kept one's id is logged)."""
     receiver = OtlpReceiver()
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
