@@ -295,8 +295,11 @@ def test_redis_restart_mid_run_loses_nothing(
 
 
 def test_s3_server_hanging_for_a_while_is_retried(faults, start_worker, fashion_mnist) -> None:
-    settings = faults.settings
-    job_ids = start_upload_run(faults, start_worker, fashion_mnist.test_images[:50], 400, 20)
+    # The worker fetches the photos (none travels in its message), so its GETs hang.
+    settings = faults.settings.model_copy(update={"inline_photo_bytes": 0})
+    job_ids = start_upload_run(
+        faults, start_worker, fashion_mnist.test_images[:50], 400, 20, settings
+    )
 
     faults.s3.hang()
     done_at_hang = count_jobs(settings, "done")
@@ -398,6 +401,7 @@ def test_a_worker_whose_pool_processes_keep_dying_still_takes_fresh_uploads(
             "task_time_limit": 110,
             "visibility_timeout": 600,  # redelivery comes from the fix, not from Redis
             "max_attempts": 3,
+            "inline_photo_bytes": 0,  # the photos are fetched: the GETs hang
         }
     )
     # Ten: a batch (prefetch 16) holds them all, so two leaked batches would stall the
