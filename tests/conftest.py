@@ -269,9 +269,10 @@ PROCESS_FIXTURES = {"start_worker", "start_beat", "start_api"}
 
 
 #: Lanes whose tests run one after another in one xdist worker (``--dist loadgroup``):
-#: the fault tests, so no two break servers at once, and the TensorFlow tests, so one
-#: process loads TensorFlow (~530 MB) and no two trainings share the two cores.
-SERIAL_LANES = ("faults", "training")
+#: the fault tests, so no two break servers at once, and the TensorFlow tests, so no
+#: two trainings share the two cores; measuring the shipped model (no training) is a
+#: lane of its own beside them (~110 s off the training lane, the suite's longest).
+SERIAL_LANES = ("faults", "training", "evaluation")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,7 +16,7 @@ from worker.cli import main
 from worker.pipeline.classifier import BUNDLED_MODEL, Classifier
 from worker.pipeline.preprocess import normalize
 
-pytestmark = pytest.mark.training
+pytestmark = pytest.mark.evaluation
 
 
 @pytest.fixture(scope="module")
