@@ -156,11 +156,6 @@ def finished_notice(payload: bytes | str) -> dict[str, dict[str, Any] | None]:
     }
 
 
-def finished_ids(payload: bytes | str) -> set[str]:
-    """The job ids a ``FINISHED_CHANNEL`` message names."""
-    return set(finished_notice(payload))
-
-
 class FinishedNotices:
     """A subscription to ``FINISHED_CHANNEL`` for a blocking waiter (``client.wait``):
     subscribed (confirmed by the server) before the caller first reads its jobs, so a
