@@ -102,8 +102,10 @@ def bench(
     measures the naive baseline (one task per image, Keras predict), bulk
     re-classification, interactive latency idle (directly and through the HTTP
     API: api_idle_ms, api_overhead_ms; by stage: interactive_stages_ms) and during
-    a bulk run, the HTTP API's open-loop capacity (api_capacity_uploads_per_s),
-    inference against the raw LiteRT engine, and worker RSS. Needs the train
+    a bulk run, what tracing costs an upload (tracing_overhead_pct: off, one trace
+    in ten, every trace), the HTTP API's open-loop capacity
+    (api_capacity_uploads_per_s), inference against the raw LiteRT engine, and
+    worker RSS. Needs the train
     extra (TensorFlow, for the baseline) and, without --s3-endpoint, moto.
     Takes a few minutes with the defaults.
     """
