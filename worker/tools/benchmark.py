@@ -285,33 +285,7 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
         log(f"nightly over the unchanged catalog: {nightly_seconds:.2f} s, {nightly_queued} queued")
 
         interactive = _worker(stack, settings, settings.interactive_queue, 1, workdir)
-        measure_interactive(settings, uploads, 10, gap=0.0)  # warm-up: connections, caches
-        idle, idle_timings = measure_interactive(settings, uploads, config.interactive, gap=0.02)
-        stages = stage_medians(idle_timings)
-        log(f"interactive, idle: {percentiles(idle)}; p50 by stage: {stages}")
-        api_ms, direct_ms = measure_api(settings, uploads, config.interactive, workdir)
-        api_overhead = statistics.median(api_ms) - statistics.median(direct_ms)
-        log(
-            f"HTTP API, idle: {percentiles(api_ms)}; direct submit+wait: "
-            f"{percentiles(direct_ms)}; overhead p50 {api_overhead:.1f} ms"
-        )
-        tracing = measure_tracing(
-            settings,
-            lambda variant, count: measure_interactive(variant, uploads, count, gap=0.02)[0],
-            max(10, config.interactive // 2),
-            workdir,
-        )
-        log(
-            f"tracing: server-side p50 {tracing['tracing_interactive_p50_ms']} ms, "
-            f"overhead {tracing['tracing_overhead_pct']} %"
-        )
-        capacity = measure_api_capacity(settings, uploads, workdir, config.capacity_step_s)
-        log(
-            f"HTTP API capacity: {capacity['api_capacity_uploads_per_s']}/s "
-            f"({capacity['api_capacity_ms']}); steps {capacity['api_capacity_steps']}; "
-            f"{capacity['api_capacity_lost']} of {capacity['api_capacity_accepted']} "
-            "accepted lost"
-        )
+        latency = _measure_latency(settings, uploads, config, workdir, log)
 
         busy, loaded_rate = rollout.fill_under_load(
             settings,
@@ -342,19 +316,13 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             "bulk_speedup": round(new_model_rate / naive_rate, 1),
             "nightly_unchanged_s": round(nightly_seconds, 2),
             "nightly_unchanged_queued": nightly_queued,
-            "interactive_idle_ms": percentiles(idle),
-            "interactive_stages_ms": stages,
             "interactive_under_load_ms": percentiles(busy),
             "interactive_during_fill_ms": percentiles(busy),
             "index_build_s": round(index_build_s, 2),
             "candidate_index_build_s": round(candidate_index_s, 2),
             "promote_visible_s": round(visible, 2),
             "candidate_engines": engines_here,
-            "api_idle_ms": percentiles(api_ms),
-            "api_direct_ms": percentiles(direct_ms),
-            "api_overhead_ms": round(api_overhead, 2),
-            **tracing,
-            **capacity,
+            **latency,
             "bulk_images_per_s_while_interactive": round(loaded_rate, 1),
             **engine,
             "inference_vs_engine": round(ratio, 3),
@@ -366,6 +334,50 @@ def run_benchmark(config: BenchConfig, *, log: Log) -> dict[str, Any]:
             },
             "config": _config_figures(config, settings),
         }
+
+
+def _measure_latency(
+    settings: Settings, uploads: list[bytes], config: BenchConfig, workdir: Path, log: Log
+) -> dict[str, Any]:
+    """One upload at a time on the idle interactive worker: server side and by stage,
+    through the HTTP API beside the direct path, what tracing costs, then the API's
+    open-loop capacity; their figures."""
+    measure_interactive(settings, uploads, 10, gap=0.0)  # warm-up: connections, caches
+    idle, idle_timings = measure_interactive(settings, uploads, config.interactive, gap=0.02)
+    stages = stage_medians(idle_timings)
+    log(f"interactive, idle: {percentiles(idle)}; p50 by stage: {stages}")
+    api_ms, direct_ms = measure_api(settings, uploads, config.interactive, workdir)
+    api_overhead = statistics.median(api_ms) - statistics.median(direct_ms)
+    log(
+        f"HTTP API, idle: {percentiles(api_ms)}; direct submit+wait: "
+        f"{percentiles(direct_ms)}; overhead p50 {api_overhead:.1f} ms"
+    )
+    tracing = measure_tracing(
+        settings,
+        lambda variant, count: measure_interactive(variant, uploads, count, gap=0.02)[0],
+        max(10, config.interactive // 2),
+        workdir,
+    )
+    log(
+        f"tracing: server-side p50 {tracing['tracing_interactive_p50_ms']} ms, "
+        f"overhead {tracing['tracing_overhead_pct']} %"
+    )
+    capacity = measure_api_capacity(settings, uploads, workdir, config.capacity_step_s)
+    log(
+        f"HTTP API capacity: {capacity['api_capacity_uploads_per_s']}/s "
+        f"({capacity['api_capacity_ms']}); steps {capacity['api_capacity_steps']}; "
+        f"{capacity['api_capacity_lost']} of {capacity['api_capacity_accepted']} "
+        "accepted lost"
+    )
+    return {
+        "interactive_idle_ms": percentiles(idle),
+        "interactive_stages_ms": stages,
+        "api_idle_ms": percentiles(api_ms),
+        "api_direct_ms": percentiles(direct_ms),
+        "api_overhead_ms": round(api_overhead, 2),
+        **tracing,
+        **capacity,
+    }
 
 
 def _worker(
