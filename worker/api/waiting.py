@@ -4,10 +4,10 @@ A worker publishes the ids of the jobs it finished on ``messages.FINISHED_CHANNE
 once their rows are committed, with their answers where it has them. Each API
 process keeps one subscription (a task on its event loop, started with the first
 waiter) and wakes the requests parked on those jobs, handing each its job's answer:
-no thread and no database read per waiter, and none to answer it. A notice can be lost (Redis
-restarted, the subscription was being made again), so one shared poller still
-reads every waited-for job in one query, every ``SAFETY_POLL_S`` (1 s) while the
-subscription is up.
+no thread and no database read per waiter, and none to answer it. A notice can be
+lost (Redis restarted, the subscription was being made again), so one shared poller
+still reads every waited-for job in one query, every ``SAFETY_POLL_S`` (1 s) while
+the subscription is up.
 
 Where completion is not pushed (the embedded defaults' folder broker) or while the
 subscription is down, the poller reads on a single waiter's old schedule: every 5 ms,
@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from catalog.codes import TERMINAL_STATUSES
 from catalog.models import ClassificationJob
+from catalog.queries import as_uuid
 from worker.config import Settings
 from worker.service.messages import (
     FINISHED_CHANNEL,
@@ -159,7 +160,7 @@ class Waiters:
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             notice = finished_notice(message["data"])
-                            answers = {_as_uuid(text): answer for text, answer in notice.items()}
+                            answers = {as_uuid(text): answer for text, answer in notice.items()}
                             answers.pop(None, None)
                             self.pushed += self._wake(answers)
             except (redis.RedisError, OSError):
@@ -209,10 +210,3 @@ class Waiters:
                     )
                 )
             )
-
-
-def _as_uuid(text: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        return None
