@@ -3,7 +3,11 @@ one plain ``fashion worker`` (all queues) and one ``fashion api`` process.
 
 The hostile pass saw four uploads whose callback server waited 30 s take another
 tenant's uploads from 0.4 to 4.1 s, and 90 long-polls on one queued job take another
-tenant's ``GET /similar`` median from 10.9 to 222 ms."""
+tenant's ``GET /similar`` median from 10.9 to 222 ms.
+
+The other tenant's pace may double, plus ``SLACK_MS``: its lookup takes ~6 ms, and
+on a loaded 2-core machine (CI runs this beside the training tests) scheduling alone
+moved that median 5.6 -> 12.1 ms with nothing coupled. Either defect above is 10-20x."""
 
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from tests.support.webhooks import Receiver
 from worker.service.celery_app import worker_environment
 
 LONG_POLLS = 100
+#: Milliseconds the other tenant's medians may move beyond twice their pace alone.
+SLACK_MS = 10
 
 
 def test_slow_callbacks_and_100_long_polls_leave_another_tenants_pace_alone(
@@ -122,5 +128,5 @@ def test_slow_callbacks_and_100_long_polls_leave_another_tenants_pace_alone(
     assert still_waiting == LONG_POLLS, "the long-polls must be waiting while it is measured"
     assert [answer.json()["status"] for answer in answers] == ["queued"] * LONG_POLLS
     assert callbacks_in_flight == 4, "the four slow callbacks must be in flight meanwhile"
-    assert beside[0] <= 2 * alone[0], (alone, beside)
-    assert beside[1] <= 2 * alone[1], (alone, beside)
+    assert beside[0] <= 2 * alone[0] + SLACK_MS, (alone, beside)
+    assert beside[1] <= 2 * alone[1] + SLACK_MS, (alone, beside)
