@@ -402,13 +402,16 @@ def test_a_worker_whose_pool_processes_keep_dying_still_takes_fresh_uploads(
             "visibility_timeout": 600,  # redelivery comes from the fix, not from Redis
             "max_attempts": 3,
             "inline_photo_bytes": 0,  # the photos are fetched: the GETs hang
+            "batch_max_size": 8,
         }
     )
-    # Ten: a batch (prefetch 16) holds them all, so two leaked batches would stall the
-    # worker. Twenty needed 52 kills (212 s in a full run); ten, 16 (42 s alone).
-    victims = submit_uploads(settings, fashion_mnist.test_images[:10], 10)
+    # Each kill leaks the slots of the messages in its batch if the defect is back:
+    # 5 victims x 3 attempts = 15 leaked slots, more than the 8 the worker may hold, so
+    # it would stall. (Ten victims at prefetch 16 took 27-30 kills, ~110 s in a full
+    # run, once a free pool process took each upload at once.)
+    victims = submit_uploads(settings, fashion_mnist.test_images[:5], 5)
     faults.s3.hang()
-    worker = start_worker(settings, queues="interactive", prefetch=16)
+    worker = start_worker(settings, queues="interactive", prefetch=8)
     kills, seen = 0, 0
     # A stalled worker claims nothing more; a slow one (a busy machine: each new pool
     # process loads the model again) keeps claiming. Fail on a stall, not on speed.
