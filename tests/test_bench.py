@@ -158,3 +158,21 @@ def test_bench_inference_times_each_engine_of_the_model_and_a_baseline(tmp_path)
     }
     assert all(figures["images_per_s"] > 0 for figures in printed["engines"].values())
     assert printed["batch"] == 8 and printed["rounds"] == 5
+
+
+def test_a_benchmarks_reconfigured_postgresql_is_stopped_when_it_ends() -> None:
+    """The benchmarks restart their PostgreSQL with a bigger ``shared_buffers``; pgserver
+    only knew the postmaster it started, so each run left the restarted one running
+    (on a deleted folder, with its shared memory) after it ended."""
+    import psutil
+    import psycopg
+
+    from worker.tools.harness import pgvector_server
+
+    with pgvector_server({"shared_buffers": "24MB"}) as url:
+        with psycopg.connect(url) as connection:
+            assert connection.execute("SHOW shared_buffers").fetchone() == ("24MB",)
+            backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+            postmaster = psutil.Process(backend).ppid()
+        assert psutil.pid_exists(postmaster)
+    assert not psutil.pid_exists(postmaster)  # stopped with pg_ctl -w: gone, not exiting

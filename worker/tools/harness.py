@@ -199,6 +199,7 @@ def pgvector_server(config: dict[str, str] | None = None) -> Iterator[str]:
     # itself, not a folder inside one that only we may enter.
     pgdata = Path(tempfile.mkdtemp(prefix="fashion-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    restarted = False
     try:
         if config:
             with psycopg.connect(server.get_uri(), autocommit=True) as admin:
@@ -206,8 +207,13 @@ def pgvector_server(config: dict[str, str] | None = None) -> Iterator[str]:
                     admin.execute(f"ALTER SYSTEM SET {name} = '{value}'")
             # ``restart`` keeps the options the server was started with (its socket).
             pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user)
+            restarted = True
         yield server.get_uri()
     finally:
+        if restarted:
+            # pgserver stops the postmaster it started, which the restart replaced: it
+            # would delete the folder and leave the new one running (with its 2 GB).
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user)
         server.cleanup()
 
 
