@@ -275,6 +275,9 @@ PROCESS_FIXTURES = {"start_worker", "start_beat", "start_api"}
 SERIAL_LANES = ("faults", "training", "evaluation")
 
 
+# tryfirst: pytest-xdist reads ``xdist_group`` in its own collection hook, which ran
+# before this one, so the lanes did not form.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -1,0 +1,37 @@
+"""The suite's serial lanes form (tests/conftest.py ``SERIAL_LANES``): under
+``--dist loadgroup``, every test of a lane runs in one pytest-xdist process.
+
+With pytest 9.2 they silently did not (pytest-xdist rewrites node ids to group
+them, which pytest 9.2's structured ids ignore: pytest-dev/pytest-xdist#1386), so
+the training tests ran on every process at once and each process trained the
+shared fixture's model again."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.processes
+
+
+def test_a_lanes_tests_run_in_one_xdist_process() -> None:
+    # Quick ones: three tests of the training lane, and five of none.
+    selection = "every_architecture and (vgg or resnet20) or unknown_architecture"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"]
+        + ["--dist", "loadgroup", "-v", "tests/test_training.py", "tests/test_codes.py"]
+        + ["-k", f"{selection} or test_codes"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    passed = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED (\S+)", run.stdout)
+    lane = {worker for worker, test in passed if test.startswith("tests/test_training.py")}
+    training = [test for _, test in passed if test.startswith("tests/test_training.py")]
+    assert len(training) == 3 and all(test.endswith("@training") for test in training), passed
+    assert len(lane) == 1, passed
+    assert len(passed) == 8, run.stdout[-3000:]
