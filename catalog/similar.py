@@ -29,6 +29,7 @@ docs/catalog.md has the figures (recall, latency at 100 k and 1 M products).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -36,6 +37,7 @@ import numpy as np
 from sqlalchemy import (
     Float,
     Select,
+    bindparam,
     cast,
     delete,
     func,
@@ -165,16 +167,26 @@ def similar_to_product(
 def _pgvector_statement(
     query: np.ndarray, categories: list[str], model_version: str, top_k: int
 ) -> Select:
-    """One ``ORDER BY distance LIMIT k`` index scan per category, merged.
+    """The lookup for ``query``, with its vector bound (to compile or explain it)."""
+    statement = _pgvector_scans(tuple(categories), model_version, top_k, len(query))
+    return statement.params(query=query.tolist())
+
+
+@functools.lru_cache(maxsize=256)
+def _pgvector_scans(
+    categories: tuple[str, ...], model_version: str, top_k: int, dimensions: int
+) -> Select:
+    """One ``ORDER BY distance LIMIT k`` index scan per category, merged; the upload's
+    vector is the bound parameter ``query``.
 
     Version, category and size are rendered as constants, so the planner can match
     each scan to the partial HNSW index of that version and category
-    (``catalog.vector_indexes``).
+    (``catalog.vector_indexes``). Built once per shape: building it took a third of
+    a lookup's time in Python (~1 ms of ~3 at 5 000 products).
     """
-    dimensions = len(query)
     vector_type = halfvec_type(dimensions)
     distance = cast(ProductPrediction.embedding, vector_type).op("<=>", return_type=Float)(
-        literal(query.tolist(), vector_type)
+        bindparam("query", type_=vector_type)
     )
     scans = [
         select(ProductPrediction.product_id.label("id"), distance.label("distance"))
@@ -217,7 +229,8 @@ def _configure_scan(session: Session, ef_search: int) -> None:
 def _pgvector_search(
     session: Session, query: np.ndarray, categories: list[str], model_version: str, top_k: int
 ) -> list[tuple[Product, float]]:
-    rows = session.execute(_pgvector_statement(query, categories, model_version, top_k)).all()
+    statement = _pgvector_scans(tuple(categories), model_version, top_k, len(query))
+    rows = session.execute(statement, {"query": query.tolist()}).all()
     # Iterative scans return rows in relaxed order: sort them exactly.
     ranked = sorted(
         ((product, _cosine(1.0 - float(d))) for product, d in rows), key=lambda r: -r[1]

@@ -102,6 +102,16 @@ def test_similar_items_are_ranked_by_cosine_similarity(session: Session) -> None
     assert ranked == [("T-near", pytest.approx(0.995, abs=2e-3)), ("T-mid", 0.707)]
 
 
+def test_lookups_of_one_shape_each_rank_by_their_own_upload(session: Session) -> None:
+    """PostgreSQL's statement is built once per (categories, version, k, size): the
+    upload's vector is bound per lookup, never kept from the first."""
+    make_product(session, sku="T-x", embedding=unit(1, 0, 0), model_version=VERSION)
+    make_product(session, sku="T-y", embedding=unit(0, 1, 0), model_version=VERSION)
+    for _ in range(2):
+        assert rank(session, TROUSER_PROBABILITIES, unit(1, 0.1, 0), top_k=1)[0][0] == "T-x"
+        assert rank(session, TROUSER_PROBABILITIES, unit(0.1, 1, 0), top_k=1)[0][0] == "T-y"
+
+
 def test_only_in_stock_products_of_the_category_and_model_version_qualify(session) -> None:
     make_product(session, sku="T-ok", embedding=unit(1, 0), model_version=VERSION)
     make_product(
