@@ -18,20 +18,19 @@ pytestmark = pytest.mark.processes
 
 
 def test_a_lanes_tests_run_in_one_xdist_process() -> None:
-    # Quick ones: three tests of the training lane, and five of none.
-    selection = "every_architecture and (vgg or resnet20) or unknown_architecture"
+    # Quick ones that import no TensorFlow: two tests of the training lane, five of none.
+    lane_file = "tests/test_cli_training.py"
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"]
-        + ["--dist", "loadgroup", "-v", "tests/test_training.py", "tests/test_codes.py"]
-        + ["-k", f"{selection} or test_codes"],
+        + ["--dist", "loadgroup", "-v", lane_file, "tests/test_codes.py"]
+        + ["-k", "refuses_an_unknown_name or without_the_dataset or test_codes"],
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     passed = re.findall(r"\[(gw\d)\] \[ *\d+%\] PASSED (\S+)", run.stdout)
-    lane = {worker for worker, test in passed if test.startswith("tests/test_training.py")}
-    training = [test for _, test in passed if test.startswith("tests/test_training.py")]
-    assert len(training) == 3 and all(test.endswith("@training") for test in training), passed
-    assert len(lane) == 1, passed
-    assert len(passed) == 8, run.stdout[-3000:]
+    training = [(worker, test) for worker, test in passed if test.startswith(lane_file)]
+    assert len(training) == 2 and all(test.endswith("@training") for _, test in training), passed
+    assert len({worker for worker, _ in training}) == 1, passed
+    assert len(passed) == 7, run.stdout[-3000:]
