@@ -1,10 +1,12 @@
 """The suite's serial lanes form (tests/conftest.py ``SERIAL_LANES``): under
 ``--dist loadgroup``, every test of a lane runs in one pytest-xdist process.
 
-With pytest 9.2 they silently did not (pytest-xdist rewrites node ids to group
-them, which pytest 9.2's structured ids ignore: pytest-dev/pytest-xdist#1386), so
-the training tests ran on every process at once and each process trained the
-shared fixture's model again."""
+They silently did not, for two reasons: pytest-xdist read the ``xdist_group`` marks
+before conftest added them (the hook is ``tryfirst`` now), and pytest-xdist groups
+by rewriting node ids, which pytest 9.2's structured ids ignore
+(pytest-dev/pytest-xdist#1386; pytest stays below 9.2). So the training tests ran
+on every process at once, and each process trained the shared fixture's model
+again."""
 
 from __future__ import annotations
 
