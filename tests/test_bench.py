@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -169,7 +170,6 @@ def test_a_benchmarks_reconfigured_postgresql_is_stopped_when_it_ends() -> None:
     Without the fix this fails only once the replaced postmaster has been reaped: while
     it is a zombie, pgserver takes it for running and stops the server itself. This
     machine's PID 1 reaps late, so here it failed in one run of two."""
-    import psutil
     import psycopg
 
     from worker.tools.harness import pgvector_server
@@ -178,8 +178,8 @@ def test_a_benchmarks_reconfigured_postgresql_is_stopped_when_it_ends() -> None:
         with psycopg.connect(url) as connection:
             assert connection.execute("SHOW shared_buffers").fetchone() == ("24MB",)
             backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-            postmaster = psutil.Process(backend).ppid()
-        assert psutil.pid_exists(postmaster)
+            postmaster = int(_proc_status(backend, "PPid"))
+        assert _running(postmaster)
     # pg_ctl -w returns once the pid file is gone, a moment before the process: wait a
     # little (a leaked server runs on for a minute or more). A zombie has stopped.
     deadline = time.monotonic() + 10
@@ -188,10 +188,17 @@ def test_a_benchmarks_reconfigured_postgresql_is_stopped_when_it_ends() -> None:
     assert not _running(postmaster)
 
 
-def _running(pid: int) -> bool:
-    import psutil
-
+def _proc_status(pid: int, field: str) -> str | None:
+    """A ``/proc/PID/status`` field (``None`` once the process is gone)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith(field + ":")), None
+    )
+
+
+def _running(pid: int) -> bool:
+    state = _proc_status(pid, "State")
+    return state is not None and not state.startswith("Z")
