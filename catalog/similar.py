@@ -164,14 +164,6 @@ def similar_to_product(
     return [(other, score) for other, score in ranked if other.id != product.id][:top_k]
 
 
-def _pgvector_statement(
-    query: np.ndarray, categories: list[str], model_version: str, top_k: int
-) -> Select:
-    """The lookup for ``query``, with its vector bound (to compile or explain it)."""
-    statement = _pgvector_scans(tuple(categories), model_version, top_k, len(query))
-    return statement.params(query=query.tolist())
-
-
 @functools.lru_cache(maxsize=256)
 def _pgvector_scans(
     categories: tuple[str, ...], model_version: str, top_k: int, dimensions: int
@@ -253,8 +245,10 @@ def explain_lookup(
     if query is None:
         raise ValueError("the embedding has no direction (zero or not finite)")
     categories = candidate_categories(probabilities, uncertain=uncertain)
-    statement = _pgvector_statement(query, categories, model_version, top_k).compile(
-        dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+    statement = (
+        _pgvector_scans(tuple(categories), model_version, top_k, len(query))
+        .params(query=query.tolist())
+        .compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
     )
     _configure_scan(session, EF_SEARCH)
     # The query vector is a constant in the statement: shown as [...].
