@@ -411,7 +411,7 @@ def test_a_worker_whose_pool_processes_keep_dying_still_takes_fresh_uploads(
     # run, once a free pool process took each upload at once.)
     victims = submit_uploads(settings, fashion_mnist.test_images[:5], 5)
     faults.s3.hang()
-    worker = start_worker(settings, queues="interactive", prefetch=8)
+    worker = start_worker(settings, queues="interactive", prefetch=settings.batch_max_size)
     kills, seen = 0, 0
     # A stalled worker claims nothing more; a slow one (a busy machine: each new pool
     # process loads the model again) keeps claiming. Fail on a stall, not on speed.
