@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -172,13 +171,13 @@ def test_a_benchmarks_reconfigured_postgresql_is_stopped_when_it_ends() -> None:
     machine's PID 1 reaps late, so here it failed in one run of two."""
     import psycopg
 
-    from worker.tools.harness import pgvector_server
+    from worker.tools.harness import pgvector_server, proc_status
 
     with pgvector_server({"shared_buffers": "24MB"}) as url:
         with psycopg.connect(url) as connection:
             assert connection.execute("SHOW shared_buffers").fetchone() == ("24MB",)
             backend = connection.execute("SELECT pg_backend_pid()").fetchone()[0]
-            postmaster = int(_proc_status(backend, "PPid"))
+            postmaster = int(proc_status(backend, "PPid"))
         assert _running(postmaster)
     # pg_ctl -w returns once the pid file is gone, a moment before the process: wait a
     # little (a leaked server runs on for a minute or more). A zombie has stopped.
@@ -188,17 +187,8 @@ def test_a_benchmarks_reconfigured_postgresql_is_stopped_when_it_ends() -> None:
     assert not _running(postmaster)
 
 
-def _proc_status(pid: int, field: str) -> str | None:
-    """A ``/proc/PID/status`` field (``None`` once the process is gone)."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next(
-        (line.split(":", 1)[1].strip() for line in lines if line.startswith(field + ":")), None
-    )
-
-
 def _running(pid: int) -> bool:
-    state = _proc_status(pid, "State")
+    from worker.tools.harness import proc_status
+
+    state = proc_status(pid, "State")
     return state is not None and not state.startswith("Z")

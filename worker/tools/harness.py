@@ -42,15 +42,21 @@ MAX_DISTINCT_PHOTOS = 2000
 Log = Callable[[str], None]
 
 
-def _proc_status(pid: int, field: str) -> float | None:
-    """A ``/proc/PID/status`` memory field in MB (``None`` once the process is gone)."""
+def proc_status(pid: int, field: str) -> str | None:
+    """A ``/proc/PID/status`` field as written there (``None`` once the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return None
-    return None
+    return next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith(field + ":")), None
+    )
+
+
+def _proc_status(pid: int, field: str) -> float | None:
+    """A ``/proc/PID/status`` memory field in MB (``None`` once the process is gone)."""
+    value = proc_status(pid, field)
+    return None if value is None else int(value.split()[0]) / 1024
 
 
 def _children(pid: int) -> list[int]:
